@@ -1,0 +1,1 @@
+"""Counterpart web front end."""

@@ -1,0 +1,56 @@
+"""The errors a user of Counterpart can cause or meet, under one base class.
+
+Views and the command line catch :class:`CounterpartError` and show its message; every
+message is a sentence that names the field or the file concerned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "CounterpartError",
+    "TermsError",
+    "TemplateError",
+    "ConversionError",
+    "DocumentError",
+    "NotFoundError",
+    "StateError",
+    "AuditError",
+]
+
+
+class CounterpartError(Exception):
+    """Base of every error Counterpart raises on purpose."""
+
+
+class TermsError(CounterpartError):
+    """The terms of a letter are invalid; ``errors`` maps each bad field to its message."""
+
+    def __init__(self, errors: Mapping[str, str]):
+        self.errors = dict(errors)
+        super().__init__("; ".join(f"{key}: {msg}" for key, msg in self.errors.items()))
+
+
+class TemplateError(CounterpartError):
+    """A .docx template or its schema cannot be used."""
+
+
+class ConversionError(CounterpartError):
+    """LibreOffice could not turn a document into PDF."""
+
+
+class DocumentError(CounterpartError):
+    """An uploaded or stored document is unreadable, unsafe or of the wrong shape."""
+
+
+class NotFoundError(CounterpartError):
+    """A letter, template, document or link does not exist."""
+
+
+class StateError(CounterpartError):
+    """An action is not allowed in the current state of a letter, envelope or counterpart."""
+
+
+class AuditError(CounterpartError):
+    """The audit record does not verify."""
