@@ -1,0 +1,27 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import REFERENCE_LETTER, letter_words
+from workflow.schema import TemplateSpec, load_template, sample_terms, validate_terms
+
+@pytest.fixture(scope="session")
+def spec() -> TemplateSpec:
+    return load_template("separation_letter")
+
+
+@pytest.fixture()
+def reference_terms(spec: TemplateSpec) -> dict:
+    return sample_terms(spec)
+
+
+@pytest.fixture()
+def valid_terms(spec: TemplateSpec, reference_terms: dict):
+    return validate_terms(spec, reference_terms)
+
+
+@pytest.fixture(scope="session")
+def reference_words() -> list[str]:
+    return letter_words(REFERENCE_LETTER.read_text(encoding="utf-8"))

@@ -1,0 +1,40 @@
+"""Helpers the tests share: how a reader compares the words of a letter."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import docx
+
+# The 2006 letter the template reproduces, kept in the shared folder beside the repository.
+REFERENCE_LETTER = (Path(__file__).resolve().parents[2] / "shared" / "reference"
+                    / "separation_letter_2006.txt")
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_RULE = re.compile(r"(?:_{3,}|-{3,})")
+
+
+def letter_words(text: str) -> list[str]:
+    """Split a letter's text into words as a reader compares them.
+
+    Filing artifacts (``<PAGE>`` markers, bare page numbers), signature rules (runs of
+    underscores or dashes) and the difference between straight and curly quotes are ignored.
+    """
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped == "<PAGE>" or stripped.isdigit():
+            continue
+        kept.append(line)
+    joined = _RULE.sub(" ", "\n".join(kept).translate(_QUOTES))
+    return joined.split()
+
+
+def docx_text(data: bytes) -> str:
+    """Return the body text of a .docx, one paragraph a line."""
+    document = docx.Document(io.BytesIO(data))
+    return "\n".join(p.text for p in document.paragraphs)
+
+
