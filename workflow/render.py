@@ -11,12 +11,13 @@ import jinja2
 from docxtpl import DocxTemplate
 from jinja2.sandbox import SandboxedEnvironment
 
+from .convert import PdfConverter, default_converter
 from .errors import TemplateError
 from .files import write_atomic
 from .formatting import FILTERS
 from .schema import TemplateSpec
 
-__all__ = ["render_docx", "write_docx", "template_variables", "jinja_environment"]
+__all__ = ["render_docx", "render_pdf", "write_docx", "template_variables", "jinja_environment"]
 
 
 def jinja_environment() -> SandboxedEnvironment:
@@ -54,3 +55,8 @@ def template_variables(spec: TemplateSpec) -> set[str]:
             jinja_environment()))
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{spec.docx_path.name}: {exc}.") from exc
+
+
+def render_pdf(docx: bytes, converter: PdfConverter | None = None) -> bytes:
+    """Convert rendered .docx bytes to PDF with a long-lived LibreOffice."""
+    return (converter or default_converter()).convert_bytes(docx)

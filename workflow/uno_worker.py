@@ -199,13 +199,12 @@ class Office:
             )
             if document is None:
                 return {"ok": False, "error": "it is not a readable Word document"}
-            document.storeToURL(
-                uno.systemPathToFileUrl(dst), (_prop("FilterName", _PDF_FILTER),)
-            )
+            document.storeToURL(uno.systemPathToFileUrl(dst), (_prop("FilterName", _PDF_FILTER),))
             return {"ok": True}
         except Exception as exc:
             if isinstance(exc, DisposedException) or self._dies_soon():
-                return {"ok": False, "fatal": True, "error": f"LibreOffice stopped ({_uno_message(exc)})"}
+                error = f"LibreOffice stopped ({_uno_message(exc)})"
+                return {"ok": False, "fatal": True, "error": error}
             return {"ok": False, "error": _uno_message(exc)}
         finally:
             if document is not None:
