@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .convert import PdfConverter, default_converter
+from .convert import PdfConverter
 from .errors import CounterpartError, TermsError
 from .files import write_atomic
 from .render import render_docx, render_pdf

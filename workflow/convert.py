@@ -125,6 +125,7 @@ class _Worker:
         self._buffer = b""
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
         self._stderr_thread: threading.Thread | None = None
+        self._pipe_paths: list[Path] = []
 
     def running(self) -> bool:
         """Tell whether the worker process is alive and has announced itself ready."""
@@ -198,6 +199,7 @@ class _Worker:
             self.reap(_REAP_TIMEOUT)
             raise _StartFailed(str(detail))
         self.soffice_pid = int(message["soffice_pid"])
+        self._pipe_paths = [Path(path) for path in message.get("pipe_paths", [])]
 
     def _parse(self, line: bytes) -> dict[str, Any] | None:
         """Decode one protocol line, or None if it is not a JSON object."""
@@ -290,6 +292,10 @@ class _Worker:
             self._stderr_thread = None
         if proc.stdout is not None:
             proc.stdout.close()
+        # A worker that was killed could not remove LibreOffice's socket file in /tmp.
+        for path in self._pipe_paths:
+            path.unlink(missing_ok=True)
+        self._pipe_paths = []
         self.proc = None
         self.soffice_pid = None
         self._buffer = b""

@@ -8,7 +8,8 @@ from the project.
 Protocol, one JSON object a line:
 
 * once LibreOffice answers over UNO the worker prints
-  ``{"ready": true, "pid": <worker pid>, "soffice_pid": <LibreOffice pid>}``, or
+  ``{"ready": true, "pid": <worker pid>, "soffice_pid": <LibreOffice pid>, "pipe_paths": [...]}``
+  (where LibreOffice's socket may be, for clean-up if the worker is killed), or
   ``{"ready": false, "error": "..."}`` and exits 1 if it cannot start LibreOffice;
 * each request ``{"src": "/abs/in.docx", "dst": "/abs/out.pdf"}`` is answered with
   ``{"ok": true}`` or ``{"ok": false, "error": "..."}``. An answer with ``"fatal": true`` means
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -100,6 +102,7 @@ class Office:
     def __init__(self, soffice: str, profile: Path, start_timeout: float) -> None:
         self.program = office_program(soffice)
         self.profile = profile
+        self.profile_url = profile.absolute().as_uri()
         self.start_timeout = start_timeout
         self.pipe_name = f"counterpart-{os.getpid()}-{uuid.uuid4().hex}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -115,7 +118,7 @@ class Office:
             "--norestore",
             "--nodefault",
             "--nolockcheck",
-            f"-env:UserInstallation={self.profile.absolute().as_uri()}",
+            f"-env:UserInstallation={self.profile_url}",
             f"--accept=pipe,name={self.pipe_name};urp;StarOffice.ComponentContext",
         ]
         env = dict(os.environ, SAL_ENABLE_FILE_LOCKING="1")
@@ -170,20 +173,25 @@ class Office:
                 )
             time.sleep(_POLL_INTERVAL)
 
+    def pipe_paths(self) -> list[Path]:
+        """Return where LibreOffice may put its listening socket (left behind if it is killed)."""
+        # LibreOffice's osl layer names a pipe OSL_PIPE_<uid>_<name> in /tmp, else in /var/tmp.
+        # Besides ours it opens one per profile, named after the MD5 of the profile's URL in
+        # UTF-16LE written as unpadded hex bytes (desktop/source/app/officeipcthread.cxx).
+        digest = hashlib.md5(self.profile_url.encode("utf-16-le"), usedforsecurity=False)
+        ipc_name = "SingleOfficeIPC_" + "".join(format(byte, "x") for byte in digest.digest())
+        leaves = [f"OSL_PIPE_{os.getuid()}_{name}" for name in (self.pipe_name, ipc_name)]
+        return [Path(folder) / leaf for folder in ("/tmp", "/var/tmp") for leaf in leaves]
+
     def exit_status(self) -> int | None:
         """Return LibreOffice's exit status, or None while it runs."""
         return None if self.process is None else self.process.poll()
 
     def convert(self, src: str, dst: str) -> dict[str, Any]:
         """Convert one Word document to PDF and return the protocol answer."""
-        status = self.exit_status()
-        if status is not None:
-            return {
-                "ok": False,
-                "fatal": True,
-                "before": True,
-                "error": f"LibreOffice had exited with status {status}",
-            }
+        gone = self._gone_before()
+        if gone is not None:
+            return {"ok": False, "fatal": True, "before": True, "error": gone}
         load_props = (
             _prop("Hidden", True),
             _prop("ReadOnly", True),
@@ -209,6 +217,19 @@ class Office:
         finally:
             if document is not None:
                 self._close_document(document)
+
+    def _gone_before(self) -> str | None:
+        """Return why LibreOffice is unusable before the document is touched, or None."""
+        status = self.exit_status()
+        if status is not None:
+            return f"LibreOffice had exited with status {status}"
+        try:
+            # One cheap round trip: a LibreOffice killed a moment ago may not be reapable yet,
+            # but its bridge already fails, and then no document can be blamed for its death.
+            self.desktop.getImplementationName()
+        except Exception as exc:
+            return f"LibreOffice was no longer answering ({_uno_message(exc)})"
+        return None
 
     def _dies_soon(self) -> bool:
         """Tell whether LibreOffice exits within a moment (a failed call may precede its death)."""
@@ -248,6 +269,8 @@ class Office:
             # Only LibreOffice's own pid: signalling its group can deadlock its launcher.
             process.kill()
             process.wait()
+        for path in self.pipe_paths():
+            path.unlink(missing_ok=True)
 
 
 def _send(stream: TextIO, message: dict[str, Any]) -> None:
@@ -307,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
             _send(out, {"ready": False, "error": str(exc)})
             return 1
         assert office.process is not None
-        _send(out, {"ready": True, "pid": os.getpid(), "soffice_pid": office.process.pid})
+        ready = {
+            "ready": True,
+            "pid": os.getpid(),
+            "soffice_pid": office.process.pid,
+            "pipe_paths": [str(path) for path in office.pipe_paths()],
+        }
+        _send(out, ready)
         _serve(office, out)
         return 0
     finally:

@@ -1,0 +1,107 @@
+"""The database: engine set-up, sessions, transactions and migrations.
+
+SQLite in a file of the data folder is the embedded default (WAL mode, a busy timeout and
+``BEGIN IMMEDIATE`` transactions, so that concurrent writers queue instead of failing);
+PostgreSQL works through the same models and migrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+__all__ = ["Database", "open_database", "database_url_for", "DATA_DIR_ENV", "DATABASE_URL_ENV"]
+
+DATA_DIR_ENV = "COUNTERPART_DATA_DIR"
+DATABASE_URL_ENV = "COUNTERPART_DATABASE_URL"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def database_url_for(data_dir: Path, url: str | None = None) -> str:
+    """Return the configured database URL, or a SQLite file in the data folder."""
+    return url or f"sqlite:///{Path(data_dir).resolve() / 'counterpart.db'}"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # A deferred transaction that reads and then writes cannot wait for the lock; an
+        # immediate one waits its turn under the busy timeout.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """An engine and its session factory, migrated to the newest schema."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"future": True}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                      "check_same_thread": False}
+            if parsed.database in (None, "", ":memory:"):
+                raise ValueError("Use a SQLite file, not an in-memory database.")
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["poolclass"] = NullPool
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Open a session in one transaction: committed on success, rolled back on error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def session(self) -> Session:
+        """Open a session; the caller commits or rolls back."""
+        return self.sessions()
+
+    def migrate(self) -> None:
+        """Bring the schema up to the newest migration (creating it in a new database)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def open_database(data_dir: Path, url: str | None = None, *, migrate: bool = True) -> Database:
+    """Open (creating and migrating on first use) the database of a data folder."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    database = Database(database_url_for(data_dir, url))
+    if migrate:
+        database.migrate()
+    return database

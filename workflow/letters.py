@@ -1,0 +1,325 @@
+"""Letters and their versions and documents: create, revise, generate, list, read.
+
+A letter's terms are never changed in place: editing makes a new version, and every version
+keeps its own .docx and PDF. The .docx is rendered in the same transaction that stores the
+terms; the PDF is a ``pending`` document that :func:`generate_document` fills in, from any
+process, claiming it first with a conditional update so that it is made exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from .audit import record_event
+from .convert import PdfConverter
+from .db import Database
+from .errors import CounterpartError, NotFoundError, StateError
+from .models import Blob, Document, Letter, LetterVersion, User, utcnow
+from .render import render_docx
+from .schema import DEFAULT_TEMPLATE_DIR, TemplateSpec, load_template, terms_to_json, validate_terms
+from .states import LetterStatus, transition
+
+__all__ = [
+    "DOCX_TYPE", "PDF_TYPE", "LetterPage", "store_blob", "blob_bytes", "create_letter",
+    "revise_terms", "get_letter", "get_version", "list_letters", "document_bytes",
+    "generate_document", "wait_for_document", "pending_documents", "version_terms",
+    "latest_document", "retry_document", "STALE_CLAIM",
+]
+
+DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PDF_TYPE = "application/pdf"
+# A claim older than this belongs to a worker that died; another may take the job over.
+STALE_CLAIM = dt.timedelta(minutes=3)
+EDIT_LOCKED = {LetterStatus.OUT_FOR_SIGNATURE, LetterStatus.PARTIALLY_EXECUTED,
+               LetterStatus.FULLY_EXECUTED, LetterStatus.DECLINED}
+
+
+@lru_cache(maxsize=32)
+def _file_sha256(path: Path, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def template_sha256(spec: TemplateSpec) -> str:
+    """Return the SHA-256 of a template's .docx file."""
+    return _file_sha256(spec.docx_path, spec.docx_path.stat().st_mtime_ns)
+
+
+def store_blob(session: Session, data: bytes) -> str:
+    """Store bytes once under their SHA-256 and return it."""
+    digest = hashlib.sha256(data).hexdigest()
+    if session.get(Blob, digest) is None:
+        session.add(Blob(sha256=digest, size=len(data), data=data))
+        session.flush()
+    return digest
+
+
+def blob_bytes(session: Session, sha256: str) -> bytes:
+    """Return stored bytes, checking them against their SHA-256."""
+    blob = session.get(Blob, sha256)
+    if blob is None:
+        raise NotFoundError(f"The stored file {sha256[:12]}… is missing.")
+    data = bytes(blob.data)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise CounterpartError(f"The stored file {sha256[:12]}… is damaged.")
+    return data
+
+
+def _slug(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-").lower()[:60] or "letter"
+
+
+def _filename(letter: Letter, number: int, suffix: str) -> str:
+    return f"{_slug(letter.executive_name)}-{letter.template.replace('_', '-')}-v{number}{suffix}"
+
+
+def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: dict[str, Any],
+                 user: User | None) -> LetterVersion:
+    number = (session.scalar(select(func.max(LetterVersion.number))
+                             .where(LetterVersion.letter_id == letter.id)) or 0) + 1
+    version = LetterVersion(
+        letter_id=letter.id, number=number, terms=terms_to_json(spec, terms),
+        template_name=spec.name, template_sha256=template_sha256(spec),
+        created_by_id=user.id if user else None,
+    )
+    session.add(version)
+    session.flush()
+    docx = render_docx(spec, terms)
+    session.add(Document(
+        letter_id=letter.id, version_id=version.id, kind="letter_docx", status="ready",
+        blob_sha256=store_blob(session, docx), size=len(docx), media_type=DOCX_TYPE,
+        filename=_filename(letter, number, ".docx")))
+    session.add(Document(
+        letter_id=letter.id, version_id=version.id, kind="letter_pdf", status="pending",
+        media_type=PDF_TYPE, filename=_filename(letter, number, ".pdf")))
+    letter.current_version = number
+    letter.executive_name = str(terms.get("executive_full_name", ""))[:200]
+    letter.company_name = str(terms.get("company_name", ""))[:200]
+    letter.updated_at = utcnow()
+    session.flush()
+    return version
+
+
+def create_letter(session: Session, template: str, raw_terms: Any, user: User | None, *,
+                  template_dir: Path = DEFAULT_TEMPLATE_DIR, ip: str | None = None,
+                  user_agent: str | None = None) -> Letter:
+    """Validate terms and create a letter with its first version and its .docx.
+
+    Raises TermsError naming every bad field; nothing is stored then.
+    """
+    spec = load_template(template, template_dir)
+    terms = validate_terms(spec, raw_terms)
+    letter = Letter(template=spec.name, status=LetterStatus.DRAFT.value,
+                    created_by_id=user.id if user else None)
+    session.add(letter)
+    session.flush()
+    version = _add_version(session, letter, spec, terms, user)
+    record_event(session, letter.id, "created", actor=user.email if user else "system",
+                 ip=ip, user_agent=user_agent,
+                 detail={"version": version.number, "template": spec.name,
+                         "template_sha256": version.template_sha256})
+    return letter
+
+
+def revise_terms(session: Session, letter_id: int, raw_terms: Any, user: User | None, *,
+                 template_dir: Path = DEFAULT_TEMPLATE_DIR, ip: str | None = None,
+                 user_agent: str | None = None) -> LetterVersion:
+    """Store changed terms as a new version; refused while the letter is out for signature."""
+    letter = get_letter(session, letter_id, for_update=True)
+    status = LetterStatus(letter.status)
+    if status in EDIT_LOCKED:
+        if status == LetterStatus.FULLY_EXECUTED:
+            raise StateError("This letter is fully executed; its terms can no longer change.")
+        raise StateError(f"This letter is {status.label.lower()}; void its envelope before "
+                         "changing the terms.")
+    spec = load_template(letter.template, template_dir)
+    terms = validate_terms(spec, raw_terms)
+    letter.status = transition(status, LetterStatus.DRAFT).value
+    version = _add_version(session, letter, spec, terms, user)
+    record_event(session, letter.id, "edited", actor=user.email if user else "system",
+                 ip=ip, user_agent=user_agent, detail={"version": version.number})
+    return version
+
+
+def get_letter(session: Session, letter_id: int, *, for_update: bool = False) -> Letter:
+    """Return a letter or raise NotFoundError."""
+    query = select(Letter).where(Letter.id == letter_id)
+    if for_update:
+        query = query.with_for_update()
+    letter = session.scalar(query)
+    if letter is None:
+        raise NotFoundError(f"There is no letter {letter_id}.")
+    return letter
+
+
+def get_version(session: Session, letter: Letter, number: int | None = None) -> LetterVersion:
+    """Return one version of a letter (the newest by default) or raise NotFoundError."""
+    number = letter.current_version if number is None else number
+    version = session.scalar(select(LetterVersion).where(
+        LetterVersion.letter_id == letter.id, LetterVersion.number == number))
+    if version is None:
+        raise NotFoundError(f"Letter {letter.id} has no version {number}.")
+    return version
+
+
+def version_terms(version: LetterVersion, template_dir: Path = DEFAULT_TEMPLATE_DIR
+                  ) -> dict[str, Any]:
+    """Return a version's terms as typed values."""
+    return validate_terms(load_template(version.template_name, template_dir), version.terms)
+
+
+def latest_document(session: Session, version: LetterVersion, kind: str) -> Document:
+    """Return a version's document of one kind or raise NotFoundError."""
+    document = session.scalar(select(Document).where(
+        Document.version_id == version.id, Document.kind == kind).order_by(Document.id.desc()))
+    if document is None:
+        raise NotFoundError(f"Version {version.number} has no {kind.replace('_', ' ')}.")
+    return document
+
+
+@dataclass
+class LetterPage:
+    """One page of the letters table."""
+
+    letters: list[Letter]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def list_letters(session: Session, *, q: str = "", status: str = "", page: int = 1,
+                 per_page: int = 25) -> LetterPage:
+    """List letters newest first, filtered by a name search and a status."""
+    query = select(Letter)
+    if q.strip():
+        pattern = "%" + q.strip().lower().replace("\\", "\\\\").replace("%", "\\%") \
+            .replace("_", "\\_") + "%"
+        query = query.where(or_(func.lower(Letter.executive_name).like(pattern, escape="\\"),
+                                func.lower(Letter.company_name).like(pattern, escape="\\")))
+    if status:
+        query = query.where(Letter.status == LetterStatus(status).value)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = max(1, page)
+    rows = session.scalars(query.order_by(Letter.updated_at.desc(), Letter.id.desc())
+                           .offset((page - 1) * per_page).limit(per_page))
+    return LetterPage(list(rows), total, page, per_page)
+
+
+def document_bytes(session: Session, document: Document) -> bytes:
+    """Return a ready document's bytes."""
+    if document.status != "ready" or not document.blob_sha256:
+        raise StateError(f"{document.filename} is not ready yet.")
+    return blob_bytes(session, document.blob_sha256)
+
+
+def pending_documents(session: Session) -> list[int]:
+    """List documents waiting to be generated, or claimed by a worker that has gone."""
+    stale = utcnow() - STALE_CLAIM
+    return list(session.scalars(select(Document.id).where(or_(
+        Document.status == "pending",
+        (Document.status == "generating") & (Document.claimed_at < stale)))
+        .order_by(Document.id)))
+
+
+def _claim(db: Database, document_id: int) -> bool:
+    stale = utcnow() - STALE_CLAIM
+    with db.transaction() as session:
+        claimed = session.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .where(or_(Document.status == "pending",
+                       (Document.status == "generating") & (Document.claimed_at < stale)))
+            .values(status="generating", claimed_at=utcnow())
+        ).rowcount
+    return claimed == 1
+
+
+def generate_document(db: Database, document_id: int, converter: PdfConverter) -> bool:
+    """Make a pending letter PDF if no one else is making it; return whether this call did.
+
+    The conversion runs outside any transaction; the bytes and the ``ready`` status are then
+    committed together, so a crash leaves the document pending (to be claimed again), never
+    pointing at missing bytes.
+    """
+    if not _claim(db, document_id):
+        return False
+    with db.transaction() as session:
+        document = session.get(Document, document_id)
+        assert document is not None and document.version_id is not None
+        docx_doc = session.scalar(select(Document).where(
+            Document.version_id == document.version_id, Document.kind == "letter_docx"))
+        assert docx_doc is not None
+        docx = document_bytes(session, docx_doc)
+    try:
+        pdf = converter.convert_bytes(docx)
+    except CounterpartError as exc:
+        with db.transaction() as session:
+            session.execute(update(Document).where(Document.id == document_id,
+                                                   Document.status == "generating")
+                            .values(status="failed", error=str(exc)))
+        return True
+    with db.transaction() as session:
+        sha = store_blob(session, pdf)
+        done = session.execute(
+            update(Document).where(Document.id == document_id, Document.status == "generating")
+            .values(status="ready", blob_sha256=sha, size=len(pdf), error=None)).rowcount
+        if done:
+            document = session.get(Document, document_id)
+            assert document is not None
+            letter = get_letter(session, document.letter_id, for_update=True)
+            version = session.get(LetterVersion, document.version_id)
+            if (version is not None and version.number == letter.current_version
+                    and letter.status == LetterStatus.DRAFT.value):
+                letter.status = transition(letter.status, LetterStatus.GENERATED).value
+                letter.updated_at = utcnow()
+            record_event(session, letter.id, "generated", actor="system",
+                         detail={"version": version.number if version else None,
+                                 "document": document.filename, "sha256": sha})
+    return True
+
+
+def retry_document(session: Session, document_id: int) -> None:
+    """Put a failed document back in the queue."""
+    session.execute(update(Document).where(Document.id == document_id,
+                                           Document.status == "failed")
+                    .values(status="pending", error=None, claimed_at=None))
+
+
+def wait_for_document(db: Database, document_id: int, converter: PdfConverter | None, *,
+                      timeout: float = 120.0, poll: float = 0.1,
+                      sleep: Callable[[float], None] = time.sleep) -> Document:
+    """Return a document once it is ready or failed, making it here if no one else is.
+
+    Raises CounterpartError if it is still being made elsewhere when ``timeout`` runs out.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.transaction() as session:
+            document = session.get(Document, document_id)
+            if document is None:
+                raise NotFoundError(f"There is no document {document_id}.")
+            status = document.status
+        if status in ("ready", "failed"):
+            return document
+        if converter is not None and generate_document(db, document_id, converter):
+            continue
+        if time.monotonic() > deadline:
+            raise CounterpartError(f"{document.filename} is still being generated; try again "
+                                   "in a moment.")
+        sleep(poll)

@@ -1,0 +1,106 @@
+"""The state machines of letters and counterparts: their states and the allowed transitions.
+
+Each machine is an Enum of states and one table of allowed moves; :func:`transition` applies a
+move and raises :class:`StateError`, changing nothing, when the table does not allow it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+from .errors import StateError
+
+__all__ = ["LetterStatus", "CounterpartStatus", "EnvelopeStatus", "LETTER_TRANSITIONS",
+           "COUNTERPART_TRANSITIONS", "ENVELOPE_TRANSITIONS", "transition", "can_transition"]
+
+
+class LetterStatus(StrEnum):
+    DRAFT = "draft"
+    GENERATED = "generated"
+    OUT_FOR_SIGNATURE = "out_for_signature"
+    PARTIALLY_EXECUTED = "partially_executed"
+    FULLY_EXECUTED = "fully_executed"
+    DECLINED = "declined"
+    VOIDED = "voided"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+
+class CounterpartStatus(StrEnum):
+    CREATED = "created"
+    SENT = "sent"
+    VIEWED = "viewed"
+    SIGNED = "signed"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    VOIDED = "voided"
+
+    @property
+    def label(self) -> str:
+        return self.value.capitalize()
+
+
+class EnvelopeStatus(StrEnum):
+    OUT = "out"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    VOIDED = "voided"
+
+
+L, C, E = LetterStatus, CounterpartStatus, EnvelopeStatus
+
+LETTER_TRANSITIONS: dict[LetterStatus, frozenset[LetterStatus]] = {
+    # A draft's documents are being generated; editing its terms keeps it a draft.
+    L.DRAFT: frozenset({L.DRAFT, L.GENERATED}),
+    L.GENERATED: frozenset({L.DRAFT, L.OUT_FOR_SIGNATURE}),
+    L.OUT_FOR_SIGNATURE: frozenset({L.PARTIALLY_EXECUTED, L.FULLY_EXECUTED, L.DECLINED,
+                                    L.VOIDED}),
+    L.PARTIALLY_EXECUTED: frozenset({L.PARTIALLY_EXECUTED, L.FULLY_EXECUTED, L.DECLINED,
+                                     L.VOIDED}),
+    L.FULLY_EXECUTED: frozenset(),
+    L.DECLINED: frozenset({L.VOIDED}),
+    # Once voided, the terms may be edited (a new draft version) and the letter sent again.
+    L.VOIDED: frozenset({L.DRAFT, L.OUT_FOR_SIGNATURE}),
+}
+
+COUNTERPART_TRANSITIONS: dict[CounterpartStatus, frozenset[CounterpartStatus]] = {
+    C.CREATED: frozenset({C.SENT, C.VOIDED}),
+    C.SENT: frozenset({C.VIEWED, C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
+    C.VIEWED: frozenset({C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
+    C.SIGNED: frozenset(),
+    C.DECLINED: frozenset({C.VOIDED}),
+    C.EXPIRED: frozenset({C.VOIDED}),
+    C.VOIDED: frozenset(),
+}
+
+ENVELOPE_TRANSITIONS: dict[EnvelopeStatus, frozenset[EnvelopeStatus]] = {
+    E.OUT: frozenset({E.COMPLETED, E.DECLINED, E.VOIDED}),
+    E.COMPLETED: frozenset(),
+    E.DECLINED: frozenset({E.VOIDED}),
+    E.VOIDED: frozenset(),
+}
+
+_TABLES: dict[type, dict] = {LetterStatus: LETTER_TRANSITIONS,
+                             CounterpartStatus: COUNTERPART_TRANSITIONS,
+                             EnvelopeStatus: ENVELOPE_TRANSITIONS}
+_NOUNS = {LetterStatus: "letter", CounterpartStatus: "counterpart", EnvelopeStatus: "envelope"}
+
+S = TypeVar("S", LetterStatus, CounterpartStatus, EnvelopeStatus)
+
+
+def can_transition(current: S, target: S) -> bool:
+    """Say whether the machine allows moving from ``current`` to ``target``."""
+    return target in _TABLES[type(current)][current]
+
+
+def transition(current: S | str, target: S) -> S:
+    """Return ``target`` if the move from ``current`` is allowed, else raise StateError."""
+    machine = type(target)
+    state = machine(current)
+    if not can_transition(state, target):
+        raise StateError(f"A {_NOUNS[machine]} that is {state.value.replace('_', ' ')} cannot "
+                         f"become {target.value.replace('_', ' ')}.")
+    return target
