@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from .convert import PdfConverter
+from .db import DATA_DIR_ENV, DATABASE_URL_ENV
 from .errors import CounterpartError, TermsError
 from .files import write_atomic
 from .render import render_docx, render_pdf
@@ -156,6 +157,45 @@ def batch(template: str, csv_path: Path, out_dir: Path, processes: int | None,
                f"{per}; {len(report.failed)} row(s) failed.")
     if report.failed:
         click.echo("failed rows: " + ", ".join(str(r.row) for r in report.failed), err=True)
+        sys.exit(1)
+
+
+def data_folder() -> Path:
+    """Return the data folder the environment names (``output/`` by default)."""
+    return Path(os.environ.get(DATA_DIR_ENV) or "output")
+
+
+def open_configured_database():
+    """Open (creating and migrating if new) the database the environment names."""
+    from .db import open_database
+
+    return open_database(data_folder(), os.environ.get(DATABASE_URL_ENV) or None)
+
+
+@cli.group()
+def audit() -> None:
+    """Check the audit record of a letter."""
+
+
+@audit.command("verify")
+@click.argument("letter_id", type=int)
+def audit_verify(letter_id: int) -> None:
+    """Recompute a letter's audit chain and name the first broken row (exit 1 if broken)."""
+    from .audit import verify_chain
+
+    database = open_configured_database()
+    try:
+        with database.transaction() as session:
+            check = verify_chain(session, letter_id)
+    except CounterpartError as exc:
+        _fail(str(exc))
+    finally:
+        database.dispose()
+    if check.ok:
+        click.echo(f"letter {letter_id}: audit chain intact; {check.message}")
+    else:
+        click.echo(f"letter {letter_id}: audit chain BROKEN at event "
+                   f"{check.first_broken_sequence}: {check.message}", err=True)
         sys.exit(1)
 
 

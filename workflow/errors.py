@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "StateError",
     "AuditError",
+    "LinkError",
 ]
 
 
@@ -54,3 +55,14 @@ class StateError(CounterpartError):
 
 class AuditError(CounterpartError):
     """The audit record does not verify."""
+
+
+class LinkError(CounterpartError):
+    """A signing link cannot be used: expired, voided, already used, or not yet its turn.
+
+    ``reason`` is one of ``expired``, ``voided``, ``signed``, ``declined``, ``waiting``.
+    """
+
+    def __init__(self, message: str, reason: str):
+        self.reason = reason
+        super().__init__(message)
