@@ -96,6 +96,9 @@ def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: di
     )
     session.add(version)
     session.flush()
+    # The file names below are made from the executive's name, so set it first.
+    letter.executive_name = str(terms.get("executive_full_name", ""))[:200]
+    letter.company_name = str(terms.get("company_name", ""))[:200]
     docx = render_docx(spec, terms)
     session.add(Document(
         letter_id=letter.id, version_id=version.id, kind="letter_docx", status="ready",
@@ -105,8 +108,6 @@ def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: di
         letter_id=letter.id, version_id=version.id, kind="letter_pdf", status="pending",
         media_type=PDF_TYPE, filename=_filename(letter, number, ".pdf")))
     letter.current_version = number
-    letter.executive_name = str(terms.get("executive_full_name", ""))[:200]
-    letter.company_name = str(terms.get("company_name", ""))[:200]
     letter.updated_at = utcnow()
     session.flush()
     return version
