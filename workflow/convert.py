@@ -99,11 +99,16 @@ def _fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
-def _commit(tmp: Path, dst: Path) -> None:
-    """Flush ``tmp`` to disk and atomically rename it to ``dst``."""
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, dst)
+def _commit(tmp: Path, dst: Path, name: str) -> None:
+    """Flush ``tmp`` to disk and atomically rename it to ``dst`` (the PDF of ``name``)."""
+    try:
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise ConversionError(
+            f"Cannot write the PDF of {name} to {dst}: {exc.strerror or exc}."
+        ) from None
     _fsync_directory(dst.parent)
 
 
@@ -339,6 +344,7 @@ class PdfConverter:
         self._idle: Queue[_Worker] = Queue()
 
     def __enter__(self) -> PdfConverter:
+        """Return the converter; it starts on first use."""
         return self
 
     def __exit__(
@@ -347,6 +353,7 @@ class PdfConverter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close the converter."""
         self.close()
 
     def _ensure_pool(self) -> None:
@@ -435,7 +442,7 @@ class PdfConverter:
             self._convert_with(worker, src, tmp)
             if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise ConversionError(f"Converting {name} to PDF produced no file.")
-            _commit(tmp, dst)
+            _commit(tmp, dst, name)
         finally:
             self._idle.put(worker)
             tmp.unlink(missing_ok=True)
@@ -461,6 +468,11 @@ class PdfConverter:
                     continue
                 message = f"Cannot convert {name} to PDF: {gone}."
                 raise ConversionError(message + (f" Last output: {tail}" if tail else "")) from None
+            except BaseException:
+                # Interrupted mid-request (Ctrl-C, say): its late answer would be taken for the
+                # answer to the next request, so this worker cannot be trusted any more.
+                worker.kill()
+                raise
             if answer.get("ok"):
                 return
             error = answer.get("error") or "unknown error"
@@ -579,8 +591,13 @@ def fresh_process_convert(docx_path: Path, pdf_path: Path, timeout: float = 120)
             )
         tmp_dst = _temp_sibling(dst)
         try:
-            shutil.copyfile(produced, tmp_dst)
-            _commit(tmp_dst, dst)
+            try:
+                shutil.copyfile(produced, tmp_dst)
+            except OSError as exc:
+                raise ConversionError(
+                    f"Cannot write the PDF of {name} to {dst}: {exc.strerror or exc}."
+                ) from None
+            _commit(tmp_dst, dst, name)
         finally:
             tmp_dst.unlink(missing_ok=True)
 

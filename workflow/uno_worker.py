@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soffice", default="soffice", help="soffice program to run")
     parser.add_argument("--start-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    parent = os.getppid()
 
     # Keep the protocol on a private copy of stdout and point fd 1 at stderr, so nothing
     # printed by UNO or LibreOffice can corrupt the JSON stream.
@@ -341,6 +342,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         office.stop()
+        if os.getppid() != parent:
+            _remove_orphaned_profile(args.profile)
+
+
+def _remove_orphaned_profile(profile: Path) -> None:
+    """Delete the profile of a parent that died without cleaning up, and its folder if empty."""
+    shutil.rmtree(profile, ignore_errors=True)
+    try:
+        profile.parent.rmdir()
+    except OSError:
+        pass  # other workers' profiles are still there; the last one out removes it
 
 
 if __name__ == "__main__":
