@@ -25,3 +25,20 @@ def valid_terms(spec: TemplateSpec, reference_terms: dict):
 @pytest.fixture(scope="session")
 def reference_words() -> list[str]:
     return letter_words(REFERENCE_LETTER.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def converter():
+    from workflow.convert import PdfConverter
+
+    with PdfConverter(processes=1) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def reference_pdf(converter) -> bytes:
+    """The reference terms rendered to PDF once for the whole run."""
+    from workflow.render import render_docx
+
+    spec = load_template("separation_letter")
+    return converter.convert_bytes(render_docx(spec, validate_terms(spec, sample_terms(spec))))
