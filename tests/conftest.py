@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from support import REFERENCE_LETTER, letter_words
+
 from workflow.schema import TemplateSpec, load_template, sample_terms, validate_terms
+
 
 @pytest.fixture(scope="session")
 def spec() -> TemplateSpec:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pypdf
 import pytest
-
 from support import docx_text, letter_words
 
 COUNTERPART = [sys.executable, "-m", "workflow.cli"]

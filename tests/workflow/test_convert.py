@@ -26,7 +26,6 @@ from workflow.convert import (
 from workflow.errors import ConversionError
 
 
-
 def test_libreoffice_is_installed():
     # `make test` installs it; a machine without it must fail loudly, not skip.
     assert check_libreoffice() is None

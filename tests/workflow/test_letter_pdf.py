@@ -6,7 +6,6 @@ import io
 import subprocess
 
 import pypdf
-
 from support import letter_words
 
 

@@ -8,8 +8,8 @@ import zipfile
 
 import docx
 import pytest
-
 from support import docx_text, letter_words
+
 from workflow.render import render_docx, template_variables
 from workflow.schema import validate_terms
 
