@@ -1,0 +1,957 @@
+"""Put signatures on counterparts, assemble the executed letter, and check uploaded scans.
+
+A letter is executed in counterparts: each signer signs a copy of their own, and when all have
+signed the letter's pages, each signed signature page and a certificate of completion are put
+together into one executed PDF (then sealed by :mod:`workflow.seal`).
+
+Signature spots are found by the signer's printed name in the signature block, searched with
+pypdfium2 from the last page backwards; drawings go onto a reportlab overlay that pypdf merges
+onto the page, so the letter's own text stays as it was. Coordinates are PDF points with the
+origin at the bottom left of the page.
+
+Uploaded files are untrusted: :func:`inspect_upload` parses them in a child Python process with
+a time limit and an address-space limit, so a hang or a decompression bomb ends the child, not
+the application.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import unicodedata
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, NamedTuple
+from xml.sax.saxutils import escape
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+from PIL import Image, ImageChops, ImageDraw, ImageFont
+from pypdf import PdfReader, PdfWriter
+from pypdf.errors import PyPdfError
+from reportlab import rl_config
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_LEFT
+from reportlab.lib.pagesizes import LETTER
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import inch
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen import canvas as pdfcanvas
+from reportlab.platypus import (
+    Image as FlowImage,
+)
+from reportlab.platypus import (
+    KeepTogether,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from .errors import DocumentError
+
+__all__ = [
+    "Box",
+    "SignatureSpot",
+    "CertificateSigner",
+    "CertificateEvent",
+    "CertificateInfo",
+    "SandboxResult",
+    "find_signature_spot",
+    "find_day_blank",
+    "stamp_signature",
+    "signature_page_index",
+    "extract_pages",
+    "typed_signature_png",
+    "drawn_signature_png",
+    "certificate_pdf",
+    "assemble_executed_pdf",
+    "inspect_upload",
+    "run_sandboxed",
+    "ordinal_day",
+    "format_utc",
+]
+
+# reportlab wraps image data in ASCII85 by default, encoded in pure Python: half the time of a
+# stamp. Binary Flate streams are smaller and any PDF reader takes them. (This is reportlab's
+# process-wide setting; nothing in Counterpart needs 7-bit-clean PDFs.)
+rl_config.useA85 = 0
+
+Box = tuple[float, float, float, float]
+"""A rectangle in PDF points: x0, y0, x1, y1 with the origin at the bottom left."""
+
+FONT_DIR = Path(__file__).with_name("fonts")
+HANDWRITING_FONT = FONT_DIR / "DancingScript-Regular.ttf"
+
+# The largest signature drawn on a page: about the length of the signature line, and the height
+# of two lines of 12-point type (a signature may reach into the line above it, as ink does).
+SIGNATURE_MAX_WIDTH = 2.6 * inch
+SIGNATURE_MAX_HEIGHT = 0.55 * inch
+# Ink of typed signatures and of the filled-in day: a dark blue that reads as pen on paper.
+INK_RGB = (22, 34, 110)
+# Margins kept clear when placing the "signed electronically" note.
+PAGE_MARGIN = 0.75 * inch
+
+DRAWN_MAX_SIZE = (2000, 1000)
+DRAWN_MAX_BYTES = 5 * 1024 * 1024
+TYPED_MAX_CHARS = 80
+
+UPLOAD_TIME_LIMIT = 10.0
+UPLOAD_MEMORY_LIMIT = 512 * 1024 * 1024
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+_SPACES = {0x20, 0x09, 0x0A, 0x0D, 0xA0, 0x02, 0xFFFE}
+_UNDERSCORE = 0x5F
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the signature blocks
+
+
+@dataclass(frozen=True)
+class SignatureSpot:
+    """Where one signer signs: the printed name under the signature line, on one page."""
+
+    page_index: int
+    name_box: Box
+    line_box: Box
+    """The signature line above the name (the run of underscores, or an estimate of it)."""
+    page_box: Box
+    """The page's media box."""
+
+
+def find_signature_spot(pdf: bytes, signer_name: str) -> SignatureSpot:
+    """Find the signature block of a signer by the name printed under its signature line."""
+    document = _open_pdfium(pdf)
+    try:
+        spot = _find_spot(document, signer_name)
+    finally:
+        document.close()
+    if spot is None:
+        raise DocumentError(f"The letter cannot be signed: cannot find the signature block of "
+                            f"{_clean_name(signer_name)!r} (the name printed under a signature "
+                            f"line).")
+    return spot
+
+
+def find_day_blank(pdf: bytes) -> tuple[int, Box] | None:
+    """Find the blank in "this ___ day of": its page index and the box of its underscores."""
+    document = _open_pdfium(pdf)
+    try:
+        return _find_day_blank(document)
+    finally:
+        document.close()
+
+
+def signature_page_index(pdf: bytes, signer_names: list[str]) -> int:
+    """Return the index of the page that holds the signature blocks of all the named signers."""
+    if not signer_names:
+        raise ValueError("signature_page_index needs at least one signer name")
+    pages = {find_signature_spot(pdf, name).page_index: name for name in signer_names}
+    if len(pages) > 1:
+        where = ", ".join(f"{name} on page {index + 1}" for index, name in sorted(pages.items()))
+        raise DocumentError(f"The signature blocks are on different pages ({where}); "
+                            f"sign each page as its own counterpart.")
+    return next(iter(pages))
+
+
+def _open_pdfium(pdf: bytes) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(pdf)
+    except pdfium.PdfiumError as exc:
+        raise DocumentError(f"The letter PDF could not be read ({exc}).") from exc
+
+
+def _clean_name(name: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", name).split())
+
+
+def _name_variants(name: str) -> list[str]:
+    """Spellings to search for: as typed, and with straight or curly apostrophes."""
+    clean = _clean_name(name)
+    straight = clean.translate(_APOSTROPHES)
+    return list(dict.fromkeys([clean, straight, straight.replace("'", "\u2019")]))
+
+
+def _char(textpage: pdfium.PdfTextPage, index: int) -> int:
+    return pdfium_c.FPDFText_GetUnicode(textpage, index)
+
+
+def _matches(textpage: pdfium.PdfTextPage, text: str) -> list[tuple[int, int]]:
+    searcher = textpage.search(text, match_case=False)
+    found = []
+    while (match := searcher.get_next()) is not None:
+        found.append(match)
+    searcher.close()
+    return found
+
+
+def _union(boxes: Sequence[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _text_box(textpage: pdfium.PdfTextPage, start: int, count: int) -> Box:
+    rects = [textpage.get_rect(i) for i in range(textpage.count_rects(start, count))]
+    if not rects:
+        rects = [textpage.get_charbox(i) for i in range(start, start + count)]
+    return _union(rects)
+
+
+def _underscores_before(textpage: pdfium.PdfTextPage, index: int) -> tuple[int, int] | None:
+    """Return the run of underscores ending just before ``index`` (spaces skipped), if any."""
+    i = index - 1
+    while i >= 0 and _char(textpage, i) in _SPACES:
+        i -= 1
+    end = i
+    while i >= 0 and _char(textpage, i) == _UNDERSCORE:
+        i -= 1
+    return (i + 1, end) if end - i >= 3 else None
+
+
+def _find_spot(document: pdfium.PdfDocument, signer_name: str) -> SignatureSpot | None:
+    variants = _name_variants(signer_name)
+    if not variants[0]:
+        return None
+    for page_index in reversed(range(len(document))):
+        page = document[page_index]
+        textpage = page.get_textpage()
+        try:
+            found = [m for variant in variants for m in _matches(textpage, variant)]
+            if not found:
+                continue
+            start, count = max(found)
+            name_box = _text_box(textpage, start, count)
+            run = _underscores_before(textpage, start)
+            line_box = None
+            if run is not None:
+                candidate = _union([textpage.get_charbox(i) for i in range(run[0], run[1] + 1)])
+                # The line must sit above the name and near it, not elsewhere on the page.
+                if name_box[3] - 2 <= candidate[1] <= name_box[3] + 40:
+                    line_box = candidate
+            if line_box is None:
+                y = name_box[3] + 12
+                line_box = (name_box[0], y, name_box[0] + SIGNATURE_MAX_WIDTH, y + 0.6)
+            return SignatureSpot(page_index, name_box, line_box, tuple(page.get_mediabox()))
+        finally:
+            textpage.close()
+            page.close()
+    return None
+
+
+def _find_day_blank(document: pdfium.PdfDocument) -> tuple[int, Box] | None:
+    for page_index in reversed(range(len(document))):
+        page = document[page_index]
+        textpage = page.get_textpage()
+        try:
+            for start, _count in reversed(_matches(textpage, "day of")):
+                run = _underscores_before(textpage, start)
+                if run is None:
+                    continue
+                i = run[0] - 1
+                while i >= 0 and _char(textpage, i) in _SPACES:
+                    i -= 1
+                word = "".join(chr(_char(textpage, k)) for k in range(max(i - 3, 0), i + 1))
+                if word.lower() == "this":
+                    box = _union([textpage.get_charbox(k) for k in range(run[0], run[1] + 1)])
+                    return page_index, box
+        finally:
+            textpage.close()
+            page.close()
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Stamping a signature
+
+
+def ordinal_day(day: int) -> str:
+    """Spell a day of the month as an English ordinal: 1st, 2nd, 3rd, 4th, 11th, 22nd."""
+    if 10 <= day % 100 <= 20:
+        return f"{day}th"
+    return f"{day}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+
+
+def _long_date(moment: datetime) -> str:
+    return f"{_MONTHS[moment.month - 1]} {moment.day}, {moment.year}"
+
+
+def stamp_signature(pdf: bytes, *, signer_name: str, signature_png: bytes, signed_at: datetime,
+                    fill_day_blank: bool) -> bytes:
+    """Return a copy of the letter signed by one signer on their signature line.
+
+    The signature image sits on the line above the printed name, the date of signing is noted
+    beside the name in small type, and if ``fill_day_blank`` the blank in "this ___ day of" is
+    filled with the ordinal day of ``signed_at`` (in the time zone ``signed_at`` carries).
+    """
+    document = _open_pdfium(pdf)
+    try:
+        spot = _find_spot(document, signer_name)
+        blank = _find_day_blank(document) if fill_day_blank else None
+    finally:
+        document.close()
+    if spot is None:
+        raise DocumentError(f"The letter cannot be signed: cannot find the signature block of "
+                            f"{_clean_name(signer_name)!r} (the name printed under a signature "
+                            f"line).")
+    image = _png_reader(signature_png)
+
+    drawings: dict[int, list[_Drawing]] = {spot.page_index: []}
+    drawings[spot.page_index].append(_SignatureDrawing(spot, image))
+    drawings[spot.page_index].append(
+        _NoteDrawing(spot, f"Signed electronically on {_long_date(signed_at)}"))
+    if blank is not None:
+        drawings.setdefault(blank[0], []).append(_DayDrawing(blank[1], ordinal_day(signed_at.day)))
+
+    reader = _pypdf_reader(pdf, "The letter PDF")
+    writer = PdfWriter(clone_from=reader)
+    for page_index, items in drawings.items():
+        page = writer.pages[page_index]
+        box = tuple(float(v) for v in page.mediabox)
+        overlay = _overlay(box, items)
+        page.merge_page(PdfReader(io.BytesIO(overlay)).pages[0])
+        page.compress_content_streams()
+    return _written(writer)
+
+
+class _SignatureDrawing(NamedTuple):
+    spot: SignatureSpot
+    image: ImageReader
+
+
+class _NoteDrawing(NamedTuple):
+    spot: SignatureSpot
+    text: str
+
+
+class _DayDrawing(NamedTuple):
+    blank: Box
+    text: str
+
+
+_Drawing = _SignatureDrawing | _NoteDrawing | _DayDrawing
+
+
+def _overlay(page_box: tuple[float, ...], items: list[_Drawing]) -> bytes:
+    """Draw the items on a transparent page of the given media box and return its PDF."""
+    x0, y0, x1, y1 = page_box
+    buffer = io.BytesIO()
+    canvas = pdfcanvas.Canvas(buffer, pagesize=(x1 - x0, y1 - y0), pageCompression=1)
+    canvas.translate(-x0, -y0)
+    for item in items:
+        if isinstance(item, _SignatureDrawing):
+            _draw_signature(canvas, item)
+        elif isinstance(item, _NoteDrawing):
+            _draw_note(canvas, item, page_box)
+        else:
+            _draw_day(canvas, item)
+    canvas.showPage()
+    canvas.save()
+    return buffer.getvalue()
+
+
+def _draw_signature(canvas: pdfcanvas.Canvas, item: _SignatureDrawing) -> None:
+    width_px, height_px = item.image.getSize()
+    scale = min(SIGNATURE_MAX_WIDTH / width_px, SIGNATURE_MAX_HEIGHT / height_px)
+    width, height = width_px * scale, height_px * scale
+    line = item.spot.line_box
+    # Start a little in from the left end of the line, and let the ink dip just below the line
+    # as pen strokes do, without reaching the printed name underneath.
+    x = line[0] + 6
+    y = max(line[1] - 2, item.spot.name_box[3] + 0.5)
+    canvas.drawImage(item.image, x, y, width=width, height=height, mask="auto")
+
+
+def _draw_note(canvas: pdfcanvas.Canvas, item: _NoteDrawing,
+               page_box: tuple[float, ...]) -> None:
+    """Write the date of signing right of the name, or if there is no room, below it."""
+    font, size = "Helvetica", 7.0
+    width = pdfmetrics.stringWidth(item.text, font, size)
+    name, line = item.spot.name_box, item.spot.line_box
+    right_limit = page_box[2] - PAGE_MARGIN
+    if name[2] + 10 + width <= right_limit:
+        x, y = name[2] + 10, name[1] + 1
+    elif line[2] + 6 + width <= right_limit:
+        x, y = line[2] + 6, line[1] + 1
+    else:
+        x, y = name[0], name[1] - size - 1
+    canvas.setFillColorRGB(0.25, 0.25, 0.3)
+    canvas.setFont(font, size)
+    canvas.drawString(x, y, item.text)
+
+
+def _draw_day(canvas: pdfcanvas.Canvas, item: _DayDrawing) -> None:
+    font = "Times-Italic"
+    x0, y0, x1, _ = item.blank
+    width_at_12 = pdfmetrics.stringWidth(item.text, font, 12)
+    size = max(8.0, min(12.0, 12 * (x1 - x0 + 3) / width_at_12))
+    width = pdfmetrics.stringWidth(item.text, font, size)
+    canvas.setFillColorRGB(*(c / 255 for c in INK_RGB))
+    canvas.setFont(font, size)
+    canvas.drawString((x0 + x1 - width) / 2, y0 + 1.5, item.text)
+
+
+def _png_reader(png: bytes) -> ImageReader:
+    """Open signature PNG bytes for reportlab, with a clear error if they are not an image."""
+    if not png.startswith(_PNG_MAGIC):
+        raise DocumentError("The signature image is not a PNG image.")
+    try:
+        return ImageReader(io.BytesIO(png))
+    except Exception as exc:  # reportlab wraps Pillow's errors in its own exception types
+        raise DocumentError(f"The signature image could not be read ({exc}).") from exc
+
+
+def _pypdf_reader(pdf: bytes, what: str) -> PdfReader:
+    try:
+        return PdfReader(io.BytesIO(pdf))
+    except (PyPdfError, ValueError, OSError) as exc:
+        raise DocumentError(f"{what} could not be read ({exc}).") from exc
+
+
+def _written(writer: PdfWriter) -> bytes:
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+def extract_pages(pdf: bytes, indices: list[int]) -> bytes:
+    """Return a new PDF made of the given pages (0-based) of ``pdf``, in the order given."""
+    reader = _pypdf_reader(pdf, "The PDF")
+    count = len(reader.pages)
+    writer = PdfWriter()
+    for index in indices:
+        if not 0 <= index < count:
+            raise DocumentError(f"The PDF has {count} pages; there is no page {index + 1}.")
+        writer.add_page(reader.pages[index])
+    return _written(writer)
+
+
+def page_count(pdf: bytes) -> int:
+    """Count the pages of a PDF this system made (untrusted files go to inspect_upload)."""
+    return len(_pypdf_reader(pdf, "The PDF").pages)
+
+
+_ENVELOPE_RE = re.compile(rb"/CounterpartEnvelope\s*\(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                          rb"[0-9a-f]{4}-[0-9a-f]{12})\)")
+
+
+def envelope_id_of(pdf: bytes) -> str | None:
+    """Read the envelope id an executed PDF names in its document information, if any.
+
+    The bytes are searched, not parsed, so that a hostile file cannot make this hang: the
+    executed PDF writes its information dictionary uncompressed.
+    """
+    found = _ENVELOPE_RE.findall(pdf[:1_000_000]) + _ENVELOPE_RE.findall(pdf[-1_000_000:])
+    return found[0].decode("ascii") if found else None
+
+
+# --------------------------------------------------------------------------------------------
+# Signature images
+
+
+@functools.lru_cache(maxsize=16)
+def _handwriting_font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(HANDWRITING_FONT), size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _glyph_pixels(char: str, size: int) -> bytes:
+    image = Image.new("L", (size * 2, size * 2), 0)
+    ImageDraw.Draw(image).text((size // 2, size // 2), char, font=_handwriting_font(size),
+                               fill=255)
+    return image.tobytes()
+
+
+def _missing_glyphs(text: str, size: int = 24) -> list[str]:
+    """List the characters the handwriting font draws as its 'missing glyph' box."""
+    missing = _glyph_pixels("\ue000", size)  # a private-use character no font here defines
+    return [ch for ch in dict.fromkeys(text)
+            if not ch.isspace() and _glyph_pixels(ch, size) == missing]
+
+
+def typed_signature_png(text: str, *, height_px: int = 120) -> bytes:
+    """Draw a typed name in the handwriting font, dark blue ink on a transparent background.
+
+    ``height_px`` is the height of a line of the handwriting (ascender to descender); the image
+    is cropped to the ink, so it is about that high (accents on capitals may add a little).
+    """
+    clean = " ".join("".join(ch for ch in unicodedata.normalize("NFC", text)
+                             if unicodedata.category(ch) not in {"Cc", "Cf"}).split())
+    if not clean:
+        raise DocumentError("Type your name to make a typed signature.")
+    if len(clean) > TYPED_MAX_CHARS:
+        raise DocumentError(f"A typed signature can have at most {TYPED_MAX_CHARS} characters.")
+    missing = _missing_glyphs(clean)
+    if missing:
+        raise DocumentError(f"The handwriting font cannot draw {' '.join(missing)}; "
+                            f"draw the signature instead.")
+    if not 20 <= height_px <= 600:
+        raise ValueError("height_px must be between 20 and 600")
+    ascent, descent = _handwriting_font(100).getmetrics()
+    font = _handwriting_font(max(8, round(height_px * 100 / (ascent + descent))))
+    left, top, right, bottom = (math.floor(v) if i < 2 else math.ceil(v)
+                                for i, v in enumerate(font.getbbox(clean, anchor="ls")))
+    pad = max(2, height_px // 20)
+    image = Image.new("RGBA", (right - left + 2 * pad, bottom - top + 2 * pad), INK_RGB + (0,))
+    ImageDraw.Draw(image).text((pad - left, pad - top), clean, font=font,
+                               fill=INK_RGB + (255,), anchor="ls")
+    return _png_bytes(_crop_to_ink(image, pad))
+
+
+def drawn_signature_png(png: bytes) -> bytes:
+    """Check a signature drawn on a canvas and return it cropped to the ink, as a clean PNG.
+
+    The background (white or transparent) becomes transparent; anything that is not a PNG,
+    is larger than 2000 x 1000 pixels, or has no ink is refused with a DocumentError.
+    """
+    if len(png) > DRAWN_MAX_BYTES:
+        raise DocumentError(f"The drawn signature is too large ({len(png) // 1024} KB; "
+                            f"the limit is {DRAWN_MAX_BYTES // 1024} KB).")
+    if not png.startswith(_PNG_MAGIC):
+        raise DocumentError("The drawn signature is not a PNG image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(png), formats=["PNG"]) as opened:
+                width, height = opened.size
+                if width > DRAWN_MAX_SIZE[0] or height > DRAWN_MAX_SIZE[1]:
+                    raise DocumentError(
+                        f"The drawn signature is {width} x {height} pixels; the limit is "
+                        f"{DRAWN_MAX_SIZE[0]} x {DRAWN_MAX_SIZE[1]}.")
+                opened.load()
+                image = opened.convert("RGBA")
+    except DocumentError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise DocumentError(
+            f"The drawn signature could not be read as a PNG image ({exc}).") from exc
+
+    # Ink is what is opaque enough and dark enough; a white canvas background is neither.
+    red, green, blue, alpha = image.split()
+    lightness = Image.merge("RGB", (red, green, blue)).convert("L")
+    darkness = lightness.point(lambda v: min(255, (255 - v) * 3))
+    ink_alpha = ImageChops.darker(alpha, darkness)
+    ink_pixels = sum(ink_alpha.point(lambda v: 255 if v >= 96 else 0).histogram()[255:])
+    if ink_pixels < 20:
+        raise DocumentError("The drawn signature is empty; draw your signature first.")
+    image.putalpha(ink_alpha)
+    return _png_bytes(_crop_to_ink(image, 4))
+
+
+def _crop_to_ink(image: Image.Image, pad: int) -> Image.Image:
+    bbox = image.getchannel("A").point(lambda v: 255 if v >= 24 else 0).getbbox()
+    if bbox is None:
+        raise DocumentError("The signature has no ink.")
+    x0, y0, x1, y1 = bbox
+    return image.crop((max(0, x0 - pad), max(0, y0 - pad),
+                       min(image.width, x1 + pad), min(image.height, y1 + pad)))
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Certificate of completion
+
+SigningMethod = Literal["typed", "drawn", "paper"]
+
+_METHOD_LABELS = {
+    "typed": "Typed signature, signed electronically",
+    "drawn": "Drawn signature, signed electronically",
+    "paper": "Signed on paper; scanned counterpart uploaded",
+}
+
+
+@dataclass
+class CertificateSigner:
+    """One signer as the certificate of completion shows them; times are UTC."""
+
+    name: str
+    email: str
+    role: str
+    method: SigningMethod
+    consent_at: datetime | None
+    first_viewed_at: datetime | None
+    signed_at: datetime | None
+    ip: str | None
+    user_agent: str | None
+    signature_png: bytes | None = None
+
+
+class CertificateEvent(NamedTuple):
+    """One line of the envelope's history: when, what, who, and any detail."""
+
+    at: datetime
+    type: str
+    actor: str
+    detail: str = ""
+
+
+@dataclass
+class CertificateInfo:
+    """What the certificate of completion of one envelope states."""
+
+    envelope_id: str
+    title: str
+    letter_sha256: str
+    completed_at: datetime
+    signers: list[CertificateSigner]
+    events: list[CertificateEvent]
+
+
+def format_utc(moment: datetime | None) -> str:
+    """Format a time as "2006-07-28 14:03:11 UTC" (naive times are taken to be UTC)."""
+    if moment is None:
+        return "\u2014"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _markup(text: str | None) -> str:
+    """Make user text safe inside a platypus Paragraph: no markup, no control characters."""
+    if not text:
+        return "\u2014"
+    return escape(_CONTROL.sub(" ", text)).replace("\n", "<br/>")
+
+
+@functools.lru_cache(maxsize=1)
+def _certificate_fonts() -> tuple[str, str]:
+    """Register a Unicode sans-serif for the certificate, or fall back to Helvetica."""
+    folder = Path("/usr/share/fonts/truetype/liberation")
+    regular, bold = folder / "LiberationSans-Regular.ttf", folder / "LiberationSans-Bold.ttf"
+    if not (regular.is_file() and bold.is_file()):
+        return "Helvetica", "Helvetica-Bold"
+    pdfmetrics.registerFont(TTFont("CounterpartSans", str(regular)))
+    pdfmetrics.registerFont(TTFont("CounterpartSans-Bold", str(bold)))
+    pdfmetrics.registerFontFamily("CounterpartSans", normal="CounterpartSans",
+                                  bold="CounterpartSans-Bold", italic="CounterpartSans",
+                                  boldItalic="CounterpartSans-Bold")
+    return "CounterpartSans", "CounterpartSans-Bold"
+
+
+def certificate_pdf(info: CertificateInfo) -> bytes:
+    """Lay out the certificate of completion of an envelope as a US Letter PDF."""
+    regular, bold = _certificate_fonts()
+    dark = colors.HexColor("#1f2a44")
+    grey = colors.HexColor("#5b6270")
+    rule = colors.HexColor("#c9ced8")
+    styles = {
+        "title": ParagraphStyle("title", fontName=bold, fontSize=20, leading=24, textColor=dark,
+                                spaceAfter=4),
+        "subtitle": ParagraphStyle("subtitle", fontName=regular, fontSize=9.5, leading=12,
+                                   textColor=grey, spaceAfter=14),
+        "heading": ParagraphStyle("heading", fontName=bold, fontSize=12, leading=15,
+                                  textColor=dark, spaceBefore=12, spaceAfter=6,
+                                  keepWithNext=1),
+        "label": ParagraphStyle("label", fontName=bold, fontSize=8.5, leading=11,
+                                textColor=grey),
+        "value": ParagraphStyle("value", fontName=regular, fontSize=9, leading=11.5,
+                                alignment=TA_LEFT),
+        "mono": ParagraphStyle("mono", fontName="Courier", fontSize=8, leading=10.5),
+        "cell": ParagraphStyle("cell", fontName=regular, fontSize=8, leading=10),
+        "cellhead": ParagraphStyle("cellhead", fontName=bold, fontSize=8, leading=10,
+                                   textColor=colors.white),
+        "signer": ParagraphStyle("signer", fontName=bold, fontSize=10.5, leading=13,
+                                 textColor=dark),
+    }
+
+    def para(text: str | None, style: str = "value") -> Paragraph:
+        return Paragraph(_markup(text), styles[style])
+
+    def rows(pairs: list[tuple[str, Paragraph]], widths: tuple[float, float]) -> Table:
+        table = Table([[Paragraph(escape(label), styles["label"]), value]
+                       for label, value in pairs], colWidths=widths)
+        table.setStyle(TableStyle([
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LEFTPADDING", (0, 0), (-1, -1), 0),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+            ("TOPPADDING", (0, 0), (-1, -1), 1),
+        ]))
+        return table
+
+    margin = 0.8 * inch
+    # SimpleDocTemplate's frame keeps 6 points of padding on each side.
+    content_width = LETTER[0] - 2 * margin - 12
+    story: list = [
+        Paragraph("Certificate of completion", styles["title"]),
+        Paragraph("This certificate records how the document below was executed in "
+                  "counterparts: who signed, how, and when. All times are UTC.",
+                  styles["subtitle"]),
+        rows([
+            ("Document", para(info.title)),
+            ("Envelope", para(info.envelope_id)),
+            ("Document SHA-256", para(info.letter_sha256, "mono")),
+            ("Completed", para(format_utc(info.completed_at))),
+            ("Signers", para(str(len(info.signers)))),
+        ], (1.45 * inch, content_width - 1.45 * inch)),
+        Paragraph("Signers", styles["heading"]),
+    ]
+
+    image_width = 2.3 * inch
+    image_room = image_width - 12
+    for signer in info.signers:
+        details = rows([
+            ("Email", para(signer.email)),
+            ("Role", para(signer.role)),
+            ("Method", para(_METHOD_LABELS.get(signer.method, signer.method))),
+            ("Consent to sign electronically", para(format_utc(signer.consent_at))),
+            ("First viewed", para(format_utc(signer.first_viewed_at))),
+            ("Signed", para(format_utc(signer.signed_at))),
+            ("IP address", para(signer.ip)),
+            ("User agent", para(signer.user_agent, "cell")),
+        ], (1.45 * inch, content_width - image_width - 1.45 * inch - 12))
+        if signer.signature_png:
+            reader = _png_reader(signer.signature_png)
+            width_px, height_px = reader.getSize()
+            scale = min(image_room / width_px, 0.75 * inch / height_px)
+            picture: object = FlowImage(io.BytesIO(signer.signature_png), width=width_px * scale,
+                                        height=height_px * scale, hAlign="LEFT")
+        else:
+            picture = para("Signed on paper" if signer.method == "paper" else "No image",
+                           "label")
+        block = Table([[para(signer.name, "signer"), ""], [details, picture]],
+                      colWidths=(content_width - image_width, image_width))
+        block.setStyle(TableStyle([
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LEFTPADDING", (0, 0), (-1, -1), 6),
+            ("TOPPADDING", (0, 0), (-1, 0), 6),
+            ("BOX", (0, 0), (-1, -1), 0.5, rule),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f3f5f9")),
+            ("SPAN", (0, 0), (-1, 0)),
+        ]))
+        story += [KeepTogether([block]), Spacer(1, 8)]
+
+    story.append(Paragraph("Events", styles["heading"]))
+    widths = (1.45 * inch, 1.35 * inch, 1.6 * inch)
+    event_rows = [[Paragraph(h, styles["cellhead"]) for h in ("Time (UTC)", "Event", "By",
+                                                              "Details")]]
+    for at, kind, actor, detail in info.events:
+        event_rows.append([para(format_utc(at), "cell"), para(kind, "cell"),
+                           para(actor, "cell"), para(detail or "", "cell")])
+    events = Table(event_rows, colWidths=(*widths, content_width - sum(widths)), repeatRows=1)
+    events.setStyle(TableStyle([
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("BACKGROUND", (0, 0), (-1, 0), dark),
+        ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f3f5f9")]),
+        ("LINEBELOW", (0, 1), (-1, -1), 0.25, rule),
+        ("LEFTPADDING", (0, 0), (-1, -1), 4),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 4),
+    ]))
+    story.append(events)
+
+    footer = f"Certificate of completion \u00b7 envelope {info.envelope_id}"
+
+    def decorate(canvas: pdfcanvas.Canvas, doc: SimpleDocTemplate) -> None:
+        canvas.saveState()
+        canvas.setFont(regular, 7.5)
+        canvas.setFillColor(grey)
+        canvas.drawString(margin + 6, 0.5 * inch, _CONTROL.sub(" ", footer)[:120])
+        canvas.drawRightString(LETTER[0] - margin - 6, 0.5 * inch, f"Page {doc.page}")
+        canvas.restoreState()
+
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(buffer, pagesize=LETTER, leftMargin=margin, rightMargin=margin,
+                                 topMargin=margin, bottomMargin=margin,
+                                 title="Certificate of completion",
+                                 author="Counterpart", subject=info.title)
+    document.build(story, onFirstPage=decorate, onLaterPages=decorate)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Assembly
+
+_METADATA_KEY = re.compile(r"/?[A-Za-z][A-Za-z0-9]{0,63}")
+_METADATA_MAX_CHARS = 1000
+
+
+def assemble_executed_pdf(letter_pdf: bytes, signed_pages: list[bytes], certificate: bytes, *,
+                          metadata: Mapping[str, str]) -> bytes:
+    """Put the letter, each signed signature page and the certificate into one PDF.
+
+    ``metadata`` goes into the document information dictionary; keys are PDF names with or
+    without the leading slash (``Title``, ``/CounterpartEnvelope``). Objects that are
+    byte-for-byte the same in several parts (the font subsets) are stored once.
+    """
+    info = {}
+    for key, value in metadata.items():
+        if not _METADATA_KEY.fullmatch(key):
+            raise ValueError(f"metadata key {key!r} is not a plain PDF name")
+        if len(value) > _METADATA_MAX_CHARS:
+            raise ValueError(f"metadata value of {key} is longer than {_METADATA_MAX_CHARS}")
+        info["/" + key.lstrip("/")] = _CONTROL.sub(" ", value)
+
+    writer = PdfWriter()
+    parts = [("The letter PDF", letter_pdf)]
+    parts += [(f"Signed page {n}", page) for n, page in enumerate(signed_pages, 1)]
+    parts.append(("The certificate of completion", certificate))
+    for what, data in parts:
+        writer.append(_pypdf_reader(data, what), import_outline=False)
+    writer.compress_identical_objects(remove_duplicates=True, remove_unreferenced=True)
+    writer.add_metadata({"/Producer": "Counterpart", **info})
+    return _written(writer)
+
+
+# --------------------------------------------------------------------------------------------
+# Uploaded counterparts, read in a child process with limits
+
+
+class SandboxResult(NamedTuple):
+    """What a limited child process gave back: its answer, or why there is none."""
+
+    answer: dict | None
+    failure: str | None
+    """None, "timeout", "crash" (killed, out of memory, or no answer)."""
+
+
+_LIMITS_PRELUDE = """\
+import resource, sys
+_memory, _cpu = int(sys.argv[1]), int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (_memory, _memory))
+resource.setrlimit(resource.RLIMIT_CPU, (_cpu, _cpu + 1))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+"""
+
+# The probe needs only pypdf: it does not import Counterpart, so it starts fast and sees none
+# of the application's state.
+_UPLOAD_PROBE = """\
+import io, json
+def answer(**fields):
+    sys.stdout.write(json.dumps(fields))
+    sys.stdout.flush()
+    raise SystemExit(0)
+data = sys.stdin.buffer.read()
+from pypdf import PdfReader  # failing to import under the limits is a crash, not a bad file
+try:
+    reader = PdfReader(io.BytesIO(data), strict=False)
+    if reader.is_encrypted:
+        answer(encrypted=True)
+    count = len(reader.pages)
+    if count <= 500:
+        # Decode every page's content so that a damaged or hostile stream shows itself here.
+        for page in reader.pages:
+            page.mediabox
+            contents = page.get_contents()
+            if contents is not None:
+                contents.get_data()
+    answer(pages=count)
+except MemoryError:
+    answer(limit="memory")
+except RecursionError:
+    answer(error="its structure is nested too deeply")
+except Exception as exc:
+    if type(exc).__name__ == "LimitReachedError":
+        answer(limit=str(exc)[:200])
+    answer(error=(str(exc) or type(exc).__name__)[:200])
+"""
+
+
+def run_sandboxed(code: str, args: Sequence[str], data: bytes, *, time_limit: float,
+                  memory_limit: int, pythonpath: Path | None = None) -> SandboxResult:
+    """Run Python ``code`` in a child process with limits, feed it ``data``, read its JSON.
+
+    The child sets its own limits before it runs ``code``: ``memory_limit`` bytes of address
+    space and about ``time_limit`` seconds of CPU; it is killed if it runs longer than
+    ``time_limit`` seconds of wall time. ``code`` reads ``data`` from stdin, finds ``args`` in
+    ``sys.argv[3:]`` and writes one JSON object to stdout. ``pythonpath`` is put first on the
+    child's import path. A child that is killed, crashes or answers no JSON object is a
+    "crash"; a child past the wall-time limit is a "timeout".
+    """
+    if pythonpath is not None:
+        code = f"sys.path.insert(0, {str(pythonpath)!r})\n" + code
+    code = _LIMITS_PRELUDE + code
+    # -I: ignore PYTHON* variables, the user's site folder and the current folder.
+    command = [sys.executable, "-I", "-c", code, str(memory_limit),
+               str(max(1, round(time_limit))), *args]
+    try:
+        completed = subprocess.run(command, input=data, capture_output=True,
+                                   timeout=time_limit, check=False)
+    except subprocess.TimeoutExpired:
+        return SandboxResult(None, "timeout")
+    try:
+        answer = json.loads(completed.stdout)
+    except ValueError:
+        return SandboxResult(None, "crash")
+    if completed.returncode != 0 or not isinstance(answer, dict):
+        return SandboxResult(None, "crash")
+    return SandboxResult(answer, None)
+
+
+def _display_name(filename: str) -> str:
+    name = _CONTROL.sub("", Path(filename.replace("\\", "/")).name).strip()
+    return (name[:80] + "\u2026" if len(name) > 80 else name) or "The uploaded file"
+
+
+def _size(count: int) -> str:
+    if count >= 1024 * 1024:
+        return f"{count / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+    return f"{max(1, round(count / 1024))} KB"
+
+
+def _counts(counts: set[int]) -> str:
+    ordered = [str(c) for c in sorted(counts)]
+    text = ordered[0] if len(ordered) == 1 else ", ".join(ordered[:-1]) + " or " + ordered[-1]
+    return f"{text} page" + ("" if ordered == ["1"] else "s")
+
+
+def inspect_upload(data: bytes, *, filename: str, allowed_page_counts: set[int], max_bytes: int,
+                   time_limit: float = UPLOAD_TIME_LIMIT,
+                   memory_limit: int = UPLOAD_MEMORY_LIMIT) -> int:
+    """Check an uploaded scan of a signed counterpart and return its number of pages.
+
+    The file must be a PDF of at most ``max_bytes``, readable, without a password, and with
+    one of the allowed page counts. It is parsed in a child process limited to ``time_limit``
+    seconds and ``memory_limit`` bytes; every refusal is a DocumentError naming the file.
+    """
+    if not allowed_page_counts:
+        raise ValueError("allowed_page_counts must not be empty")
+    name = _display_name(filename)
+    if not data:
+        raise DocumentError(f"{name} is empty.")
+    if len(data) > max_bytes:
+        raise DocumentError(f"{name} is {_size(len(data))}; the largest file accepted is "
+                            f"{_size(max_bytes)}.")
+    if not data.startswith(b"%PDF-"):
+        raise DocumentError(f"{name} is not a PDF file (it does not start with %PDF-); "
+                            f"scan the signed pages to PDF and upload that.")
+    result = run_sandboxed(_UPLOAD_PROBE, [], data, time_limit=time_limit,
+                           memory_limit=memory_limit)
+    answer = result.answer
+    if answer is None or "limit" in answer:
+        raise DocumentError(f"{name}: could not be read as a PDF within the time limit "
+                            f"({time_limit:g} s) and memory limit ({_size(memory_limit)}); it may "
+                            f"be damaged or built to exhaust the server. Save or scan it again "
+                            f"as a new PDF.")
+    if answer.get("encrypted"):
+        raise DocumentError(f"{name} is password-protected (encrypted); upload a copy "
+                            f"without a password.")
+    if "error" in answer:
+        raise DocumentError(f"{name} could not be read as a PDF ({answer['error']}); it may be "
+                            f"damaged or incomplete.")
+    pages = int(answer["pages"])
+    if pages not in allowed_page_counts:
+        raise DocumentError(f"{name} has {pages} page{'' if pages == 1 else 's'}; a signed "
+                            f"counterpart must have {_counts(allowed_page_counts)}.")
+    return pages
