@@ -445,18 +445,24 @@ def page_count(pdf: bytes) -> int:
     return len(_pypdf_reader(pdf, "The PDF").pages)
 
 
-_ENVELOPE_RE = re.compile(rb"/CounterpartEnvelope\s*\(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
-                          rb"[0-9a-f]{4}-[0-9a-f]{12})\)")
+_ENVELOPE_RE = re.compile(rb"/CounterpartEnvelope\s*\(([0-9a-f\\-]{36,160})\)")
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{1,3})")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def envelope_id_of(pdf: bytes) -> str | None:
     """Read the envelope id an executed PDF names in its document information, if any.
 
     The bytes are searched, not parsed, so that a hostile file cannot make this hang: the
-    executed PDF writes its information dictionary uncompressed.
+    executed PDF writes its information dictionary uncompressed, as a literal string in which
+    pypdf may escape characters in octal.
     """
-    found = _ENVELOPE_RE.findall(pdf[:1_000_000]) + _ENVELOPE_RE.findall(pdf[-1_000_000:])
-    return found[0].decode("ascii") if found else None
+    for found in _ENVELOPE_RE.findall(pdf[:2_000_000]) + _ENVELOPE_RE.findall(pdf[-2_000_000:]):
+        value = _OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), found)
+        text = value.decode("ascii", "replace")
+        if _UUID_RE.match(text):
+            return text
+    return None
 
 
 # --------------------------------------------------------------------------------------------
