@@ -11,8 +11,8 @@ import pypdf
 import pytest
 from PIL import Image, ImageDraw
 from sqlalchemy import func, select
-
 from support import letter_words
+
 from workflow import envelopes as env
 from workflow.accounts import create_user
 from workflow.audit import events_of, verify_chain
