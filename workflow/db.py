@@ -10,19 +10,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-__all__ = ["Database", "open_database", "database_url_for", "DATA_DIR_ENV", "DATABASE_URL_ENV"]
+__all__ = ["Database", "rowcount", "open_database", "database_url_for", "DATA_DIR_ENV",
+           "DATABASE_URL_ENV"]
 
 DATA_DIR_ENV = "COUNTERPART_DATA_DIR"
 DATABASE_URL_ENV = "COUNTERPART_DATABASE_URL"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def rowcount(result: Any) -> int:
+    """Return how many rows an UPDATE or DELETE changed."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def database_url_for(data_dir: Path, url: str | None = None) -> str:

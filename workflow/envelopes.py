@@ -24,14 +24,14 @@ import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from . import pdfs
 from .audit import event_as_dict, events_of, record_event, verify_chain
-from .db import Database
+from .db import Database, rowcount
 from .errors import CounterpartError, DocumentError, LinkError, NotFoundError, StateError
 from .letters import (
     PDF_TYPE,
@@ -361,10 +361,10 @@ def _after_signature(session: Session, envelope: Envelope, now: dt.datetime) -> 
 
 def _mark_signed(session: Session, counterpart: Counterpart, now: dt.datetime) -> None:
     # A conditional update: of two requests racing with the same link, one changes the row.
-    changed = session.execute(
+    changed = rowcount(session.execute(
         update(Counterpart).where(Counterpart.id == counterpart.id,
                                   Counterpart.status.in_(_OPEN))
-        .values(status=CounterpartStatus.SIGNED.value, signed_at=now)).rowcount
+        .values(status=CounterpartStatus.SIGNED.value, signed_at=now)))
     if changed != 1:
         raise LinkError("This counterpart has already been signed; the link has been used.",
                         "signed")
@@ -401,7 +401,7 @@ def sign_counterpart(session: Session, token: str, *, consent: Any, signature: A
     counterpart.user_agent = (actor.user_agent or "")[:512] or None
     counterpart.signature_sha256 = store_blob(session, png)
     counterpart.signed_document_id = document.id
-    common = dict(actor=counterpart.name, ip=actor.ip, user_agent=actor.user_agent,
+    common: dict[str, Any] = dict(actor=counterpart.name, ip=actor.ip, user_agent=actor.user_agent,
                   envelope_id=envelope.id, counterpart_id=counterpart.id, at=now)
     record_event(session, envelope.letter_id, "consented", **common,
                  detail={"disclosure": "electronic signature consent"})
@@ -527,13 +527,13 @@ def claim_assembly(db: Database, envelope_id: str) -> bool:
             return False
         if not all(c.status == CounterpartStatus.SIGNED.value for c in envelope.counterparts):
             return False
-        return session.execute(
+        return rowcount(session.execute(
             update(Envelope).where(Envelope.id == envelope_id, or_(
                 Envelope.assembly_state.is_(None), Envelope.assembly_state == "failed",
                 (Envelope.assembly_state == "running")
                 & (Envelope.assembly_claimed_at < stale)))
             .values(assembly_state="running", assembly_claimed_at=utcnow(),
-                    assembly_error=None)).rowcount == 1
+                    assembly_error=None))) == 1
 
 
 def _certificate_info(session: Session, envelope: Envelope, letter: Letter,
@@ -541,7 +541,8 @@ def _certificate_info(session: Session, envelope: Envelope, letter: Letter,
     signers = []
     for c in envelope.counterparts:
         signers.append(pdfs.CertificateSigner(
-            name=c.name, email=c.email, role=c.role, method=c.method or "",
+            name=c.name, email=c.email or "", role=c.role,
+            method=cast(Literal["typed", "drawn", "paper"], c.method),
             consent_at=c.consent_at, first_viewed_at=c.first_viewed_at, signed_at=c.signed_at,
             ip=c.ip, user_agent=c.user_agent,
             signature_png=blob_bytes(session, c.signature_sha256) if c.signature_sha256

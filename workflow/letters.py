@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from .audit import record_event
 from .convert import PdfConverter
-from .db import Database
+from .db import Database, rowcount
 from .errors import CounterpartError, NotFoundError, StateError
 from .models import Blob, Document, Letter, LetterVersion, User, utcnow
 from .render import render_docx
@@ -241,13 +241,13 @@ def pending_documents(session: Session) -> list[int]:
 def _claim(db: Database, document_id: int) -> bool:
     stale = utcnow() - STALE_CLAIM
     with db.transaction() as session:
-        claimed = session.execute(
+        claimed = rowcount(session.execute(
             update(Document)
             .where(Document.id == document_id)
             .where(or_(Document.status == "pending",
                        (Document.status == "generating") & (Document.claimed_at < stale)))
             .values(status="generating", claimed_at=utcnow())
-        ).rowcount
+        ))
     return claimed == 1
 
 
@@ -277,9 +277,9 @@ def generate_document(db: Database, document_id: int, converter: PdfConverter) -
         return True
     with db.transaction() as session:
         sha = store_blob(session, pdf)
-        done = session.execute(
+        done = rowcount(session.execute(
             update(Document).where(Document.id == document_id, Document.status == "generating")
-            .values(status="ready", blob_sha256=sha, size=len(pdf), error=None)).rowcount
+            .values(status="ready", blob_sha256=sha, size=len(pdf), error=None)))
         if done:
             document = session.get(Document, document_id)
             assert document is not None

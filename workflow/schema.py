@@ -253,9 +253,9 @@ def _parse_value(f: Field, value: Any) -> Any:
             raise _Invalid("must be an amount such as 500 or 1250.50") from None
         if not amount.is_finite():
             raise _Invalid("must be an amount such as 500 or 1250.50")
-        if f.decimal_places is not None and -amount.as_tuple().exponent > f.decimal_places:
-            amount_norm = amount.normalize()
-            if -amount_norm.as_tuple().exponent > f.decimal_places:
+        if f.decimal_places is not None:
+            exponent = amount.normalize().as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > f.decimal_places:
                 raise _Invalid(f"may have at most {f.decimal_places} decimals")
         return amount
     if f.type == "boolean":
