@@ -1,1 +1,73 @@
-"""Counterpart web front end."""
+"""Counterpart's web front end for legal staff: sign-in, letters, terms form, JSON API.
+
+:func:`create_app` reads like a table of contents: settings, the database, security, who is
+asking, the page and API blueprints, and the background document generator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import auth, database, documents, errors, filters, previews, security
+from .config import config_from_env, load_secret_key
+
+__all__ = ["create_app", "csrf"]
+
+csrf = CSRFProtect()
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Make the app from the environment's settings, overridden by ``test_config``.
+
+    ``test_config`` may also hold ``PDF_CONVERTER``: the LibreOffice converter to use instead
+    of the process-wide one.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(config_from_env())
+    if test_config:
+        app.config.from_mapping(test_config)
+    _finish_config(app)
+    if app.config["PROXY_COUNT"]:
+        count = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count,  # type: ignore[method-assign]
+                                x_host=count, x_port=count)
+
+    db = database.init_app(app)
+    csrf.init_app(app)
+    security.init_app(app)
+    auth.init_app(app)
+    errors.init_app(app)
+    filters.init_app(app)
+    previews.init_app(app)
+
+    from .api import bp as api_bp
+    from .letters import bp as letters_bp
+
+    app.register_blueprint(letters_bp)
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # bearer tokens, not cookies: see web/api/__init__.py
+
+    documents.init_app(app, db)
+    return app
+
+
+def _finish_config(app: Flask) -> None:
+    """Fill in the settings that follow from others: secret key, cookies, CSRF."""
+    config = app.config
+    config["DATA_DIR"].mkdir(parents=True, exist_ok=True)
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = load_secret_key(config["DATA_DIR"])
+    if config["SESSION_COOKIE_NAME"] == "session":  # Flask's default; name it after the app
+        config["SESSION_COOKIE_NAME"] = "counterpart_session"
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(hours=config["SESSION_HOURS"])
+    # A terms form may stay open for a long time; the token lives as long as the session.
+    config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  (terms keep the schema's order)

@@ -1,0 +1,170 @@
+"""Fixtures for the web app's tests: a real SQLite file per test, real LibreOffice, real forms.
+
+Migrating a database and hashing a password take a while, so one seeded database file (with a
+staff account) is made per session and copied for each test. One LibreOffice is shared by the
+whole session. CSRF protection stays on: tests post the token the page gave them, as a
+browser does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from web import create_app
+from web.database import get_db
+from web.documents import get_generator
+from web.testing import csrf_token
+from workflow.accounts import create_api_token, create_user
+from workflow.convert import PdfConverter
+from workflow.db import open_database
+from workflow.letters import create_letter, pending_documents
+from workflow.models import User
+
+STAFF_EMAIL = "counsel@example.com"
+STAFF_PASSWORD = "correct horse battery"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin password 1234"
+
+
+@pytest.fixture()
+def credentials() -> dict[str, tuple[str, str]]:
+    """The (email, password) of the seeded accounts: "staff" and "admin"."""
+    return {"staff": (STAFF_EMAIL, STAFF_PASSWORD), "admin": (ADMIN_EMAIL, ADMIN_PASSWORD)}
+
+
+@pytest.fixture(autouse=True)
+def _no_counterpart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's COUNTERPART_* variables out of the tests."""
+    for name in list(os.environ):
+        if name.startswith("COUNTERPART_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdfConverter]:
+    """One warm LibreOffice for the whole session."""
+    with PdfConverter(work_dir=tmp_path_factory.mktemp("libreoffice")) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="session")
+def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated database file holding a staff account and an administrator."""
+    folder = tmp_path_factory.mktemp("seed")
+    database = open_database(folder)
+    with database.transaction() as session:
+        create_user(session, STAFF_EMAIL, STAFF_PASSWORD)
+        create_user(session, ADMIN_EMAIL, ADMIN_PASSWORD, is_admin=True)
+    database.dispose()
+    return folder / "counterpart.db"
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path, seeded_database: Path) -> Path:
+    """A data folder of this test's own, with a copy of the seeded database."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(seeded_database, folder / "counterpart.db")
+    return folder
+
+
+@pytest.fixture()
+def app_config(data_dir: Path, converter: PdfConverter) -> dict[str, Any]:
+    """The settings of the app under test; tests may change them before ``app`` is made."""
+    return {
+        "TESTING": True,
+        "DATA_DIR": data_dir,
+        "DATABASE_URL": None,
+        "PDF_CONVERTER": converter,
+        # Tests decide when PDFs are made; a few turn background generation on.
+        "GENERATE_IN_BACKGROUND": False,
+    }
+
+
+@pytest.fixture()
+def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    application = create_app(app_config)
+    yield application
+    application.extensions["counterpart.documents"].close()
+    application.extensions["counterpart.db"].dispose()
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def _sign_in(client: FlaskClient, email: str = STAFF_EMAIL,
+             password: str = STAFF_PASSWORD) -> FlaskClient:
+    """Sign a test client in through the sign-in form."""
+    page = client.get("/sign-in")
+    response = client.post("/sign-in", data={
+        "email": email, "password": password, "csrf_token": csrf_token(page.text)})
+    assert response.status_code == 302, response.text
+    return client
+
+
+@pytest.fixture()
+def staff(client: FlaskClient) -> FlaskClient:
+    """A test client signed in as a member of staff."""
+    return _sign_in(client)
+
+
+@pytest.fixture()
+def sign_in() -> Any:
+    """Sign a test client in through the form: ``sign_in(client, email, password)``."""
+    return _sign_in
+
+
+@pytest.fixture()
+def token(app: Flask) -> str:
+    """An API token of the staff account."""
+    with app.app_context(), get_db().transaction() as session:
+        return create_api_token(session, STAFF_EMAIL, "tests")
+
+
+@pytest.fixture()
+def api(token: str) -> dict[str, str]:
+    """The headers of an authenticated API call."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _make_letter(app: Flask, terms: dict[str, Any], *, generate: bool = True) -> int:
+    with app.app_context():
+        with get_db().transaction() as session:
+            user = session.query(User).filter_by(email=STAFF_EMAIL).one()
+            letter_id = create_letter(session, "separation_letter", terms, user).id
+        if generate:
+            _generate_pending(app)
+    return letter_id
+
+
+def _generate_pending(app: Flask) -> None:
+    with app.app_context():
+        with get_db().transaction() as session:
+            pending = pending_documents(session)
+        for document_id in pending:
+            get_generator().wait(document_id)
+
+
+@pytest.fixture()
+def make_letter(app: Flask) -> Any:
+    """Create a letter through the domain, as the staff account: ``make_letter(terms)``.
+
+    Its PDF is made before it returns unless ``generate=False``.
+    """
+    return lambda terms, generate=True: _make_letter(app, terms, generate=generate)
+
+
+@pytest.fixture()
+def generate_pending(app: Flask) -> Any:
+    """Make every pending PDF now: ``generate_pending()``."""
+    return lambda: _generate_pending(app)

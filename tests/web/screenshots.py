@@ -1,0 +1,113 @@
+"""Save pictures of the main pages for the README (``make screenshots``).
+
+Runs the app on a throwaway data folder with a few letters, drives Debian's chromium through
+Playwright, and writes PNG files into the folder given (``docs/screenshots`` by default).
+Not a test: pytest does not collect it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from web import create_app
+from web.database import get_db
+from web.documents import get_generator
+from web.testing import LiveServer, launch_chromium
+from workflow.accounts import create_user
+from workflow.convert import PdfConverter
+from workflow.letters import create_letter, pending_documents
+from workflow.schema import load_template, sample_terms
+
+EMAIL = "counsel@example.com"
+PASSWORD = "correct horse battery"
+OTHER_LETTERS = [
+    ("Maria L. Ortega", "Northwind Energy, Inc.", "Northwind"),
+    ("David K. Chen", "Bluefield Systems Corporation", "Bluefield"),
+    ("Priya Raman", "Harbor Analytics LLC", "Harbor"),
+]
+
+
+def _seed(app) -> int:
+    """Create the account and a few letters; return the id of the reference letter."""
+    spec = load_template("separation_letter")
+    with app.app_context(), get_db().transaction() as session:
+        user = create_user(session, EMAIL, PASSWORD, is_admin=True)
+        for name, company, short in OTHER_LETTERS:
+            terms = sample_terms(spec) | {
+                "executive_full_name": name, "executive_first_name": name.split()[0],
+                "company_name": company, "company_short_name": short}
+            create_letter(session, spec.name, terms, user)
+        reference = create_letter(session, spec.name, sample_terms(spec), user)
+        letter_id = reference.id
+    with app.app_context():
+        with get_db().transaction() as session:
+            pending = pending_documents(session)
+        for document_id in pending:
+            get_generator().wait(document_id)
+    return letter_id
+
+
+def take_screenshots(out_dir: Path) -> list[Path]:
+    """Save the pictures and return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="counterpart-shots-") as tmp, \
+            PdfConverter(work_dir=Path(tmp)) as converter:
+        app = create_app({"DATA_DIR": Path(tmp) / "data", "DATABASE_URL": None,
+                          "PDF_CONVERTER": converter, "GENERATE_IN_BACKGROUND": False})
+        letter_id = _seed(app)
+        with LiveServer(app) as server, sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+            def shot(name: str, *, full_page: bool = False) -> None:
+                path = out_dir / f"{name}.png"
+                page.screenshot(path=str(path), full_page=full_page)
+                saved.append(path)
+
+            page.goto(f"{server.url}/sign-in")
+            shot("sign-in")
+            page.fill("#email", EMAIL)
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]:has-text('Sign in')")
+            page.wait_for_url(f"{server.url}/letters")
+            shot("letters")
+
+            page.goto(f"{server.url}/letters/new?start=reference")
+            shot("new-letter")
+            page.fill("#term-vested_option_shares", "2500000")
+            page.click("button:has-text('Create the letter')")
+            page.locator("#field-vested_option_shares").scroll_into_view_if_needed()
+            shot("form-error")
+
+            page.goto(f"{server.url}/letters/{letter_id}")
+            page.wait_for_selector(".page-preview img")
+            page.wait_for_load_state("networkidle")
+            shot("letter")
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844},
+                                     device_scale_factor=2, is_mobile=True)
+            phone.context.add_cookies(page.context.cookies())
+            phone.goto(f"{server.url}/letters")
+            path = out_dir / "letters-phone.png"
+            phone.screenshot(path=str(path))
+            saved.append(path)
+            browser.close()
+        get_generator_close(app)
+    return saved
+
+
+def get_generator_close(app) -> None:
+    """Stop the app's background work and close its database."""
+    app.extensions["counterpart.documents"].close()
+    app.extensions["counterpart.db"].dispose()
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/screenshots")
+    for saved_path in take_screenshots(target):
+        print(f"saved {saved_path}")

@@ -1,0 +1,235 @@
+"""The API's routes: templates and their schemas, letters, their terms and their documents."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import abort, current_app, g, jsonify, request, url_for
+from werkzeug.wrappers import Response
+
+from workflow.errors import NotFoundError, TermsError
+from workflow.letters import create_letter, list_letters, revise_terms
+from workflow.models import User
+from workflow.schema import json_schema, list_templates, terms_to_json, validate_terms
+from workflow.states import LetterStatus
+
+from ..database import get_db
+from ..documents import get_generator
+from ..downloads import send_document
+from ..letters.records import (
+    find_document,
+    iso,
+    letter_detail,
+    letter_summary,
+    load_blob,
+    pending_document_ids,
+    spec_for,
+)
+from . import bp
+
+MAX_PER_PAGE = 100
+STATUS_VALUES = tuple(s.value for s in LetterStatus)
+
+
+def _client() -> dict[str, str | None]:
+    return {"ip": request.remote_addr, "user_agent": request.user_agent.string or None}
+
+
+def _json_body() -> dict[str, Any]:
+    """Parse the request body as a JSON object (whatever its Content-Type), or answer 400."""
+    data = request.get_data(cache=True)  # answers 413 itself beyond MAX_CONTENT_LENGTH
+    if not data.strip():
+        abort(400, "The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(data)
+    except UnicodeDecodeError:
+        abort(400, "The request body is not UTF-8 text; send a JSON object.")
+    except json.JSONDecodeError as exc:
+        abort(400, f"The request body is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                   f"column {exc.colno}).")
+    except RecursionError:
+        abort(400, "The request body is nested too deeply.")
+    if not isinstance(body, dict):
+        abort(400, "The request body must be a JSON object, such as "
+                   '{"template": "...", "terms": {...}}.')
+    return body
+
+
+def _invalid(errors: dict[str, str]) -> tuple[Response, int]:
+    count = len(errors)
+    noun = "field has an error" if count == 1 else "fields have errors"
+    return jsonify(error=f"The terms are not valid: {count} {noun}.", errors=errors), 422
+
+
+def _terms_of(body: dict[str, Any]) -> Any:
+    terms = body.get("terms")
+    if terms is None:
+        raise TermsError({"terms": "is required: a JSON object of term keys and values"})
+    return terms
+
+
+def _document_json(document: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": document["kind"],
+        "status": document["status"],
+        "filename": document["filename"],
+        "media_type": document["media_type"],
+        "size": document["size"],
+        "sha256": document["sha256"],
+        "error": document["error"],
+        "download": url_for(".letter_document", letter_id=document["letter_id"],
+                            extension=document["extension"], version=document["version"],
+                            _external=True),
+    }
+
+
+def _summary_json(letter: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": letter["id"],
+        "template": letter["template"],
+        "executive_name": letter["executive_name"],
+        "company_name": letter["company_name"],
+        "status": letter["status"],
+        "status_label": letter["status_label"],
+        "current_version": letter["current_version"],
+        "created_at": iso(letter["created_at"]),
+        "updated_at": iso(letter["updated_at"]),
+        "url": url_for(".get_letter", letter_id=letter["id"], _external=True),
+        "page": url_for("letters.show", letter_id=letter["id"], _external=True),
+    }
+
+
+def _letter_json(letter_id: int) -> dict[str, Any]:
+    with get_db().transaction() as session:
+        letter = letter_detail(session, letter_id, with_events=False)
+    return {
+        **_summary_json(letter),
+        "created_by": letter["created_by"],
+        "terms": letter["version"]["terms"],
+        "versions": [{
+            "number": v["number"],
+            "created_at": iso(v["created_at"]),
+            "created_by": v["created_by"],
+            "template_sha256": v["template_sha256"],
+            "documents": [_document_json(d) for d in v["documents"].values()],
+        } for v in letter["versions"]],
+    }
+
+
+@bp.get("/templates")
+def templates() -> Response:
+    """List the templates a letter can be made from."""
+    specs = [spec_for(name) for name in list_templates(current_app.config["DOCX_TEMPLATE_DIR"])]
+    return jsonify(templates=[{
+        "name": spec.name,
+        "title": spec.title,
+        "description": spec.description,
+        "signers": list(spec.signers),
+        "schema": url_for(".template_schema", name=spec.name, _external=True),
+    } for spec in specs])
+
+
+@bp.get("/templates/<name>/schema")
+def template_schema(name: str) -> Response:
+    """The JSON Schema of a template's terms."""
+    return jsonify(json_schema(spec_for(name)))
+
+
+@bp.get("/letters")
+def letters() -> Response:
+    """List letters newest first; ``q`` searches names, ``status`` filters, ``page`` pages."""
+    status = request.args.get("status", "").strip()
+    if status and status not in STATUS_VALUES:
+        abort(400, f"status must be one of {', '.join(STATUS_VALUES)}.")
+    try:
+        page_number = int(request.args.get("page", "1"))
+        per_page = int(request.args.get("per_page", "25"))
+    except ValueError:
+        abort(400, "page and per_page must be whole numbers.")
+    if page_number < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        abort(400, f"page must be at least 1 and per_page between 1 and {MAX_PER_PAGE}.")
+    with get_db().transaction() as session:
+        page = list_letters(session, q=request.args.get("q", "")[:200], status=status,
+                            page=page_number, per_page=per_page)
+        rows = [letter_summary(letter) for letter in page.letters]
+    return jsonify(letters=[_summary_json(row) for row in rows], total=page.total,
+                   page=page.page, per_page=page.per_page, pages=page.pages)
+
+
+@bp.post("/letters")
+def create() -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:
+    """Create a letter from ``{"template": ..., "terms": {...}}``; its PDF starts at once."""
+    body = _json_body()
+    template = body.get("template")
+    if not isinstance(template, str) or not template.strip():
+        return _invalid({"template": "is required: the name of a template, e.g. "
+                                     f"{', '.join(list_templates(_template_dir()))}"})
+    try:
+        spec = spec_for(template.strip())
+    except NotFoundError:
+        return _invalid({"template": f"there is no template named {template.strip()[:64]!r}; "
+                                     f"use one of {', '.join(list_templates(_template_dir()))}"})
+    try:
+        with get_db().transaction() as session:
+            user = session.get(User, g.user.id)
+            letter = create_letter(session, spec.name, _terms_of(body), user,
+                                   template_dir=_template_dir(), **_client())
+            letter_id = letter.id
+            pending = pending_document_ids(session, letter_id)
+    except TermsError as exc:
+        return _invalid(exc.errors)
+    get_generator().submit(pending)
+    location = url_for(".get_letter", letter_id=letter_id, _external=True)
+    return jsonify(_letter_json(letter_id)), 201, {"Location": location}
+
+
+@bp.get("/letters/<int:letter_id>")
+def get_letter(letter_id: int) -> Response:
+    """A letter: its status, current terms, versions and their documents."""
+    return jsonify(_letter_json(letter_id))
+
+
+@bp.put("/letters/<int:letter_id>/terms")
+def put_terms(letter_id: int) -> Response | tuple[Response, int]:
+    """Replace a letter's terms with ``{"terms": {...}}``: a new version, unless unchanged."""
+    body = _json_body()
+    with get_db().transaction() as session:
+        letter = letter_detail(session, letter_id, with_events=False)
+    spec = spec_for(letter["template"])
+    try:
+        raw = _terms_of(body)
+        unchanged = terms_to_json(spec, validate_terms(spec, raw)) == letter["version"]["terms"]
+        if unchanged:
+            return jsonify(_letter_json(letter_id))
+        with get_db().transaction() as session:
+            user = session.get(User, g.user.id)
+            revise_terms(session, letter_id, raw, user, template_dir=_template_dir(),
+                         **_client())
+            pending = pending_document_ids(session, letter_id)
+    except TermsError as exc:
+        return _invalid(exc.errors)
+    get_generator().submit(pending)
+    return jsonify(_letter_json(letter_id))
+
+
+@bp.get("/letters/<int:letter_id>/document.<any(pdf, docx):extension>")
+def letter_document(letter_id: int, extension: str) -> Response:
+    """Download the newest version's .docx or PDF, or ``?version=N``'s; waits for a PDF."""
+    raw_version = request.args.get("version")
+    number = None
+    if raw_version is not None:
+        if not raw_version.isdigit():
+            abort(400, "version must be a whole number, such as 1.")
+        number = int(raw_version)
+    with get_db().transaction() as session:
+        document, _ = find_document(session, letter_id, number, f"letter_{extension}")
+        document_id = document.id
+    document = get_generator().wait(document_id)
+    assert document.blob_sha256 is not None
+    return send_document(load_blob(document.blob_sha256), filename=document.filename,
+                         media_type=document.media_type, sha256=document.blob_sha256)
+
+
+def _template_dir() -> Any:
+    return current_app.config["DOCX_TEMPLATE_DIR"]

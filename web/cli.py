@@ -1,0 +1,204 @@
+"""The ``counterpart`` command: the letter commands of :mod:`workflow.cli`, plus the web app's.
+
+``serve`` runs the app under waitress; ``migrate``, ``create-user``, ``create-first-admin``,
+``set-password`` and ``create-token`` look after the data folder and its accounts. Each reads
+the same environment variables as the app (``COUNTERPART_DATA_DIR``,
+``COUNTERPART_DATABASE_URL``, ...), and the first to touch a new data folder creates and
+migrates it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import click
+
+from workflow.accounts import (
+    count_users,
+    create_api_token,
+    create_user,
+    generate_password,
+    set_password,
+)
+from workflow.cli import cli as workflow_cli
+from workflow.db import Database, open_database
+from workflow.errors import CounterpartError
+
+from .config import ConfigError, config_from_env
+
+__all__ = ["cli", "main"]
+
+EXIT_ERROR = 2
+FIRST_ADMIN_ENV = "COUNTERPART_ADMIN_EMAIL"
+DEFAULT_ADMIN_EMAIL = "admin@example.com"
+
+
+def _fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@contextmanager
+def _database() -> Iterator[Database]:
+    try:
+        config = config_from_env()
+    except ConfigError as exc:
+        _fail(str(exc))
+    database = open_database(config["DATA_DIR"], config["DATABASE_URL"])
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Draft letter agreements from their terms and execute them in counterparts."""
+
+
+for _name, _command in workflow_cli.commands.items():
+    cli.add_command(_command, _name)
+
+
+@cli.command()
+def migrate() -> None:
+    """Create the data folder's database, or bring it up to the newest schema."""
+    with _database() as database:
+        click.echo(f"The database is up to date: {database.engine.url.render_as_string()}")
+
+
+@cli.command("create-user")
+@click.argument("email")
+@click.option("--admin", is_flag=True, help="Make the account an administrator.")
+@click.option("--generate", is_flag=True,
+              help="Generate a password and print it instead of asking for one.")
+def create_user_command(email: str, admin: bool, generate: bool) -> None:
+    """Create a staff account; asks for its password unless --generate is given."""
+    password = generate_password() if generate else click.prompt(
+        "Password", hide_input=True, confirmation_prompt=True)
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                user = create_user(session, email, password, is_admin=admin)
+                address = user.email
+        except CounterpartError as exc:
+            _fail(str(exc))
+    kind = "administrator" if admin else "staff"
+    click.echo(f"Created the {kind} account {address}.")
+    if generate:
+        click.echo(f"Its password (shown once): {password}")
+
+
+@cli.command("create-first-admin")
+@click.option("--email", envvar=FIRST_ADMIN_ENV, default=DEFAULT_ADMIN_EMAIL,
+              show_default=True, help=f"The account's email (or ${FIRST_ADMIN_ENV}).")
+def create_first_admin(email: str) -> None:
+    """Create an administrator if there is no account yet, and print its password once."""
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                if count_users(session):
+                    return
+                password = generate_password()
+                user = create_user(session, email, password, is_admin=True)
+                address = user.email
+        except CounterpartError as exc:
+            _fail(str(exc))
+    click.echo("")
+    click.echo("First run: an administrator account was created.")
+    click.echo(f"  email:    {address}")
+    click.echo(f"  password: {password}")
+    click.echo("Write the password down now: it is not stored and will not be shown again.")
+    click.echo("")
+
+
+@cli.command("set-password")
+@click.argument("email")
+@click.option("--generate", is_flag=True,
+              help="Generate a password and print it instead of asking for one.")
+def set_password_command(email: str, generate: bool) -> None:
+    """Give an account a new password (signing it out everywhere)."""
+    password = generate_password() if generate else click.prompt(
+        "New password", hide_input=True, confirmation_prompt=True)
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                set_password(session, email, password)
+        except CounterpartError as exc:
+            _fail(str(exc))
+    click.echo(f"The password of {email.strip().lower()} was changed.")
+    if generate:
+        click.echo(f"The new password (shown once): {password}")
+
+
+@cli.command("create-token")
+@click.argument("email")
+@click.option("--label", default="", help="What the token is for, to recognise it later.")
+def create_token(email: str, label: str) -> None:
+    """Print a new API token for an account (only its hash is stored)."""
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                token = create_api_token(session, email, label)
+        except CounterpartError as exc:
+            _fail(str(exc))
+    click.echo(token)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0 picks a free one).")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Requests served at once.")
+def serve(host: str, port: int, threads: int) -> None:
+    """Run the web app under the waitress production server until interrupted."""
+    from waitress.server import create_server
+
+    from . import create_app
+    from .documents import get_generator
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        _fail(str(exc))
+    with app.app_context():
+        generator = get_generator()
+    generator.warm_up()
+    server = create_server(app, host=host, port=port, threads=threads, ident="Counterpart",
+                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    url_host = f"[{host}]" if ":" in host else host
+    bound = getattr(server, "effective_port", port)
+    click.echo(f"Counterpart is running at http://{url_host}:{bound}/ "
+               f"(data in {app.config['DATA_DIR']}; press Ctrl+C to stop)")
+    sys.stdout.flush()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("Stopping Counterpart…")
+        server.close()
+        generator.close(close_converter=True)
+        app.extensions["counterpart.db"].dispose()
+
+
+def main() -> None:
+    """Run the command line."""
+    cli(prog_name="counterpart")
+
+
+if __name__ == "__main__":
+    main()

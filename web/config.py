@@ -1,0 +1,118 @@
+"""The web app's settings: every one comes from the environment, with a sensible default.
+
+:func:`config_from_env` is called by :func:`web.create_app`, never at import time, so that a
+test or a command can change the environment (or pass overrides) before the app is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from workflow.db import DATA_DIR_ENV, DATABASE_URL_ENV
+from workflow.schema import DEFAULT_TEMPLATE_DIR
+
+__all__ = ["ConfigError", "config_from_env", "load_secret_key", "data_dir_from_env",
+           "SECRET_KEY_FILE", "ENV_PREFIX"]
+
+ENV_PREFIX = "COUNTERPART_"
+SECRET_KEY_FILE = "secret_key"
+MEGABYTE = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the app cannot use."""
+
+
+def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return env.get(ENV_PREFIX + name, "").strip() or default
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _text(env, name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be a whole number, not {raw!r}.") from None
+    if value < minimum:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _text(env, name).lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{ENV_PREFIX}{name} must be true or false, not {raw!r}.")
+
+
+def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """Return the data folder: ``COUNTERPART_DATA_DIR`` or ``output/`` in the working folder."""
+    env = os.environ if env is None else env
+    return Path(env.get(DATA_DIR_ENV, "").strip() or Path.cwd() / "output").resolve()
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read the app's settings from environment variables (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    return {
+        # Where the database (by default), the secret key and later the seal certificate live.
+        "DATA_DIR": data_dir_from_env(env),
+        # Empty means a SQLite file in the data folder; a PostgreSQL URL works too.
+        "DATABASE_URL": env.get(DATABASE_URL_ENV, "").strip() or None,
+        # Empty means: generated on first run and kept in DATA_DIR/secret_key.
+        "SECRET_KEY": _text(env, "SECRET_KEY") or None,
+        "DOCX_TEMPLATE_DIR": Path(_text(env, "DOCX_TEMPLATE_DIR", str(DEFAULT_TEMPLATE_DIR))),
+        "MAX_CONTENT_LENGTH": _integer(env, "MAX_UPLOAD_MB", 25, minimum=1) * MEGABYTE,
+        "SESSION_COOKIE_SECURE": _flag(env, "SECURE_COOKIES", False),
+        "SESSION_HOURS": _integer(env, "SESSION_HOURS", 12, minimum=1),
+        # Behind a reverse proxy, how many proxies' X-Forwarded-* headers to trust.
+        "PROXY_COUNT": _integer(env, "PROXY_COUNT", 0),
+        "GENERATE_IN_BACKGROUND": _flag(env, "GENERATE_IN_BACKGROUND", True),
+        "DOWNLOAD_WAIT_SECONDS": _integer(env, "DOWNLOAD_WAIT_SECONDS", 120, minimum=1),
+        "LETTERS_PER_PAGE": _integer(env, "LETTERS_PER_PAGE", 25, minimum=1),
+        "PREVIEW_DPI": _integer(env, "PREVIEW_DPI", 100, minimum=36),
+        # Outgoing mail (signing links, a later feature); no host means no mail is sent.
+        "SMTP_HOST": _text(env, "SMTP_HOST") or None,
+        "SMTP_PORT": _integer(env, "SMTP_PORT", 587, minimum=1),
+        "SMTP_USERNAME": _text(env, "SMTP_USERNAME") or None,
+        "SMTP_PASSWORD": env.get(ENV_PREFIX + "SMTP_PASSWORD") or None,
+        "SMTP_STARTTLS": _flag(env, "SMTP_STARTTLS", True),
+        "SMTP_FROM": _text(env, "SMTP_FROM") or None,
+    }
+
+
+def load_secret_key(data_dir: Path) -> str:
+    """Return the instance's secret key, generating it into the data folder on first use.
+
+    The key is written to a private temporary file and linked into place, so two processes
+    starting at once agree on one key and no reader ever sees a partial file.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / SECRET_KEY_FILE
+    if not path.exists():
+        tmp = data_dir / f".{SECRET_KEY_FILE}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)  # fails if another process got there first: use its key
+        finally:
+            tmp.unlink(missing_ok=True)
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < 32:
+        raise ConfigError(f"{path} holds no usable secret key; delete it to make a new one.")
+    return key

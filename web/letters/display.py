@@ -1,0 +1,82 @@
+"""How a letter's terms and events read on its page: as in the letter, not as stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from workflow.formatting import join_and, long_date, money, shares
+from workflow.schema import Field, TemplateSpec
+
+__all__ = ["format_term", "terms_sections", "describe_event", "EVENT_LABELS"]
+
+EVENT_LABELS = {
+    "created": "Created",
+    "generated": "Generated",
+    "edited": "Terms changed",
+    "sent": "Sent for signature",
+    "viewed": "Viewed",
+    "consented": "Consented to sign electronically",
+    "signed": "Signed",
+    "declined": "Declined",
+    "uploaded": "Paper copy uploaded",
+    "voided": "Voided",
+    "executed": "Fully executed",
+    "downloaded": "Downloaded",
+    "expired": "Link expired",
+}
+
+
+def _date(value: Any) -> str:
+    try:
+        return long_date(dt.date.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
+
+
+def format_term(f: Field, value: Any) -> str:
+    """Write a stored term as the letter would: "July 24, 2006", "$500", "2,000,000"."""
+    if value is None or value == "":
+        return "—"
+    try:
+        if f.type == "date":
+            return _date(value)
+        if f.type == "integer":
+            return shares(int(value))
+        if f.type == "decimal":
+            return money(Decimal(str(value)))
+        if f.type == "boolean":
+            return "Yes" if value is True else "No" if value is False else str(value)
+        if f.type == "date_list":
+            return join_and(_date(v) for v in value) if value else "None"
+    except (ValueError, TypeError, InvalidOperation):
+        pass
+    return str(value)
+
+
+def terms_sections(spec: TemplateSpec, terms: dict[str, Any]
+                   ) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Group stored terms as the form does: [(section title, [(label, value as read)])]."""
+    sections = []
+    for group, title in spec.groups.items():
+        rows = [(f.label, format_term(f, terms.get(f.key))) for f in spec.fields_in_group(group)]
+        if rows:
+            sections.append((title, rows))
+    return sections
+
+
+def describe_event(event_type: str, detail: dict[str, Any]) -> str:
+    """Say in a few words what an event of the audit record did."""
+    version = detail.get("version")
+    if event_type == "created" and version:
+        template = str(detail.get("template", "")).replace("_", " ")
+        return f"Version {version} from the {template} template"
+    if event_type == "generated":
+        return str(detail.get("document") or "")
+    if event_type == "edited" and version:
+        return f"Version {version}"
+    reason = detail.get("reason")
+    if reason:
+        return str(reason)
+    return ""

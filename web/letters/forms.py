@@ -1,0 +1,201 @@
+"""The terms form, generated from a template's schema.
+
+The form keeps exactly what was typed, as text, and hands it to the domain's
+:func:`workflow.schema.validate_terms`, so the page checks the same rules as the command line
+and the API. Each field knows its input (date, whole number, money, yes/no, a list of dates),
+its label, help and error, and the ids that tie them together for screen readers.
+
+The list of dates grows and shrinks without JavaScript: its "Add another date" and "Remove"
+buttons submit the form, which comes back with one more or one fewer box and nothing lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from workflow.schema import Field, TemplateSpec
+
+__all__ = ["TermInput", "TermsForm", "ADD_BUTTON", "REMOVE_BUTTON"]
+
+ADD_BUTTON = "_add"
+REMOVE_BUTTON = "_remove"
+_DERIVE_NAMES = ("next_day", "add_months", "whole_years_between")
+
+
+@dataclass
+class TermInput:
+    """One field of the terms form: what was typed and what is wrong with it."""
+
+    field: Field
+    value: Any  # a str; a list[str] for a list of dates
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.field.key
+
+    @property
+    def id(self) -> str:
+        """The id of the input (of the first box, for a list; of "Yes", for yes/no)."""
+        if self.field.type == "date_list":
+            return f"term-{self.key}-1"
+        if self.field.type == "boolean":
+            return f"term-{self.key}-yes"
+        return f"term-{self.key}"
+
+    @property
+    def help_id(self) -> str:
+        return f"term-{self.key}-help"
+
+    @property
+    def error_id(self) -> str:
+        return f"term-{self.key}-error"
+
+    @property
+    def describedby(self) -> str:
+        ids = [self.help_id] if self.field.help or self.field.derive else []
+        if self.error:
+            ids.append(self.error_id)
+        return " ".join(ids)
+
+    @property
+    def message(self) -> str | None:
+        """The error as a sentence that names the field."""
+        if not self.error:
+            return None
+        joiner = ": " if self.field.type == "date_list" else " "
+        return f"{self.field.label}{joiner}{self.error}"
+
+    @property
+    def derive_name(self) -> str | None:
+        """The derivation computing this field when left empty, e.g. ``next_day``."""
+        if not self.field.derive:
+            return None
+        name = self.field.derive.split("(", 1)[0].strip()
+        return name if name in _DERIVE_NAMES else None
+
+    @property
+    def boxes(self) -> list[str]:
+        """The date boxes a list shows: what was typed, or one empty box."""
+        return list(self.value) or [""]
+
+    @property
+    def can_add(self) -> bool:
+        return len(self.boxes) < self.field.max_items
+
+
+@dataclass
+class TermsForm:
+    """A letter's terms as typed into the form, and the errors the domain found in them."""
+
+    spec: TemplateSpec
+    values: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    # "save" when the form was submitted to be saved; "add" or "remove" for a list's buttons.
+    action: str = "save"
+    focus: str | None = None
+
+    @classmethod
+    def blank(cls, spec: TemplateSpec) -> TermsForm:
+        """An empty form."""
+        return cls(spec, {f.key: [] if f.type == "date_list" else "" for f in spec.fields.values()})
+
+    @classmethod
+    def from_terms(cls, spec: TemplateSpec, terms: Mapping[str, Any]) -> TermsForm:
+        """A form filled with stored terms (JSON values: ISO dates, numbers, booleans)."""
+        form = cls.blank(spec)
+        for f in spec.fields.values():
+            value = terms.get(f.key)
+            if value is None:
+                continue
+            if f.type == "date_list":
+                form.values[f.key] = [str(v) for v in value] if isinstance(value, list) else []
+            elif f.type == "boolean":
+                form.values[f.key] = "true" if value is True else "false" if value is False else ""
+            else:
+                form.values[f.key] = str(value)
+        return form
+
+    @classmethod
+    def from_request(cls, spec: TemplateSpec, data: MultiDict[str, str]) -> TermsForm:
+        """A form holding what was posted, with a list's add or remove button applied."""
+        form = cls.blank(spec)
+        for f in spec.fields.values():
+            if f.type == "date_list":
+                form.values[f.key] = [v.strip() for v in data.getlist(f.key)][:f.max_items]
+            elif f.type == "boolean":
+                value = data.get(f.key, "").strip()
+                form.values[f.key] = value if value in ("true", "false") else ""
+            elif f.type == "text":
+                form.values[f.key] = data.get(f.key, "")
+            else:
+                form.values[f.key] = data.get(f.key, "").strip()
+        if data.get(ADD_BUTTON):
+            form._add_box(data[ADD_BUTTON])
+        elif data.get(REMOVE_BUTTON):
+            form._remove_box(data[REMOVE_BUTTON])
+        return form
+
+    def _list_field(self, key: str) -> Field | None:
+        f = self.spec.fields.get(key)
+        return f if f is not None and f.type == "date_list" else None
+
+    def _add_box(self, key: str) -> None:
+        f = self._list_field(key)
+        if f is None:
+            return
+        self.action = "add"
+        boxes = self.values[key] or [""]  # the page showed one box even for an empty list
+        if len(boxes) < f.max_items:
+            boxes = [*boxes, ""]
+        self.values[key] = boxes
+        self.focus = f"term-{key}-{len(boxes)}"
+
+    def _remove_box(self, target: str) -> None:
+        key, _, index = target.rpartition(":")
+        f = self._list_field(key)
+        if f is None or not index.isdigit():
+            return
+        self.action = "remove"
+        typed = self.values[key]
+        position = int(index) - 1
+        if 0 <= position < len(typed):
+            del typed[position]
+        self.focus = f"term-{key}-{max(1, min(position + 1, len(typed)))}"
+
+    def raw_terms(self) -> dict[str, Any]:
+        """The terms to validate: typed text, with empty boxes left out."""
+        raw: dict[str, Any] = {}
+        for f in self.spec.fields.values():
+            value = self.values.get(f.key)
+            if f.type == "date_list":
+                raw[f.key] = [v for v in value or [] if v]
+            elif f.type == "text":
+                raw[f.key] = value or ""
+            elif value:
+                raw[f.key] = value
+        return raw
+
+    def sections(self) -> list[tuple[str, str, list[TermInput]]]:
+        """The form's sections in schema order: (group key, title, inputs)."""
+        out = []
+        for group, title in self.spec.groups.items():
+            inputs = [TermInput(f, self.values.get(f.key, ""), self.errors.get(f.key))
+                      for f in self.spec.fields_in_group(group)]
+            if inputs:
+                out.append((group, title, inputs))
+        return out
+
+    def error_list(self) -> list[tuple[str | None, str]]:
+        """Every error as (id of the input to jump to, sentence), in the form's order."""
+        listed: list[tuple[str | None, str]] = []
+        for _, _, inputs in self.sections():
+            listed.extend((i.id, i.message) for i in inputs if i.message)
+        for key, message in self.errors.items():
+            if key not in self.spec.fields:
+                listed.append((None, f"{key}: {message}"))
+        return listed

@@ -1,0 +1,242 @@
+"""The letters pages: table, new letter, edit terms, letter page, downloads, page pictures.
+
+Each view parses the request, calls one domain function with plain values inside a short
+transaction, and renders after the transaction has ended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from workflow.errors import StateError, TermsError
+from workflow.letters import create_letter, list_letters, retry_document, revise_terms
+from workflow.models import User
+from workflow.schema import list_templates, sample_terms, terms_to_json, validate_terms
+from workflow.states import LetterStatus
+
+from ..database import get_db
+from ..documents import get_generator
+from ..downloads import send_document
+from ..errors import answers_json
+from ..previews import get_previews
+from . import bp
+from .display import terms_sections
+from .forms import TermsForm
+from .records import (
+    find_document,
+    letter_detail,
+    letter_summary,
+    load_blob,
+    pending_document_ids,
+    spec_for,
+)
+
+STATUS_CHOICES = [(s.value, s.label) for s in LetterStatus]
+STATUS_VALUES = frozenset(s.value for s in LetterStatus)
+
+
+def _client() -> dict[str, str | None]:
+    return {"ip": request.remote_addr, "user_agent": request.user_agent.string or None}
+
+
+@bp.route("/")
+def home() -> Response:
+    """Send visitors to the letters table."""
+    return redirect(url_for(".index"))
+
+
+@bp.route("/letters")
+def index() -> str:
+    """The table of letters: newest first, searchable by name, filtered by status."""
+    q = request.args.get("q", "").strip()[:200]
+    status = request.args.get("status", "").strip()
+    if status and status not in STATUS_VALUES:
+        abort(400, f"There is no letter status {status[:40]!r}; choose one from the list.")
+    page_number = max(1, request.args.get("page", 1, type=int) or 1)
+    with get_db().transaction() as session:
+        page = list_letters(session, q=q, status=status, page=page_number,
+                            per_page=current_app.config["LETTERS_PER_PAGE"])
+        letters = [letter_summary(letter) for letter in page.letters]
+    return render_template("letters/index.html", letters=letters, page=page, q=q,
+                           status=status, status_choices=STATUS_CHOICES)
+
+
+def _render_form(form: TermsForm, *, letter: dict[str, Any] | None = None,
+                 status: int = 200) -> tuple[str, int]:
+    return render_template("letters/form.html", form=form, spec=form.spec, letter=letter,
+                           sections=form.sections(), error_list=form.error_list()), status
+
+
+@bp.route("/letters/new", methods=["GET", "POST"])
+def new_letter() -> Response | str | tuple[str, int]:
+    """The terms form for a new letter; saving it creates the letter and its documents."""
+    names = list_templates(current_app.config["DOCX_TEMPLATE_DIR"])
+    name = request.values.get("template", "").strip() or (names[0] if len(names) == 1 else "")
+    if not name:
+        return render_template("letters/choose_template.html",
+                               templates=[spec_for(n) for n in names])
+    spec = spec_for(name)
+    if request.method == "GET":
+        if request.args.get("start") == "reference":
+            return _render_form(TermsForm.from_terms(spec, sample_terms(spec)))
+        return _render_form(TermsForm.blank(spec))
+    form = TermsForm.from_request(spec, request.form)
+    if form.action != "save":
+        return _render_form(form)
+    try:
+        with get_db().transaction() as session:
+            user = session.get(User, g.user.id)
+            letter = create_letter(session, spec.name, form.raw_terms(), user,
+                                   template_dir=current_app.config["DOCX_TEMPLATE_DIR"],
+                                   **_client())
+            letter_id = letter.id
+            pending = pending_document_ids(session, letter_id)
+    except TermsError as exc:
+        form.errors = exc.errors
+        return _render_form(form, status=422)
+    get_generator().submit(pending)
+    flash("Letter created. Its .docx is ready and its PDF is being generated.", "success")
+    return redirect(url_for(".show", letter_id=letter_id))
+
+
+@bp.route("/letters/<int:letter_id>/edit", methods=["GET", "POST"])
+def edit(letter_id: int) -> Response | str | tuple[str, int]:
+    """The terms form filled with a letter's terms; saving it makes a new version."""
+    with get_db().transaction() as session:
+        letter = letter_detail(session, letter_id, with_events=False)
+    if not letter["editable"]:
+        flash(f"This letter is {letter['status_label'].lower()}; its terms cannot be changed "
+              "now.", "error")
+        return redirect(url_for(".show", letter_id=letter_id))
+    spec = spec_for(letter["template"])
+    if request.method == "GET":
+        if request.args.get("start") == "reference":
+            return _render_form(TermsForm.from_terms(spec, sample_terms(spec)), letter=letter)
+        return _render_form(TermsForm.from_terms(spec, letter["version"]["terms"]),
+                            letter=letter)
+    form = TermsForm.from_request(spec, request.form)
+    if form.action != "save":
+        return _render_form(form, letter=letter)
+    raw = form.raw_terms()
+    try:
+        unchanged = terms_to_json(spec, validate_terms(spec, raw)) == letter["version"]["terms"]
+        if not unchanged:
+            with get_db().transaction() as session:
+                user = session.get(User, g.user.id)
+                version = revise_terms(session, letter_id, raw, user,
+                                       template_dir=current_app.config["DOCX_TEMPLATE_DIR"],
+                                       **_client())
+                number = version.number
+                pending = pending_document_ids(session, letter_id)
+    except TermsError as exc:
+        form.errors = exc.errors
+        return _render_form(form, letter=letter, status=422)
+    except StateError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".show", letter_id=letter_id))
+    if unchanged:
+        flash(f"The terms are unchanged, so version {letter['current_version']} stays the "
+              "current one.", "info")
+        return redirect(url_for(".show", letter_id=letter_id))
+    get_generator().submit(pending)
+    flash(f"Version {number} saved. Its PDF is being generated; earlier versions stay "
+          "available below.", "success")
+    return redirect(url_for(".show", letter_id=letter_id))
+
+
+@bp.route("/letters/<int:letter_id>")
+def show(letter_id: int) -> str:
+    """The letter page: terms as they read, pages, versions and their files, events."""
+    number = request.args.get("version", type=int)
+    with get_db().transaction() as session:
+        letter = letter_detail(session, letter_id, number)
+    version = letter["version"]
+    spec = spec_for(version["template_name"])
+    pdf = version["documents"].get("letter_pdf")
+    pages: list[tuple[int, int, int]] = []
+    if pdf and pdf["status"] == "ready" and pdf["sha256"]:
+        sha = pdf["sha256"]
+        sizes = get_previews().page_sizes(sha, lambda: load_blob(sha))
+        pages = [(n, w, h) for n, (w, h) in enumerate(sizes, start=1)]
+    pending = any(d["status"] in ("pending", "generating")
+                  for v in letter["versions"] for d in v["documents"].values())
+    return render_template("letters/show.html", letter=letter, version=version, pdf=pdf,
+                           pages=pages, pending=pending,
+                           terms=terms_sections(spec, version["terms"]))
+
+
+@bp.route("/letters/<int:letter_id>/status")
+@answers_json
+def status(letter_id: int) -> Response:
+    """The letter's status and its documents' as JSON, for the page to follow generation."""
+    with get_db().transaction() as session:
+        letter = letter_detail(session, letter_id, with_events=False)
+    documents = [{"version": v["number"], "kind": d["kind"], "status": d["status"]}
+                 for v in letter["versions"] for d in v["documents"].values()]
+    response = jsonify(
+        letter_id=letter_id, status=letter["status"], status_label=letter["status_label"],
+        current_version=letter["current_version"], documents=documents,
+        pending=any(d["status"] in ("pending", "generating") for d in documents))
+    return response
+
+
+@bp.route("/letters/<int:letter_id>/versions/<int:number>/letter.<any(pdf, docx):extension>")
+def download(letter_id: int, number: int, extension: str) -> Response:
+    """Download one version's .docx or PDF (waiting for a PDF still being generated)."""
+    kind = f"letter_{extension}"
+    with get_db().transaction() as session:
+        document, _ = find_document(session, letter_id, number, kind)
+        document_id = document.id
+    document = get_generator().wait(document_id)
+    assert document.blob_sha256 is not None
+    return send_document(load_blob(document.blob_sha256), filename=document.filename,
+                         media_type=document.media_type, sha256=document.blob_sha256)
+
+
+@bp.route("/letters/<int:letter_id>/versions/<int:number>/pages/<int:page>.png")
+def page_image(letter_id: int, number: int, page: int) -> Response:
+    """A picture of one page of a version's PDF."""
+    with get_db().transaction() as session:
+        document, _ = find_document(session, letter_id, number, "letter_pdf")
+        sha = document.blob_sha256 if document.status == "ready" else None
+    if sha is None:
+        abort(404, "This version's PDF is not ready yet.")
+    png = get_previews().png(sha, page, lambda: load_blob(sha))
+    if png is None:
+        abort(404, f"The PDF has no page {page}.")
+    response = make_response(png)
+    response.mimetype = "image/png"
+    # A version's PDF never changes, so neither does its picture.
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    response.set_etag(f"{sha}-{page}")
+    return response.make_conditional(request)
+
+
+@bp.route("/letters/<int:letter_id>/versions/<int:number>/retry", methods=["POST"])
+def retry(letter_id: int, number: int) -> Response:
+    """Try again to generate a version's PDF after a failure."""
+    with get_db().transaction() as session:
+        document, _ = find_document(session, letter_id, number, "letter_pdf")
+        if document.status != "failed":
+            document_id = None
+        else:
+            retry_document(session, document.id)
+            document_id = document.id
+    if document_id is not None:
+        get_generator().submit([document_id])
+        flash("Generating the PDF again.", "info")
+    return redirect(url_for(".show", letter_id=letter_id, version=number))
