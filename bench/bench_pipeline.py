@@ -1,8 +1,8 @@
 """Speed of the document pipeline, measured against a baseline in the same run.
 
 Prints a table: .docx render; PDF with the long-lived converter against a fresh
-``soffice --convert-to pdf`` per file (the baseline); and a 100-letter batch with LibreOffice
-start-up included. Not a test: the machine is noisy, so read the ratios.
+``soffice --convert-to pdf`` per file (the baseline); a 100-letter batch with LibreOffice
+start-up included; signing one counterpart; assembling and sealing a two-signer letter. Not a test: the machine is noisy, so read the ratios.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from workflow.schema import load_template, sample_terms, validate_terms
 TARGET_RENDER_S = 0.050
 TARGET_WARM_SPEEDUP = 10.0
 TARGET_BATCH_PER_LETTER_S = 0.15
+TARGET_SIGN_S = 0.200
+TARGET_ASSEMBLY_S = 0.600
 
 
 def median_time(action, runs: int) -> float:
@@ -46,6 +48,58 @@ def write_batch_csv(path: Path, spec, count: int) -> None:
             row["cancelled_option_grant_dates"] = ";".join(base["cancelled_option_grant_dates"])
             row["repurchase_unvested_restricted"] = "true" if index % 2 else "false"
             writer.writerow(row)
+
+
+def bench_execution(work: Path, spec, terms) -> list[tuple[str, str, str, str]]:
+    """Time signing one counterpart and assembling and sealing a two-signer letter."""
+    from workflow import envelopes
+    from workflow.db import open_database
+    from workflow.letters import create_letter, generate_document, pending_documents
+    from workflow.seal import load_or_create_sealer
+
+    database = open_database(work / "data")
+    sealer = load_or_create_sealer(work / "data")
+    staff = envelopes.Actor("bench@example.com", "127.0.0.1", "bench")
+    signature = {"type": "typed", "text": "Eliot Protsch"}
+    runs = 9
+    with PdfConverter(processes=1) as converter:
+        with database.transaction() as session:
+            letter_ids = [create_letter(session, spec.name, sample_terms(spec), None).id
+                          for _ in range(runs + 1)]
+            pending = pending_documents(session)
+        for document_id in pending:
+            generate_document(database, document_id, converter)
+
+    def send(letter_id: int) -> tuple[str, list[str]]:
+        with database.transaction() as session:
+            envelope, links = envelopes.send_envelope(session, letter_id, None, staff)
+            return envelope.id, [link.token for link in links]
+
+    def sign(token: str) -> bool:
+        with database.transaction() as session:
+            return envelopes.sign_counterpart(session, token, consent=True,
+                                              signature=signature, actor=staff)[1]
+
+    sign_times, assembly_times = [], []
+    for letter_id in letter_ids[:runs]:
+        envelope_id, tokens = send(letter_id)
+        started = time.perf_counter()
+        sign(tokens[0])
+        sign_times.append(time.perf_counter() - started)
+        sign(tokens[1])
+        started = time.perf_counter()
+        assert envelopes.assemble_envelope(database, envelope_id, sealer) is not None
+        assembly_times.append(time.perf_counter() - started)
+    database.dispose()
+    sign_s, assembly_s = statistics.median(sign_times), statistics.median(assembly_times)
+    return [
+        (f"sign one counterpart: stamp and store (median of {runs})",
+         f"{sign_s * 1000:.0f} ms", f"< {TARGET_SIGN_S * 1000:.0f} ms",
+         "met" if sign_s < TARGET_SIGN_S else "MISSED"),
+        (f"assemble and seal a two-signer letter (median of {runs})",
+         f"{assembly_s * 1000:.0f} ms", f"< {TARGET_ASSEMBLY_S * 1000:.0f} ms",
+         "met" if assembly_s < TARGET_ASSEMBLY_S else "MISSED"),
+    ]
 
 
 def main() -> int:
@@ -91,6 +145,8 @@ def main() -> int:
                      f"{batch_s:.1f} s total, {per_letter * 1000:.0f} ms/letter",
                      f"< {TARGET_BATCH_PER_LETTER_S * 1000:.0f} ms/letter",
                      "met" if per_letter < TARGET_BATCH_PER_LETTER_S else "MISSED"))
+
+        rows.extend(bench_execution(work, spec, terms))
 
     widths = [max(len(r[i]) for r in rows + [("step", "time", "target", "result")])
               for i in range(4)]
