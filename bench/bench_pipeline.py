@@ -2,7 +2,8 @@
 
 Prints a table: .docx render; PDF with the long-lived converter against a fresh
 ``soffice --convert-to pdf`` per file (the baseline); a 100-letter batch with LibreOffice
-start-up included; signing one counterpart; assembling and sealing a two-signer letter. Not a test: the machine is noisy, so read the ratios.
+start-up included; signing one counterpart; assembling and sealing a two-signer letter.
+Not a test: the machine is noisy, so read the ratios.
 """
 
 from __future__ import annotations
