@@ -199,6 +199,57 @@ def audit_verify(letter_id: int) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def backup(destination: Path) -> None:
+    """Write a consistent copy of the database, its documents and the secrets to a new folder.
+
+    Safe while the app runs.
+    """
+    from .backup import backup_database
+
+    database = open_configured_database()
+    try:
+        backup_database(database, data_folder(), destination)
+    except CounterpartError as exc:
+        _fail(str(exc))
+    finally:
+        database.dispose()
+    click.echo(f"backed up to {destination}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def restore(source: Path) -> None:
+    """Restore a backup into the data folder (stop the app first), then verify it."""
+    from sqlalchemy.engine import make_url
+
+    from .backup import restore_backup, verify_store
+    from .db import Database, database_url_for
+
+    url = database_url_for(data_folder(), os.environ.get(DATABASE_URL_ENV) or None)
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        _fail("restore copies the embedded SQLite database; restore PostgreSQL with pg_restore.")
+    try:
+        restored = restore_backup(source, data_folder(), Path(parsed.database or ""))
+    except CounterpartError as exc:
+        _fail(str(exc))
+    database = Database(url)
+    try:
+        database.migrate()
+        check = verify_store(database)
+    finally:
+        database.dispose()
+    click.echo(f"restored {', '.join(restored)} from {source}")
+    if not check.ok:
+        for problem in check.problems:
+            click.echo(f"problem: {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"verified {check.documents} documents and the audit chains of "
+               f"{check.letters} letters")
+
+
 def main() -> None:
     """Run the command line."""
     cli(prog_name="counterpart")

@@ -1,0 +1,82 @@
+"""A backup taken while letters are being written restores with every document and chain intact."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from workflow.backup import backup_database, restore_backup, verify_store
+from workflow.cli import cli
+from workflow.db import open_database
+from workflow.errors import CounterpartError
+from workflow.letters import create_letter, revise_terms
+from workflow.models import Blob, Letter
+
+
+def add_letters(database, reference_terms, count: int) -> None:
+    for index in range(count):
+        with database.transaction() as session:
+            letter = create_letter(session, "separation_letter",
+                                   {**reference_terms, "executive_full_name": f"Exec {index}"},
+                                   None)
+            revise_terms(session, letter.id, {**reference_terms, "hourly_rate": 600 + index},
+                         None)
+
+
+def test_backup_while_writing_then_restore(tmp_path, reference_terms):
+    live = tmp_path / "live"
+    database = open_database(live)
+    (live / "secret_key").write_text("s3cret")
+    add_letters(database, reference_terms, 3)
+    writer = threading.Thread(target=add_letters, args=(database, reference_terms, 10))
+    writer.start()
+    backup_database(database, live, tmp_path / "backup")
+    writer.join()
+    database.dispose()
+
+    restored_dir = tmp_path / "restored"
+    names = restore_backup(tmp_path / "backup", restored_dir)
+    assert names == ["counterpart.db", "secret_key"]
+    restored = open_database(restored_dir)
+    check = verify_store(restored)
+    assert check.ok, check.problems
+    with restored.transaction() as session:
+        letters = session.scalar(select(func.count()).select_from(Letter))
+        assert 3 <= letters <= 13
+        assert check.letters == letters
+        assert check.documents == session.scalar(select(func.count()).select_from(Blob))
+    assert (restored_dir / "secret_key").read_text() == "s3cret"
+    restored.dispose()
+
+
+def test_a_changed_backup_is_refused(tmp_path, reference_terms):
+    database = open_database(tmp_path / "live")
+    add_letters(database, reference_terms, 1)
+    backup_database(database, tmp_path / "live", tmp_path / "backup")
+    database.dispose()
+    with (tmp_path / "backup" / "counterpart.db").open("r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\xff")
+    with pytest.raises(CounterpartError, match="changed since the backup"):
+        restore_backup(tmp_path / "backup", tmp_path / "restored")
+    assert not (tmp_path / "restored" / "counterpart.db").exists()
+    with pytest.raises(CounterpartError, match="not empty"):
+        backup_database(open_database(tmp_path / "live"), tmp_path / "live",
+                        tmp_path / "backup")
+
+
+def test_backup_and_restore_commands(tmp_path, reference_terms, monkeypatch):
+    database = open_database(tmp_path / "live")
+    add_letters(database, reference_terms, 2)
+    database.dispose()
+    runner = CliRunner()
+    monkeypatch.setenv("COUNTERPART_DATA_DIR", str(tmp_path / "live"))
+    result = runner.invoke(cli, ["backup", str(tmp_path / "backup")])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("COUNTERPART_DATA_DIR", str(tmp_path / "restored"))
+    result = runner.invoke(cli, ["restore", str(tmp_path / "backup")])
+    assert result.exit_code == 0, result.output
+    assert "verified 4 documents and the audit chains of 2 letters" in result.output
