@@ -16,6 +16,7 @@ from .errors import TemplateError
 from .files import write_atomic
 from .formatting import FILTERS
 from .schema import TemplateSpec
+from .template_check import check_template_file
 
 __all__ = ["render_docx", "render_pdf", "write_docx", "template_variables", "jinja_environment"]
 
@@ -30,6 +31,7 @@ def jinja_environment() -> SandboxedEnvironment:
 
 def render_docx(spec: TemplateSpec, terms: Mapping[str, Any]) -> bytes:
     """Render a template with validated terms and return the .docx bytes."""
+    check_template_file(spec.docx_path)
     template = DocxTemplate(spec.docx_path)
     try:
         template.render(dict(terms), jinja_env=jinja_environment(), autoescape=True)
@@ -50,6 +52,7 @@ def write_docx(spec: TemplateSpec, terms: Mapping[str, Any], path: Path) -> None
 
 def template_variables(spec: TemplateSpec) -> set[str]:
     """List the variables a template's body, headers and footers use."""
+    check_template_file(spec.docx_path)
     try:
         return set(DocxTemplate(spec.docx_path).get_undeclared_template_variables(
             jinja_environment()))
