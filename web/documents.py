@@ -19,7 +19,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from workflow.convert import PdfConverter, default_converter
 from workflow.db import Database
-from workflow.errors import CounterpartError, DocumentError
+from workflow.errors import CounterpartError
 from workflow.letters import generate_document, pending_documents, retry_document, wait_for_document
 from workflow.models import Document
 
@@ -91,9 +91,8 @@ class DocumentGenerator:
     def wait(self, document_id: int) -> Document:
         """Return a document once it is ready, making it here if no one else is.
 
-        A document whose generation failed is tried once more. Raises DocumentError if it
-        fails again, and ServiceUnavailable if it is still being made elsewhere after
-        ``wait_seconds``.
+        A document whose generation failed is tried once more. Raises ServiceUnavailable if
+        it fails again, or if it is still being made elsewhere after ``wait_seconds``.
         """
         try:
             document = wait_for_document(self._db, document_id, self.converter,
@@ -108,8 +107,9 @@ class DocumentGenerator:
                 raise ServiceUnavailable(str(exc)) from exc  # made elsewhere, not done in time
             raise
         if document.status != "ready":
-            raise DocumentError(f"{document.filename} could not be generated: "
-                                f"{document.error or 'the converter gave no reason'}")
+            # Not the asker's fault, and perhaps passing (LibreOffice restarts): 503.
+            raise ServiceUnavailable(f"{document.filename} could not be generated: "
+                                     f"{document.error or 'the converter gave no reason'}")
         return document
 
     def _status(self, document_id: int) -> str | None:

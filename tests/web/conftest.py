@@ -33,6 +33,46 @@ STAFF_PASSWORD = "correct horse battery"
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin password 1234"
 
+# Every way a term can be wrong: (field, value typed, the domain's message for it). Tests that
+# take the ``bad_value`` fixture run once per row, through the form and through the API.
+BAD_VALUES = [
+    ("company_name", "", "is required"),
+    ("executive_full_name", "x" * 201, "is 201 characters long; the limit is 200"),
+    ("chair_title", "Chair\x0bman",
+     "contains a control character (U+000B); remove it and type the text again"),
+    ("letter_date", "24/07/2006", "must be a date written YYYY-MM-DD"),
+    ("letter_date", "2006-02-30", "'2006-02-30' is not a real calendar date"),
+    ("resignation_date", "", "is required"),
+    ("consulting_months", "1.5", "must be a whole number"),
+    ("consulting_months", "twelve", "must be a whole number"),
+    ("consulting_months", "0", "must be greater than zero"),
+    ("consulting_months", "121", "must be at most 120"),
+    ("hourly_rate", "1.234", "may have at most 2 decimals"),
+    ("hourly_rate", "lots", "must be an amount such as 500 or 1250.50"),
+    ("hourly_rate", "0", "must be greater than zero"),
+    ("option_shares", "", "is required"),
+    ("vested_option_shares", "2000001", "cannot exceed the 2,000,000 option shares granted"),
+    ("effective_date", "2006-07-30", "cannot be before the resignation date (July 31, 2006)"),
+    ("option_exercise_deadline", "2006-08-01",
+     "must be after the agreement effective date (August 1, 2006)"),
+    ("option_agreement_date", "2006-08-01",
+     "must be before the resignation date (July 31, 2006)"),
+    ("repurchase_unvested_restricted", "", "is required"),
+    ("cancelled_option_grant_dates", ["2006-06-12", "2006-06-12"], "lists June 12, 2006 twice"),
+    ("cancelled_option_grant_dates", ["2006-06-12", "2006-13-01"],
+     "date 2 '2006-13-01' is not a real calendar date"),
+    ("cancelled_option_grant_dates", ["June 1"], "date 1 must be a date written YYYY-MM-DD"),
+    ("cancelled_option_grant_dates", ["2006-08-12"],
+     "August 12, 2006 must be before the resignation date (July 31, 2006)"),
+    ("service_years", "100", "must be at most 99"),
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bad_value" in metafunc.fixturenames:
+        metafunc.parametrize("bad_value", BAD_VALUES,
+                             ids=[f"{key}={value!r}"[:48] for key, value, _ in BAD_VALUES])
+
 
 @pytest.fixture()
 def credentials() -> dict[str, tuple[str, str]]:

@@ -11,8 +11,8 @@ import pypdf
 import pytest
 from PIL import Image
 from sqlalchemy import update
-
 from support import docx_text, letter_words
+
 from web.database import get_db
 from web.testing import csrf_token, terms_form_data
 from workflow.models import Document, Letter
@@ -210,7 +210,8 @@ def test_letter_page_shows_the_terms_as_the_letter_reads(staff, letter_id):
     ]:
         assert f"<dt>{label}</dt><dd>{value}</dd>" in page, label
     tree = lxml.html.fromstring(page)
-    sections = [h.text_content() for h in tree.xpath("//section[@aria-labelledby='terms-title']/h3")]
+    sections = [h.text_content()
+                for h in tree.xpath("//section[@aria-labelledby='terms-title']/h3")]
     assert sections == ["Parties", "Dates", "Consulting", "Equity", "Covenants", "Signatures"]
 
 

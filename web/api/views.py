@@ -42,7 +42,7 @@ def _json_body() -> dict[str, Any]:
     if not data.strip():
         abort(400, "The request body is empty; send a JSON object.")
     try:
-        body = json.loads(data)
+        body = json.loads(data.decode("utf-8"))  # JSON between systems is UTF-8 (RFC 8259)
     except UnicodeDecodeError:
         abort(400, "The request body is not UTF-8 text; send a JSON object.")
     except json.JSONDecodeError as exc:
