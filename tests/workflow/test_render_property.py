@@ -10,8 +10,8 @@ import zipfile
 import pypdf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from support import docx_text
+
 from workflow.render import render_docx
 from workflow.schema import sample_terms, validate_terms
 
