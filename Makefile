@@ -6,14 +6,20 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation poppler-utils python3-venv
+# chromium is for the browser tests and `make screenshots` (Playwright drives Debian's build).
+DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation poppler-utils python3-venv \
+	chromium
+HOST ?= 127.0.0.1
+PORT ?= 5000
 
-.PHONY: help setup system-packages run test bench lint clean
+.PHONY: help setup system-packages run dev test bench lint screenshots clean
 
 help:
-	@echo "make run    set up, then start Counterpart on its embedded defaults"
-	@echo "make test   set up, then run the whole test suite"
-	@echo "make bench  set up, then print the speed benchmarks"
+	@echo "make run          set up, then start the web app on http://$(HOST):$(PORT)/"
+	@echo "make dev          the same with Flask's debug server (reloads on change)"
+	@echo "make test         set up, then run the whole test suite"
+	@echo "make bench        set up, then print the speed benchmarks"
+	@echo "make screenshots  save pictures of the main pages into docs/screenshots/"
 
 system-packages:
 	@missing=""; \
@@ -41,17 +47,26 @@ $(BIN)/.installed: pyproject.toml
 
 setup: system-packages $(BIN)/.installed
 
+# The first command to touch a new data folder creates and migrates its database; on the first
+# run, with no account yet, an administrator is created and its password printed once.
 run: setup
-	@$(BIN)/counterpart sample-terms separation_letter > output/reference-terms.json
-	@$(BIN)/counterpart render separation_letter --terms output/reference-terms.json \
-	  --docx output/separation_letter.docx --pdf output/separation_letter.pdf
-	@echo "The reference letter is in output/separation_letter.docx and output/separation_letter.pdf"
+	@$(BIN)/counterpart migrate >/dev/null
+	@$(BIN)/counterpart create-first-admin
+	@$(BIN)/counterpart serve --host $(HOST) --port $(PORT)
+
+dev: setup
+	@$(BIN)/counterpart migrate >/dev/null
+	@$(BIN)/counterpart create-first-admin
+	@$(BIN)/flask --app web run --debug --host $(HOST) --port $(PORT)
 
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
 test: setup
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; exit 1; fi; \
 	exit $$status
+
+screenshots: setup
+	$(BIN)/python tests/web/screenshots.py docs/screenshots
 
 bench: setup
 	$(BIN)/python bench/bench_pipeline.py

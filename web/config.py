@@ -78,7 +78,8 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SESSION_HOURS": _integer(env, "SESSION_HOURS", 12, minimum=1),
         # Behind a reverse proxy, how many proxies' X-Forwarded-* headers to trust.
         "PROXY_COUNT": _integer(env, "PROXY_COUNT", 0),
-        "GENERATE_IN_BACKGROUND": _flag(env, "GENERATE_IN_BACKGROUND", True),
+        # Tests turn this off to decide when PDFs are made; a server always makes them at once.
+        "GENERATE_IN_BACKGROUND": True,
         "DOWNLOAD_WAIT_SECONDS": _integer(env, "DOWNLOAD_WAIT_SECONDS", 120, minimum=1),
         "LETTERS_PER_PAGE": _integer(env, "LETTERS_PER_PAGE", 25, minimum=1),
         "PREVIEW_DPI": _integer(env, "PREVIEW_DPI", 100, minimum=36),
