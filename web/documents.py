@@ -52,10 +52,10 @@ class DocumentGenerator:
             return self._converter
 
     def _pool(self) -> ThreadPoolExecutor:
+        # One thread per LibreOffice process keeps each busy without queueing threads.
+        threads = max(1, self.converter.processes)
         with self._lock:
             if self._executor is None:
-                # One thread per LibreOffice process keeps each busy without queueing threads.
-                threads = max(1, self._converter.processes if self._converter else 1)
                 self._executor = ThreadPoolExecutor(max_workers=threads,
                                                     thread_name_prefix="counterpart-pdf")
             return self._executor

@@ -35,7 +35,7 @@ def test_sign_in_page_is_public_and_has_a_labelled_form(client):
 def test_every_page_redirects_a_stranger_to_sign_in(app, client):
     checked = 0
     for endpoint, method, url in _urls(app, prefix_api=False):
-        if endpoint.startswith("auth."):
+        if endpoint.startswith("auth.") or endpoint == "letters.status":
             continue
         # Without a session there is no CSRF token either; GETs show the redirect for all.
         if method != "GET":
@@ -56,6 +56,12 @@ def test_every_api_route_answers_a_stranger_401_json(app, client):
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         checked += 1
     assert checked >= 7
+
+
+def test_status_poll_of_a_stranger_is_401_json(client):
+    response = client.get("/letters/1/status")
+    assert response.status_code == 401
+    assert response.json == {"error": "Your session has ended; sign in again."}
 
 
 @pytest.mark.parametrize("header", ["Bearer nonsense", "Bearer ", "Basic dXNlcjpwYXNz", "cpt_x"])

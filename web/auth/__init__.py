@@ -119,10 +119,13 @@ def require_sign_in() -> Response | tuple[Response, int] | None:
     view = current_app.view_functions.get(request.endpoint)
     if getattr(view, "is_public", False) or g.user is not None:
         return None
-    if is_api_request():
-        response = jsonify(error="Sign in with an API token: send the header "
-                                 "'Authorization: Bearer <token>'.")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="counterpart"'
+    if is_api_request() or getattr(view, "answers_json", False):
+        if is_api_request():
+            response = jsonify(error="Sign in with an API token: send the header "
+                                     "'Authorization: Bearer <token>'.")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="counterpart"'
+        else:
+            response = jsonify(error="Your session has ended; sign in again.")
         return response, 401
     target = request.full_path if request.method == "GET" else request.path
     return redirect(url_for("auth.sign_in", next=target.rstrip("?")))

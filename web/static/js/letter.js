@@ -16,6 +16,10 @@
   function check() {
     fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (response) {
+        if (response.status === 401 || response.status === 404) {
+          window.location.reload();  // signed out, or gone: the page itself says so
+          return new Promise(function () {});
+        }
         if (!response.ok) {
           throw new Error("status " + response.status);
         }
