@@ -92,12 +92,15 @@ def render(template: str, terms_source: str, docx_out: Path | None,
         pdf = render_pdf(docx) if pdf_out else None
     except CounterpartError as exc:
         _fail(str(exc), 1)
-    if docx_out:
-        write_atomic(docx_out, docx)
-        click.echo(f"wrote {docx_out}")
-    if pdf_out and pdf is not None:
-        write_atomic(pdf_out, pdf)
-        click.echo(f"wrote {pdf_out}")
+    for out, data in ((docx_out, docx), (pdf_out, pdf)):
+        if out is None or data is None:
+            continue
+        try:
+            write_atomic(out, data)
+        except OSError as exc:
+            _fail(f"{out}: could not be written ({exc.strerror or exc}); any earlier file there "
+                  "is unchanged.", 1)
+        click.echo(f"wrote {out}")
 
 
 @cli.command()

@@ -14,8 +14,11 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from .errors import StorageFullError
 
 __all__ = ["Database", "rowcount", "open_database", "database_url_for", "DATA_DIR_ENV",
            "DATABASE_URL_ENV"]
@@ -24,6 +27,13 @@ DATA_DIR_ENV = "COUNTERPART_DATA_DIR"
 DATABASE_URL_ENV = "COUNTERPART_DATABASE_URL"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _is_full(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "disk is full" in text or "no space left" in text or \
+        getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_FULL" or \
+        getattr(exc.orig, "pgcode", "") == "53100"  # PostgreSQL's disk_full
 
 
 def rowcount(result: Any) -> int:
@@ -80,8 +90,15 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """Open a session in one transaction: committed on success, rolled back on error."""
-        with self.sessions() as session, session.begin():
-            yield session
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            if _is_full(exc):
+                raise StorageFullError(
+                    "The server's disk is full, so nothing was saved; earlier letters and "
+                    "documents are unchanged. Free some space and try again.") from exc
+            raise
 
     def session(self) -> Session:
         """Open a session; the caller commits or rolls back."""

@@ -18,6 +18,7 @@ __all__ = [
     "StateError",
     "AuditError",
     "LinkError",
+    "StorageFullError",
 ]
 
 
@@ -55,6 +56,10 @@ class StateError(CounterpartError):
 
 class AuditError(CounterpartError):
     """The audit record does not verify."""
+
+
+class StorageFullError(CounterpartError):
+    """The disk or database is full; nothing was written."""
 
 
 class LinkError(CounterpartError):
