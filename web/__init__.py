@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -25,8 +26,10 @@ csrf = CSRFProtect()
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Make the app from the environment's settings, overridden by ``test_config``.
 
-    ``test_config`` may also hold ``PDF_CONVERTER``: the LibreOffice converter to use instead
-    of the process-wide one.
+    ``test_config`` takes the keys of :func:`web.config.config_from_env` (``DATA_DIR``,
+    ``DATABASE_URL``, ``SECRET_KEY``, ...), Flask's own, and two more: ``PDF_CONVERTER``, the
+    LibreOffice converter to use instead of the process-wide one, and
+    ``GENERATE_IN_BACKGROUND=False`` to leave PDFs pending until something waits for them.
     """
     app = Flask(__name__)
     app.config.from_mapping(config_from_env())
@@ -60,6 +63,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 def _finish_config(app: Flask) -> None:
     """Fill in the settings that follow from others: secret key, cookies, CSRF."""
     config = app.config
+    config["DATA_DIR"] = Path(config["DATA_DIR"]).resolve()
+    config["DOCX_TEMPLATE_DIR"] = Path(config["DOCX_TEMPLATE_DIR"])
     config["DATA_DIR"].mkdir(parents=True, exist_ok=True)
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = load_secret_key(config["DATA_DIR"])
