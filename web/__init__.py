@@ -15,7 +15,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, database, documents, errors, filters, previews, security
+from . import auth, database, documents, errors, filters, previews, ratelimit, security
 from .config import config_from_env, load_secret_key
 
 __all__ = ["create_app", "csrf"]
@@ -41,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count,  # type: ignore[method-assign]
                                 x_host=count, x_port=count)
 
+    ratelimit.init_app(app)  # first: a client over its limit costs nothing more
     db = database.init_app(app)
     csrf.init_app(app)
     security.init_app(app)
