@@ -126,6 +126,9 @@ def app_config(data_dir: Path, converter: PdfConverter) -> dict[str, Any]:
         "PDF_CONVERTER": converter,
         # Tests decide when PDFs are made; a few turn background generation on.
         "GENERATE_IN_BACKGROUND": False,
+        # Tests that walk every route fail on purpose many times from one address; the
+        # limit itself is tested with its own setting.
+        "RATE_LIMIT_FAILURES": "1000 per minute",
     }
 
 
