@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from support import REFERENCE_LETTER, letter_words
+from support import (
+    REFERENCE_LETTER,
+    create_server_database,
+    drop_server_database,
+    letter_words,
+    server_database_url,
+)
 
 from workflow.schema import TemplateSpec, load_template, sample_terms, validate_terms
 
@@ -43,3 +49,19 @@ def reference_pdf(converter) -> bytes:
 
     spec = load_template("separation_letter")
     return converter.convert_bytes(render_docx(spec, validate_terms(spec, sample_terms(spec))))
+
+
+@pytest.fixture()
+def database_url():
+    """The database URL a test's data folder uses: None means a SQLite file in the folder.
+
+    With COUNTERPART_TEST_DATABASE_URL set (``make test-postgres``), each test gets an empty
+    PostgreSQL database of its own on that server instead.
+    """
+    server = server_database_url()
+    if server is None:
+        yield None
+        return
+    url = create_server_database(server)
+    yield url
+    drop_server_database(server, url)

@@ -38,3 +38,40 @@ def docx_text(data: bytes) -> str:
     return "\n".join(p.text for p in document.paragraphs)
 
 
+
+
+TEST_DATABASE_ENV = "COUNTERPART_TEST_DATABASE_URL"
+
+
+def server_database_url() -> str | None:
+    """Return the PostgreSQL server the suite runs against, or None for SQLite files."""
+    import os
+
+    return os.environ.get(TEST_DATABASE_ENV) or None
+
+
+def create_server_database(server_url: str) -> str:
+    """Create an empty database of its own on the test server and return its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"counterpart_test_{uuid.uuid4().hex[:16]}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_server_database(server_url: str, database_url: str) -> None:
+    """Drop a database made by :func:`create_server_database`, ending its connections."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(database_url).database
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()

@@ -14,8 +14,8 @@ from workflow.models import Letter
 
 
 @pytest.fixture()
-def database(tmp_path):
-    database = open_database(tmp_path)
+def database(tmp_path, database_url):
+    database = open_database(tmp_path, database_url)
     yield database
     database.dispose()
 
@@ -34,8 +34,11 @@ def letter_id(database):
 
 def _without_guard(database, statement: str) -> None:
     with database.engine.begin() as connection:
-        connection.exec_driver_sql("DROP TRIGGER events_no_update")
-        connection.exec_driver_sql("DROP TRIGGER events_no_delete")
+        if database.is_sqlite:
+            connection.exec_driver_sql("DROP TRIGGER events_no_update")
+            connection.exec_driver_sql("DROP TRIGGER events_no_delete")
+        else:
+            connection.exec_driver_sql("ALTER TABLE events DISABLE TRIGGER events_append_only")
         connection.execute(text(statement))
 
 
@@ -79,8 +82,10 @@ def test_unknown_letter(database):
         verify_chain(session, 999)
 
 
-def test_command_line_verify(database, letter_id, tmp_path, monkeypatch):
+def test_command_line_verify(database, letter_id, tmp_path, monkeypatch, database_url):
     monkeypatch.setenv("COUNTERPART_DATA_DIR", str(tmp_path))
+    if database_url:
+        monkeypatch.setenv("COUNTERPART_DATABASE_URL", database_url)
     result = CliRunner().invoke(cli, ["audit", "verify", str(letter_id)])
     assert result.exit_code == 0, result.output
     assert "audit chain intact; all 5 events verify" in result.output

@@ -37,8 +37,8 @@ def drawn_png() -> str:
 
 
 @pytest.fixture()
-def database(tmp_path):
-    database = open_database(tmp_path)
+def database(tmp_path, database_url):
+    database = open_database(tmp_path, database_url)
     yield database
     database.dispose()
 

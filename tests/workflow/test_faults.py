@@ -43,8 +43,8 @@ def run_until_marker(script: str, marker: Path, *args: str) -> None:
 
 
 @pytest.fixture()
-def database(tmp_path):
-    database = open_database(tmp_path)
+def database(tmp_path, database_url):
+    database = open_database(tmp_path, database_url)
     yield database
     database.dispose()
 
@@ -67,16 +67,17 @@ KILLED_DURING_CONVERSION = """
             pathlib.Path(sys.argv[2]).write_text("converting")
             time.sleep(120)
 
-    generate_document(open_database(pathlib.Path(sys.argv[1])), int(sys.argv[3]),
-                      HangingConverter())
+    database = open_database(pathlib.Path(sys.argv[1]), sys.argv[4] or None)
+    generate_document(database, int(sys.argv[3]), HangingConverter())
 """
 
 
 def test_killed_during_generation_then_retried(database, tmp_path, converter, reference_terms,
-                                               monkeypatch):
+                                               monkeypatch, database_url):
     letter_id, pdf_id = new_letter(database, reference_terms)
     marker = tmp_path / "converting"
-    run_until_marker(KILLED_DURING_CONVERSION, marker, str(tmp_path), str(marker), str(pdf_id))
+    run_until_marker(KILLED_DURING_CONVERSION, marker, str(tmp_path), str(marker), str(pdf_id),
+                     database_url or "")
     with database.transaction() as session:
         document = session.get(Document, pdf_id)
         assert (document.status, document.blob_sha256) == ("generating", None)
@@ -105,12 +106,13 @@ KILLED_DURING_ASSEMBLY = """
 
     envelopes.seal_pdf = hang
     data = pathlib.Path(sys.argv[1])
-    envelopes.assemble_envelope(open_database(data), sys.argv[3], load_or_create_sealer(data))
+    envelopes.assemble_envelope(open_database(data, sys.argv[4] or None), sys.argv[3],
+                                load_or_create_sealer(data))
 """
 
 
 def test_killed_during_assembly_then_retried(database, tmp_path, converter, reference_terms,
-                                             monkeypatch):
+                                             monkeypatch, database_url):
     letter_id, pdf_id = new_letter(database, reference_terms)
     letters.generate_document(database, pdf_id, converter)
     with database.transaction() as session:
@@ -121,7 +123,8 @@ def test_killed_during_assembly_then_retried(database, tmp_path, converter, refe
             envelopes.sign_counterpart(session, link.token, consent=True, actor=STAFF,
                                        signature={"type": "typed", "text": "Signed"})
     marker = tmp_path / "sealing"
-    run_until_marker(KILLED_DURING_ASSEMBLY, marker, str(tmp_path), str(marker), envelope_id)
+    run_until_marker(KILLED_DURING_ASSEMBLY, marker, str(tmp_path), str(marker), envelope_id,
+                     database_url or "")
     with database.transaction() as session:
         assert session.get(Envelope, envelope_id).assembly_state == "running"
         assert session.get(Letter, letter_id).status == "partially_executed"
@@ -136,7 +139,9 @@ def test_killed_during_assembly_then_retried(database, tmp_path, converter, refe
     assert verify_store(database).ok
 
 
-def test_full_disk_is_a_clear_error_and_loses_nothing(database, reference_terms):
+def test_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, reference_terms):
+    # The embedded SQLite database, whatever server the rest of the suite runs against.
+    database = open_database(tmp_path / "embedded")
     first_id, _ = new_letter(database, reference_terms)
     with database.engine.connect() as connection:
         pages = connection.execute(text("PRAGMA page_count")).scalar_one()
@@ -160,6 +165,7 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(database, reference_terms)
     assert verify_store(database).ok
     second_id, _ = new_letter(database, reference_terms)  # room again: it works
     assert second_id > first_id
+    database.dispose()
 
 
 def test_a_failing_writer_leaves_the_old_file_and_no_partial(tmp_path, monkeypatch,
