@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from support import TEST_DATABASE_ENV
 
 from web import create_app
 from web.database import get_db
@@ -84,7 +85,7 @@ def credentials() -> dict[str, tuple[str, str]]:
 def _no_counterpart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the developer's COUNTERPART_* variables out of the tests."""
     for name in list(os.environ):
-        if name.startswith("COUNTERPART_"):
+        if name.startswith("COUNTERPART_") and name != TEST_DATABASE_ENV:
             monkeypatch.delenv(name)
 
 
@@ -108,21 +109,36 @@ def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def data_dir(tmp_path: Path, seeded_database: Path) -> Path:
-    """A data folder of this test's own, with a copy of the seeded database."""
+def data_dir(tmp_path: Path, seeded_database: Path, database_url: str | None) -> Path:
+    """A data folder of this test's own, with a copy of the seeded database.
+
+    On a PostgreSQL test server, the test's own database gets the seeded accounts instead.
+    """
     folder = tmp_path / "data"
     folder.mkdir()
-    shutil.copy(seeded_database, folder / "counterpart.db")
+    if database_url is None:
+        shutil.copy(seeded_database, folder / "counterpart.db")
+        return folder
+    seed = open_database(seeded_database.parent, migrate=False)
+    with seed.transaction() as session:
+        accounts = [(u.email, u.password_hash, u.is_admin) for u in session.query(User)]
+    seed.dispose()
+    database = open_database(folder, database_url)
+    with database.transaction() as session:
+        session.add_all(User(email=email, password_hash=password_hash, is_admin=is_admin)
+                        for email, password_hash, is_admin in accounts)
+    database.dispose()
     return folder
 
 
 @pytest.fixture()
-def app_config(data_dir: Path, converter: PdfConverter) -> dict[str, Any]:
+def app_config(data_dir: Path, converter: PdfConverter,
+               database_url: str | None) -> dict[str, Any]:
     """The settings of the app under test; tests may change them before ``app`` is made."""
     return {
         "TESTING": True,
         "DATA_DIR": data_dir,
-        "DATABASE_URL": None,
+        "DATABASE_URL": database_url,
         "PDF_CONVERTER": converter,
         # Tests decide when PDFs are made; a few turn background generation on.
         "GENERATE_IN_BACKGROUND": False,

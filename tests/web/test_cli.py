@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import inspect
 
 from web.cli import cli
 from workflow.accounts import authenticate, user_for_token
@@ -19,8 +20,11 @@ from workflow.db import open_database
 
 
 @pytest.fixture()
-def env(tmp_path: Path) -> dict[str, str]:
-    return {"COUNTERPART_DATA_DIR": str(tmp_path / "data")}
+def env(tmp_path: Path, database_url: str | None) -> dict[str, str]:
+    values = {"COUNTERPART_DATA_DIR": str(tmp_path / "data")}
+    if database_url:
+        values["COUNTERPART_DATABASE_URL"] = database_url
+    return values
 
 
 def run(env: dict[str, str], *args: str, input: str | None = None):
@@ -28,7 +32,7 @@ def run(env: dict[str, str], *args: str, input: str | None = None):
 
 
 def _database(env):
-    return open_database(Path(env["COUNTERPART_DATA_DIR"]))
+    return open_database(Path(env["COUNTERPART_DATA_DIR"]), env.get("COUNTERPART_DATABASE_URL"))
 
 
 def test_letter_commands_are_still_there():
@@ -42,7 +46,12 @@ def test_migrate_creates_the_database(env):
     result = run(env, "migrate")
     assert result.exit_code == 0
     assert "The database is up to date" in result.output
-    assert (Path(env["COUNTERPART_DATA_DIR"]) / "counterpart.db").is_file()
+    if "COUNTERPART_DATABASE_URL" not in env:
+        assert (Path(env["COUNTERPART_DATA_DIR"]) / "counterpart.db").is_file()
+    database = open_database(Path(env["COUNTERPART_DATA_DIR"]),
+                             env.get("COUNTERPART_DATABASE_URL"), migrate=False)
+    assert "letters" in inspect(database.engine).get_table_names()
+    database.dispose()
 
 
 def test_create_user_with_a_generated_password(env):
