@@ -9,33 +9,25 @@ BIN := $(VENV)/bin
 # chromium is for the browser tests and `make screenshots` (Playwright drives Debian's build).
 DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation poppler-utils python3-venv \
 	chromium
+# What only the tests need: Redis for the shared rate-limit test, PostgreSQL for test-postgres.
+TEST_DEB_PACKAGES := redis-server postgresql
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help setup system-packages run dev test bench lint screenshots clean
+.PHONY: help setup system-packages test-packages run dev test test-sqlite test-postgres bench \
+	lint screenshots clean
 
 help:
 	@echo "make run          set up, then start the web app on http://$(HOST):$(PORT)/"
 	@echo "make dev          the same with Flask's debug server (reloads on change)"
-	@echo "make test         set up, then run the whole test suite"
+	@echo "make test         set up, then run the whole suite on SQLite and on PostgreSQL"
+	@echo "make test-sqlite  the suite on the embedded SQLite database only"
+	@echo "make test-postgres  the suite on a private PostgreSQL server it starts and stops"
 	@echo "make bench        set up, then print the speed benchmarks"
 	@echo "make screenshots  save pictures of the main pages into docs/screenshots/"
 
 system-packages:
-	@missing=""; \
-	for pkg in $(DEB_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "Installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing >/dev/null || exit 1; \
-	  else \
-	    echo "Counterpart needs Debian packages that are missing. Run:"; \
-	    echo "  sudo apt-get install -y --no-install-recommends$$missing"; \
-	    exit 1; \
-	  fi; \
-	fi
+	@scripts/install-debian-packages $(DEB_PACKAGES)
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed (python3.11 or python3 on PATH)"; exit 1; }
@@ -59,11 +51,16 @@ dev: setup
 	@$(BIN)/counterpart create-first-admin
 	@$(BIN)/flask --app web run --debug --host $(HOST) --port $(PORT)
 
-# pytest exits 5 when it collected no test: that is a broken suite, not a pass.
-test: setup
-	@$(BIN)/pytest; status=$$?; \
-	if [ $$status -eq 5 ]; then echo "pytest collected no tests: the suite is broken"; exit 1; fi; \
-	exit $$status
+test-packages:
+	@scripts/install-debian-packages $(TEST_DEB_PACKAGES)
+
+test: test-sqlite test-postgres
+
+test-sqlite: setup test-packages
+	@scripts/run-pytest $(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: setup test-packages
+	@scripts/with-postgres scripts/run-pytest $(BIN)/pytest $(PYTEST_ARGS)
 
 screenshots: setup
 	$(BIN)/python tests/web/screenshots.py docs/screenshots
