@@ -1,7 +1,8 @@
 """Backups: a consistent copy of the database (which holds every document) and the secrets.
 
-A backup folder holds ``counterpart.db`` (a SQLite snapshot taken with SQLite's online backup,
-so the app may keep running), the instance secrets (``secret_key`` and ``seal/``), and
+A backup folder holds the database (``counterpart.db``, a SQLite snapshot taken with SQLite's
+online backup, or ``counterpart.pgdump``, made by ``pg_dump`` in one transaction; either way
+the app may keep running), the instance secrets (``secret_key`` and ``seal/``), and
 ``manifest.json`` with the SHA-256 of each file. :func:`restore_backup` checks the manifest
 before it replaces anything, keeps the replaced files beside the new ones, and
 :func:`verify_store` then rechecks every document's SHA-256 and every letter's audit chain.
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,14 +33,28 @@ __all__ = ["backup_database", "restore_backup", "verify_store", "StoreCheck", "S
 
 MANIFEST = "manifest.json"
 DATABASE_FILE = "counterpart.db"
+DUMP_FILE = "counterpart.pgdump"
 SECRET_FILES = ("secret_key", "seal")
 
 
-def _sqlite_path(database: Database) -> Path:
-    if not database.is_sqlite:
-        raise CounterpartError("Backups of a PostgreSQL database are made with pg_dump; this "
-                               "command copies the embedded SQLite database.")
-    return Path(make_url(database.url).database or "")
+def _postgres_tool(name: str) -> str:
+    found = shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                                reverse=True)), None)
+    if not found:
+        raise CounterpartError(f"{name} is missing; install Debian's postgresql-client.")
+    return found
+
+
+def _libpq_url(database: Database) -> str:
+    return make_url(database.url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+
+
+def _run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CounterpartError(f"{what} failed: {result.stderr.strip()[-500:]}")
 
 
 def _sha256(path: Path) -> str:
@@ -55,18 +71,25 @@ def _files_under(folder: Path) -> list[Path]:
 
 def backup_database(database: Database, data_dir: Path, destination: Path) -> Path:
     """Write a consistent copy of the database and the secrets into a new folder."""
-    source = _sqlite_path(database)
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):
         raise CounterpartError(f"{destination}: the folder is not empty; give a new folder.")
     destination.mkdir(parents=True, exist_ok=True)
-    partial = destination / (DATABASE_FILE + ".part")
-    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, \
-            sqlite3.connect(partial) as dst:
-        src.backup(dst)  # SQLite's online backup: a snapshot, while writers carry on
+    if database.is_sqlite:
+        source = Path(make_url(database.url).database or "")
+        partial = destination / (DATABASE_FILE + ".part")
+        with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, \
+                sqlite3.connect(partial) as dst:
+            src.backup(dst)  # SQLite's online backup: a snapshot, while writers carry on
+        final = destination / DATABASE_FILE
+    else:
+        partial = destination / (DUMP_FILE + ".part")
+        _run([_postgres_tool("pg_dump"), "--format=custom", "--no-owner",
+              f"--file={partial}", f"--dbname={_libpq_url(database)}"], "pg_dump")
+        final = destination / DUMP_FILE
     with open(partial, "rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(partial, destination / DATABASE_FILE)
+    os.replace(partial, final)
     for name in SECRET_FILES:
         path = Path(data_dir) / name
         if path.is_dir():
@@ -79,11 +102,11 @@ def backup_database(database: Database, data_dir: Path, destination: Path) -> Pa
     return destination
 
 
-def restore_backup(source: Path, data_dir: Path, database_path: Path | None = None) -> list[str]:
-    """Check a backup against its manifest, then put it in place of the data folder's files.
+def restore_backup(source: Path, data_dir: Path, database: Database) -> list[str]:
+    """Check a backup against its manifest, then put it in place of the database and secrets.
 
-    The files it replaces are kept with a ``.before-restore-<time>`` suffix. Returns the
-    restored file names. Stop the app before restoring.
+    The files it replaces are kept with a ``.before-restore-<time>`` suffix; a PostgreSQL
+    database is replaced in one transaction. Returns what was restored. Stop the app first.
     """
     source, data_dir = Path(source), Path(data_dir)
     try:
@@ -96,20 +119,30 @@ def restore_backup(source: Path, data_dir: Path, database_path: Path | None = No
         if not path.is_file() or _sha256(path) != digest:
             raise CounterpartError(f"{path}: missing or changed since the backup was made; "
                                    "nothing was restored.")
-    if DATABASE_FILE not in manifest.get("files", {}):
-        raise CounterpartError(f"{source}: the backup holds no database; nothing was restored.")
+    kind = DATABASE_FILE if database.is_sqlite else DUMP_FILE
+    if kind not in manifest.get("files", {}):
+        other = "PostgreSQL" if database.is_sqlite else "SQLite"
+        raise CounterpartError(f"{source}: the backup holds no database of this kind (it may "
+                               f"be a {other} backup); nothing was restored.")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    target_db = database_path or data_dir / DATABASE_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
     restored = []
-    staged = target_db.with_name(target_db.name + ".restoring")
-    shutil.copy2(source / DATABASE_FILE, staged)
-    for suffix in ("", "-wal", "-shm"):
-        old = Path(str(target_db) + suffix)
-        if old.exists():
-            os.replace(old, Path(f"{old}.before-restore-{stamp}"))
-    os.replace(staged, target_db)
-    restored.append(DATABASE_FILE)
+    if database.is_sqlite:
+        target_db = Path(make_url(database.url).database or data_dir / DATABASE_FILE)
+        database.dispose()
+        staged = target_db.with_name(target_db.name + ".restoring")
+        shutil.copy2(source / DATABASE_FILE, staged)
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(str(target_db) + suffix)
+            if old.exists():
+                os.replace(old, Path(f"{old}.before-restore-{stamp}"))
+        os.replace(staged, target_db)
+    else:
+        database.dispose()
+        _run([_postgres_tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
+              "--single-transaction", f"--dbname={_libpq_url(database)}",
+              str(source / DUMP_FILE)], "pg_restore")
+    restored.append(kind)
     for name in SECRET_FILES:
         if not (source / name).exists():
             continue

@@ -225,17 +225,12 @@ def backup(destination: Path) -> None:
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def restore(source: Path) -> None:
     """Restore a backup into the data folder (stop the app first), then verify it."""
-    from sqlalchemy.engine import make_url
-
     from .backup import restore_backup, verify_store
     from .db import Database, database_url_for
 
     url = database_url_for(data_folder(), os.environ.get(DATABASE_URL_ENV) or None)
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        _fail("restore copies the embedded SQLite database; restore PostgreSQL with pg_restore.")
     try:
-        restored = restore_backup(source, data_folder(), Path(parsed.database or ""))
+        restored = restore_backup(source, data_folder(), Database(url))
     except CounterpartError as exc:
         _fail(str(exc))
     database = Database(url)
