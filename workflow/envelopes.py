@@ -486,6 +486,9 @@ def void_envelope(session: Session, letter_id: int, reason: Any, actor: Actor, *
     letter = get_letter(session, letter_id, for_update=True)
     if envelope.status == EnvelopeStatus.COMPLETED.value or envelope.assembly_state == "done":
         raise StateError("This letter is fully executed; it cannot be voided.")
+    if all(c.status == CounterpartStatus.SIGNED.value for c in envelope.counterparts):
+        raise StateError("Every counterpart is signed, so the letter is executed; it cannot be "
+                         "voided.")
     envelope.status = transition(envelope.status, EnvelopeStatus.VOIDED).value
     envelope.voided_at, envelope.void_reason = now, text
     for counterpart in envelope.counterparts:
