@@ -65,3 +65,13 @@ def database_url():
     url = create_server_database(server)
     yield url
     drop_server_database(server, url)
+
+
+@pytest.fixture()
+def database(tmp_path, database_url):
+    """A migrated database of this test's own (SQLite in tmp_path, or on the test server)."""
+    from workflow.db import open_database
+
+    database = open_database(tmp_path, database_url)
+    yield database
+    database.dispose()

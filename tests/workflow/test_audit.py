@@ -8,16 +8,8 @@ from sqlalchemy import text
 
 from workflow.audit import GENESIS_HASH, events_of, record_event, verify_chain
 from workflow.cli import cli
-from workflow.db import open_database
 from workflow.errors import NotFoundError
 from workflow.models import Letter
-
-
-@pytest.fixture()
-def database(tmp_path, database_url):
-    database = open_database(tmp_path, database_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture()

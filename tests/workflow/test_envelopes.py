@@ -16,7 +16,6 @@ from support import letter_words
 from workflow import envelopes as env
 from workflow.accounts import create_user
 from workflow.audit import events_of, verify_chain
-from workflow.db import open_database
 from workflow.errors import CounterpartError, DocumentError, LinkError, StateError
 from workflow.letters import create_letter, generate_document, pending_documents, revise_terms
 from workflow.models import Counterpart, Document, Envelope, Letter
@@ -34,13 +33,6 @@ def drawn_png() -> str:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-@pytest.fixture()
-def database(tmp_path, database_url):
-    database = open_database(tmp_path, database_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -42,13 +42,6 @@ def run_until_marker(script: str, marker: Path, *args: str) -> None:
     child.stderr.close()
 
 
-@pytest.fixture()
-def database(tmp_path, database_url):
-    database = open_database(tmp_path, database_url)
-    yield database
-    database.dispose()
-
-
 def new_letter(database, terms) -> tuple[int, int]:
     with database.transaction() as session:
         letter = letters.create_letter(session, "separation_letter", terms, None)

@@ -10,20 +10,12 @@ import pytest
 from sqlalchemy import func, select
 
 from workflow import envelopes as env
-from workflow.db import open_database
 from workflow.errors import LinkError, StateError
 from workflow.letters import create_letter, generate_document, pending_documents
 from workflow.models import Counterpart, Document, Event, Letter
 
 ACTOR = env.Actor("racer", "127.0.0.1", "pytest")
 SIGNATURE = {"type": "typed", "text": "Racing"}
-
-
-@pytest.fixture()
-def database(tmp_path, database_url):
-    database = open_database(tmp_path, database_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture()
