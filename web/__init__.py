@@ -1,4 +1,5 @@
-"""Counterpart's web front end for legal staff: sign-in, letters, terms form, JSON API.
+"""Counterpart's web front end: staff sign-in, letters, terms form, execution in
+counterparts, the signers' pages, verification, and the JSON API.
 
 :func:`create_app` reads like a table of contents: settings, the database, security, who is
 asking, the page and API blueprints, and the background document generator.
@@ -52,8 +53,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     from .api import bp as api_bp
     from .letters import bp as letters_bp
+    from .signing import bp as signing_bp
+    from .verify import bp as verify_bp
 
     app.register_blueprint(letters_bp)
+    app.register_blueprint(signing_bp)  # public: the token in the link is the credential
+    app.register_blueprint(verify_bp)  # public
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)  # bearer tokens, not cookies: see web/api/__init__.py
 
@@ -66,6 +71,8 @@ def _finish_config(app: Flask) -> None:
     config = app.config
     config["DATA_DIR"] = Path(config["DATA_DIR"]).resolve()
     config["DOCX_TEMPLATE_DIR"] = Path(config["DOCX_TEMPLATE_DIR"])
+    if config.get("SEAL_PKCS12"):
+        config["SEAL_PKCS12"] = Path(config["SEAL_PKCS12"])
     config["DATA_DIR"].mkdir(parents=True, exist_ok=True)
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = load_secret_key(config["DATA_DIR"])

@@ -56,6 +56,11 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{ENV_PREFIX}{name} must be true or false, not {raw!r}.")
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _text(env, name)
+    return Path(raw).expanduser() if raw else None
+
+
 def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
     """Return the data folder: ``COUNTERPART_DATA_DIR`` or ``output/`` in the working folder."""
     env = os.environ if env is None else env
@@ -83,7 +88,13 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DOWNLOAD_WAIT_SECONDS": _integer(env, "DOWNLOAD_WAIT_SECONDS", 120, minimum=1),
         "LETTERS_PER_PAGE": _integer(env, "LETTERS_PER_PAGE", 25, minimum=1),
         "PREVIEW_DPI": _integer(env, "PREVIEW_DPI", 100, minimum=36),
-        # Outgoing mail (signing links, a later feature); no host means no mail is sent.
+        # The seal of executed letters: a PKCS#12 file and its password, or (without one) a
+        # self-signed certificate made on first use in DATA_DIR/seal/; and an optional RFC 3161
+        # time-stamp server.
+        "SEAL_PKCS12": _path(env, "SEAL_PKCS12"),
+        "SEAL_PKCS12_PASSWORD": env.get(ENV_PREFIX + "SEAL_PKCS12_PASSWORD") or None,
+        "TIMESTAMP_URL": _text(env, "TIMESTAMP_URL") or None,
+        # Outgoing mail: the signing links; no host means no mail is sent.
         "SMTP_HOST": _text(env, "SMTP_HOST") or None,
         "SMTP_PORT": _integer(env, "SMTP_PORT", 587, minimum=1),
         "SMTP_USERNAME": _text(env, "SMTP_USERNAME") or None,

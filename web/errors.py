@@ -1,8 +1,9 @@
 """Errors as answers: a page for people, JSON for the API, never a stack trace.
 
 Domain errors reach the views as :class:`workflow.errors.CounterpartError` and become an HTTP
-status here: not found 404, a forbidden state change 409, invalid terms 422, anything else the
-user caused 400.
+status here: not found 404, a forbidden state change 409, invalid terms 422, a signing link
+that no longer works 410 (409 while it waits for earlier signers), a full disk 507, anything
+else the user caused 400.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from workflow.errors import CounterpartError, NotFoundError, StateError, TermsError
+from workflow.errors import (
+    CounterpartError,
+    LinkError,
+    NotFoundError,
+    StateError,
+    StorageFullError,
+    TermsError,
+)
 
 from .auth import is_api_request
 
@@ -30,12 +38,14 @@ TITLES = {
     404: "Not found",
     405: "Not allowed here",
     409: "Not possible right now",
+    410: "This link no longer works",
     413: "Too large",
     415: "Unsupported format",
     422: "Please check the values",
     429: "Too many requests",
     500: "Something went wrong",
     503: "Not ready yet",
+    507: "The server is full",
 }
 MESSAGES = {
     404: "There is nothing at this address. It may have been mistyped, or the letter may not "
@@ -63,9 +73,9 @@ def wants_json() -> bool:
         request.accept_mimetypes["text/html"]
 
 
-def _answer(code: int, message: str) -> Response:
+def _answer(code: int, message: str, **extra: str) -> Response:
     if wants_json():
-        response = jsonify(error=message)
+        response = jsonify(error=message, **extra)
     else:
         response = make_response(render_template(
             "error.html", code=code, title=TITLES.get(code, "Error"), message=message))
@@ -103,8 +113,14 @@ def handle_domain_error(error: CounterpartError) -> Response:
             response.status_code = 422
             return response
         return _answer(422, str(error))
+    if isinstance(error, LinkError):
+        # Waiting for earlier signers passes; an expired, used or withdrawn link is gone.
+        return _answer(409 if error.reason == "waiting" else 410, str(error),
+                       reason=error.reason)
     if isinstance(error, NotFoundError):
         return _answer(404, str(error))
+    if isinstance(error, StorageFullError):
+        return _answer(507, str(error))
     if isinstance(error, StateError):
         return _answer(409, str(error))
     return _answer(400, str(error))

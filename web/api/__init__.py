@@ -1,4 +1,5 @@
-"""The JSON API for staff tools and scripts, authenticated with bearer tokens.
+"""The JSON API for staff tools and scripts, authenticated with bearer tokens, and the few
+public routes of signers (``/api/sign/<token>``) and verification (``/api/verify``).
 
 Every answer is JSON, errors included: ``{"error": "..."}``, and for invalid terms
 ``{"error": "...", "errors": {field: message}}`` with status 422. CSRF protection does not
@@ -14,4 +15,4 @@ __all__ = ["bp"]
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from . import views  # noqa: E402,F401  (registers the routes on bp)
+from . import execution, signing, views  # noqa: E402,F401  (register the routes on bp)

@@ -36,7 +36,7 @@ def _client() -> dict[str, str | None]:
     return {"ip": request.remote_addr, "user_agent": request.user_agent.string or None}
 
 
-def _json_body() -> dict[str, Any]:
+def json_body() -> dict[str, Any]:
     """Parse the request body as a JSON object (whatever its Content-Type), or answer 400."""
     data = request.get_data(cache=True)  # answers 413 itself beyond MAX_CONTENT_LENGTH
     if not data.strip():
@@ -160,7 +160,7 @@ def letters() -> Response:
 @bp.post("/letters")
 def create() -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:
     """Create a letter from ``{"template": ..., "terms": {...}}``; its PDF starts at once."""
-    body = _json_body()
+    body = json_body()
     template = body.get("template")
     if not isinstance(template, str) or not template.strip():
         return _invalid({"template": "is required: the name of a template, e.g. "
@@ -193,7 +193,7 @@ def get_letter(letter_id: int) -> Response:
 @bp.put("/letters/<int:letter_id>/terms")
 def put_terms(letter_id: int) -> Response | tuple[Response, int]:
     """Replace a letter's terms with ``{"terms": {...}}``: a new version, unless unchanged."""
-    body = _json_body()
+    body = json_body()
     with get_db().transaction() as session:
         letter = letter_detail(session, letter_id, with_events=False)
     spec = spec_for(letter["template"])

@@ -11,15 +11,25 @@ buttons submit the form, which comes back with one more or one fewer box and not
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
+from workflow.envelopes import (
+    DEFAULT_LINK_DAYS,
+    MAX_SIGNERS,
+    ROLES,
+    SignerSpec,
+    default_signers,
+    parse_signers,
+)
+from workflow.errors import CounterpartError
 from workflow.schema import Field, TemplateSpec
 
-__all__ = ["TermInput", "TermsForm", "ADD_BUTTON", "REMOVE_BUTTON"]
+__all__ = ["TermInput", "TermsForm", "SendForm", "ADD_BUTTON", "REMOVE_BUTTON"]
 
 ADD_BUTTON = "_add"
 REMOVE_BUTTON = "_remove"
@@ -199,3 +209,71 @@ class TermsForm:
             if key not in self.spec.fields:
                 listed.append((None, f"{key}: {message}"))
         return listed
+
+
+_SIGNER_FIELD = re.compile(r"^signers\[(\d+)\]\.(role|name|email)(:?) (.*)$", re.DOTALL)
+
+
+@dataclass
+class SendForm:
+    """The "Send for signature" form: each signer's role, name and email, the signing order
+    and how long the links last. Rows are posted as ``signers-<i>-role`` and so on.
+
+    Errors from the domain name their field (``signers[1].email: ...``); :meth:`fail` puts
+    each beside its input, keyed ``signers-1-email``.
+    """
+
+    signers: list[dict[str, str]]
+    signing_order: bool = False
+    link_days: str = str(DEFAULT_LINK_DAYS)
+    errors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    roles: tuple[str, ...] = ROLES
+
+    @classmethod
+    def defaults(cls, terms: Mapping[str, Any]) -> SendForm:
+        """The form filled with the letter's own signers: the company's chair, the executive."""
+        try:
+            chosen = default_signers(terms)
+        except KeyError:  # a template without these terms: staff type the signers
+            chosen = [SignerSpec("company", ""), SignerSpec("executive", "")]
+        return cls([{"role": s.role, "name": s.name, "email": s.email or ""} for s in chosen])
+
+    @classmethod
+    def from_request(cls, form: Mapping[str, str]) -> SendForm:
+        """The form as posted, kept as typed."""
+        signers = []
+        for index in range(MAX_SIGNERS):
+            prefix = f"signers-{index}-"
+            if prefix + "name" not in form:
+                break
+            signers.append({key: form.get(prefix + key, "").strip()
+                            for key in ("role", "name", "email")})
+        return cls(signers, signing_order=form.get("signing_order") == "yes",
+                   link_days=form.get("link_days", "").strip())
+
+    def signer_specs(self) -> list[SignerSpec]:
+        """Check the signers with the domain's rules (raises CounterpartError)."""
+        return parse_signers([dict(s) for s in self.signers])
+
+    def link_days_value(self) -> int:
+        """The links' lifetime in days (raises CounterpartError naming link_days)."""
+        if not self.link_days.isdigit():
+            raise CounterpartError("link_days: the links last a whole number of days, from 1 "
+                                   "to 365.")
+        return int(self.link_days)
+
+    def fail(self, error: CounterpartError) -> None:
+        """Put a domain error beside the input it names, or above the form."""
+        message = str(error)
+        match = _SIGNER_FIELD.match(message)
+        if match:
+            index, name, colon, text = match.groups()
+            # "signers[0].name: 'X' does not appear..." or "signers[0].name is required."
+            self.errors[f"signers-{index}-{name}"] = (text[:1].upper() + text[1:] if colon
+                                                     else f"The {name} {text}")
+        elif message.startswith("link_days: "):
+            self.errors["link_days"] = message.removeprefix("link_days: ")
+        else:
+            self.error = message
+

@@ -22,6 +22,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from workflow.envelopes import expire_links
 from workflow.errors import StateError, TermsError
 from workflow.letters import create_letter, list_letters, retry_document, revise_terms
 from workflow.models import User
@@ -32,10 +33,12 @@ from ..database import get_db
 from ..documents import get_generator
 from ..downloads import send_document
 from ..errors import answers_json
+from ..execution import envelope_record, signature_progress
 from ..previews import get_previews
 from . import bp
 from .display import terms_sections
-from .forms import TermsForm
+from .execution import can_send, issued_links
+from .forms import SendForm, TermsForm
 from .records import (
     find_document,
     letter_detail,
@@ -71,6 +74,9 @@ def index() -> str:
         page = list_letters(session, q=q, status=status, page=page_number,
                             per_page=current_app.config["LETTERS_PER_PAGE"])
         letters = [letter_summary(letter) for letter in page.letters]
+        progress = signature_progress(session, [letter["id"] for letter in letters])
+    for letter in letters:
+        letter["signatures"] = progress.get(letter["id"])
     return render_template("letters/index.html", letters=letters, page=page, q=q,
                            status=status, status_choices=STATUS_CHOICES)
 
@@ -159,11 +165,19 @@ def edit(letter_id: int) -> Response | str | tuple[str, int]:
 
 
 @bp.route("/letters/<int:letter_id>")
-def show(letter_id: int) -> str:
-    """The letter page: terms as they read, pages, versions and their files, events."""
-    number = request.args.get("version", type=int)
+def show(letter_id: int) -> tuple[str, int]:
+    """The letter page: terms as they read, pages, versions and their files, signatures,
+    events."""
+    return render_letter(letter_id, request.args.get("version", type=int))
+
+
+def render_letter(letter_id: int, number: int | None = None, *,
+                  send_form: SendForm | None = None, status: int = 200) -> tuple[str, int]:
+    """Render the letter page; ``send_form`` shows the signing form as posted, with errors."""
     with get_db().transaction() as session:
+        expire_links(session)  # links past their date read "expired", in the record too
         letter = letter_detail(session, letter_id, number)
+        envelope = envelope_record(session, letter_id)
     version = letter["version"]
     spec = spec_for(version["template_name"])
     pdf = version["documents"].get("letter_pdf")
@@ -174,9 +188,15 @@ def show(letter_id: int) -> str:
         pages = [(n, w, h) for n, (w, h) in enumerate(sizes, start=1)]
     pending = any(d["status"] in ("pending", "generating")
                   for v in letter["versions"] for d in v["documents"].values())
+    if can_send(letter, version):
+        send_form = send_form or SendForm.defaults(version["terms"])
+    else:
+        send_form = None
     return render_template("letters/show.html", letter=letter, version=version, pdf=pdf,
                            pages=pages, pending=pending,
-                           terms=terms_sections(spec, version["terms"]))
+                           terms=terms_sections(spec, version["terms"]),
+                           envelope=envelope, send_form=send_form,
+                           issued=issued_links(letter_id)), status
 
 
 @bp.route("/letters/<int:letter_id>/status")
@@ -185,12 +205,16 @@ def status(letter_id: int) -> Response:
     """The letter's status and its documents' as JSON, for the page to follow generation."""
     with get_db().transaction() as session:
         letter = letter_detail(session, letter_id, with_events=False)
+        envelope = envelope_record(session, letter_id)
     documents = [{"version": v["number"], "kind": d["kind"], "status": d["status"]}
                  for v in letter["versions"] for d in v["documents"].values()]
     response = jsonify(
         letter_id=letter_id, status=letter["status"], status_label=letter["status_label"],
         current_version=letter["current_version"], documents=documents,
-        pending=any(d["status"] in ("pending", "generating") for d in documents))
+        pending=any(d["status"] in ("pending", "generating") for d in documents),
+        signed=envelope["signed"] if envelope else None,
+        signers=envelope["total"] if envelope else None,
+        assembling=bool(envelope and envelope["assembling"]))
     return response
 
 

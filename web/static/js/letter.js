@@ -1,5 +1,6 @@
-// The letter page: while a PDF is being generated, ask the server how it is going and reload
-// the page when it is done. Without JavaScript the page shows a "Refresh" link instead.
+// The letter page: while a PDF is being generated, or the executed PDF assembled, ask the
+// server how it is going and reload the page when it is done. Without JavaScript the page shows
+// a "Refresh" link instead.
 (function () {
   "use strict";
 
@@ -26,7 +27,7 @@
         return response.json();
       })
       .then(function (status) {
-        if (!status.pending) {
+        if (!status.pending && !status.assembling) {
           if (text) {
             text.textContent = "Done. Showing the pages…";
           }

@@ -1,0 +1,92 @@
+"""The public API: what the signing page does, as JSON (the token in the path is the
+credential), and the verification of an executed PDF anyone may hand in.
+"""
+
+from __future__ import annotations
+
+from flask import jsonify, url_for
+from werkzeug.wrappers import Response
+
+from workflow.envelopes import decline_counterpart, sign_counterpart, verify_document, view_signing
+from workflow.models import Letter
+from workflow.states import LetterStatus
+
+from ..auth import public
+from ..database import get_db
+from ..execution import assemble_quietly, get_sealer, signer_actor
+from ..letters.records import iso
+from ..signing import CONSENT_DISCLOSURE, page_urls, signing_summary
+from . import bp
+from .execution import read_upload
+from .views import json_body
+
+
+@bp.get("/sign/<token>")
+@public
+def signing(token: str) -> Response:
+    """The letter and signer behind a link; opening it records the signer's first view."""
+    with get_db().transaction() as session:
+        summary = signing_summary(session, view_signing(session, token, signer_actor()))
+    count = len(summary["page_sizes"])
+    readable = summary["can_sign"]
+    return jsonify(
+        letter={"title": summary["title"], "company": summary["company"],
+                "page_count": count,
+                "pages": page_urls(token, count, external=True) if readable else [],
+                "pdf": url_for("signing.letter_pdf", token=token, _external=True)
+                if readable else None},
+        signer={"name": summary["name"], "role": summary["role"],
+                "status": summary["status"]},
+        can_sign=summary["can_sign"], waiting_for=summary["waiting_for"],
+        expires_at=iso(summary["expires_at"]), consent_disclosure=list(CONSENT_DISCLOSURE),
+        page=url_for("signing.sign", token=token, _external=True))
+
+
+def _letter_status(letter_id: int) -> str:
+    with get_db().transaction() as session:
+        letter = session.get(Letter, letter_id)
+        assert letter is not None
+        return letter.status
+
+
+@bp.post("/sign/<token>")
+@public
+def sign(token: str) -> Response:
+    """Sign: ``{"consent": true, "signature": {"type": "typed", "text": ...}}`` or drawn."""
+    body = json_body()
+    with get_db().transaction() as session:
+        counterpart, all_signed = sign_counterpart(
+            session, token, consent=body.get("consent"), signature=body.get("signature"),
+            actor=signer_actor())
+        envelope_id = counterpart.envelope_id
+        letter_id = counterpart.envelope.letter_id
+        answer = {"status": counterpart.status, "method": counterpart.method,
+                  "signed_at": iso(counterpart.signed_at), "all_signed": all_signed}
+    if all_signed:
+        assemble_quietly(envelope_id)
+    status = _letter_status(letter_id)
+    return jsonify(**answer, letter_status=status,
+                   fully_executed=status == LetterStatus.FULLY_EXECUTED.value)
+
+
+@bp.post("/sign/<token>/decline")
+@public
+def decline(token: str) -> Response:
+    """Decline to sign with ``{"reason": ...}``; the letter is then declined."""
+    body = json_body()
+    with get_db().transaction() as session:
+        counterpart = decline_counterpart(session, token, reason=body.get("reason"),
+                                          actor=signer_actor())
+        answer = {"status": counterpart.status, "declined_at": iso(counterpart.declined_at),
+                  "reason": counterpart.decline_reason}
+    return jsonify(answer)
+
+
+@bp.post("/verify")
+@public
+def verify() -> Response:
+    """Check a PDF (multipart field ``file``): is it an executed letter of ours, unchanged?"""
+    data, _ = read_upload()
+    sealer = get_sealer()
+    with get_db().transaction() as session:
+        return jsonify(verify_document(session, data, sealer))

@@ -1,0 +1,420 @@
+"""Execution in counterparts as the app runs it: the seal, who is acting, signing links, the
+emails to signers, assembly after the last signature, envelopes as plain values, and the
+downloads of signed and executed documents.
+
+The staff pages (:mod:`web.letters.execution`), the JSON API (:mod:`web.api.execution`) and the
+signers' pages (:mod:`web.signing`) share these, so each of their views stays a few lines:
+parse the request, call one function here or in :mod:`workflow.envelopes`, answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import re
+import threading
+import time
+import unicodedata
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app, g, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.wrappers import Response
+
+from workflow.audit import record_event
+from workflow.envelopes import (
+    Actor,
+    SignerSpec,
+    assemble_envelope,
+    audit_record,
+    counterpart_of,
+    current_envelope,
+    letter_pdf_for,
+    send_envelope,
+)
+from workflow.errors import CounterpartError, StateError
+from workflow.formatting import long_date
+from workflow.letters import blob_bytes, get_letter, get_version, latest_document
+from workflow.mail import SigningInvitation, SmtpSettings, send_signing_invitations
+from workflow.models import Counterpart, Document, Envelope, Letter, utcnow
+from workflow.seal import Sealer, load_or_create_sealer
+from workflow.states import CounterpartStatus, EnvelopeStatus, LetterStatus
+
+from .database import get_db
+from .documents import get_generator
+from .downloads import send_document
+
+__all__ = [
+    "get_sealer", "staff_actor", "signer_actor", "signing_link", "letter_title",
+    "SentEnvelope", "send_for_signature", "smtp_settings", "assemble_quietly",
+    "envelope_record", "signature_progress", "executed_document", "send_executed_pdf",
+    "send_signed_counterpart", "send_blank_counterpart", "send_counterparts_zip",
+    "audit_json", "upload_limit", "file_slug", "OPEN_STATUSES",
+]
+
+log = logging.getLogger(__name__)
+SEALER = "counterpart.sealer"
+_SEALER_LOCK = threading.Lock()
+OPEN_STATUSES = frozenset({CounterpartStatus.CREATED.value, CounterpartStatus.SENT.value,
+                           CounterpartStatus.VIEWED.value})
+PDF_TYPE = "application/pdf"
+
+
+# --- the seal, the actor, the link ---------------------------------------------------------------
+
+def get_sealer() -> Sealer:
+    """Return the app's seal, loading it (or making the self-signed one) on first use."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _SEALER_LOCK:
+        sealer = app.extensions.get(SEALER)
+        if sealer is None:
+            config = app.config
+            password = config.get("SEAL_PKCS12_PASSWORD")
+            sealer = load_or_create_sealer(
+                config["DATA_DIR"], pkcs12_path=config.get("SEAL_PKCS12"),
+                pkcs12_password=password.encode("utf-8") if password else None,
+                timestamp_url=config.get("TIMESTAMP_URL"))
+            app.extensions[SEALER] = sealer
+        return sealer
+
+
+def _actor(name: str) -> Actor:
+    return Actor(name, request.remote_addr, request.user_agent.string or None)
+
+
+def staff_actor() -> Actor:
+    """The signed-in member of staff making this request, with its IP address and browser."""
+    return _actor(g.user.email)
+
+
+def signer_actor() -> Actor:
+    """The holder of a signing link making this request (the domain names the signer)."""
+    return _actor("signer")
+
+
+def signing_link(token: str) -> str:
+    """Return the full address of a signing link."""
+    return url_for("signing.sign", token=token, _external=True)
+
+
+def letter_title(letter: Letter) -> str:
+    """Name a letter as its signers and the certificate of completion see it."""
+    return f"Separation letter of {letter.executive_name}, {letter.company_name}"
+
+
+def file_slug(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-").lower()[:60] or "letter"
+
+
+def upload_limit() -> int:
+    """The largest scan accepted: the domain's limit, or the request limit if smaller."""
+    from workflow.envelopes import MAX_UPLOAD_BYTES
+
+    request_limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    return min(MAX_UPLOAD_BYTES, request_limit) if request_limit else MAX_UPLOAD_BYTES
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+@dataclass
+class SentEnvelope:
+    """An envelope just sent: each counterpart's one-time link, and what the emails did."""
+
+    envelope_id: str
+    links: dict[int, str]
+    emailed: list[str] = field(default_factory=list)
+    email_error: str | None = None
+
+
+def smtp_settings() -> SmtpSettings | None:
+    """Return the outgoing mail settings, or None when no SMTP host is configured."""
+    config = current_app.config
+    if not config.get("SMTP_HOST"):
+        return None
+    port = int(config["SMTP_PORT"])
+    # Port 465 speaks TLS from the first byte; the others upgrade with STARTTLS if asked.
+    security = "ssl" if port == 465 else "starttls" if config["SMTP_STARTTLS"] else "none"
+    username = config.get("SMTP_USERNAME")
+    sender = config.get("SMTP_FROM") or (username if username and "@" in username
+                                         else "counterpart@localhost")
+    return SmtpSettings(host=config["SMTP_HOST"], port=port, sender=sender, username=username,
+                        password=config.get("SMTP_PASSWORD"), security=security)
+
+
+def _expires_on(moment: dt.datetime) -> str:
+    moment = moment.astimezone(dt.UTC)
+    return f"{long_date(moment.date())} at {moment:%H:%M} UTC"
+
+
+def _wait_for_letter_pdf(letter_id: int) -> None:
+    """Wait for the newest version's PDF if it is still being made, as a download would."""
+    with get_db().transaction() as session:
+        letter = get_letter(session, letter_id)
+        if letter.status != LetterStatus.DRAFT.value:
+            return
+        document = latest_document(session, get_version(session, letter), "letter_pdf")
+        if document.status not in ("pending", "generating"):
+            return
+        document_id = document.id
+    get_generator().wait(document_id)
+
+
+def send_for_signature(letter_id: int, signers: list[SignerSpec] | None, *,
+                       signing_order: bool, link_days: int) -> SentEnvelope:
+    """Send a letter for execution, then email the signers who have an address.
+
+    A letter whose PDF is still being generated is sent once it is ready. A failure to email
+    does not undo the envelope: the links stay valid and staff copy them.
+    """
+    _wait_for_letter_pdf(letter_id)
+    with get_db().transaction() as session:
+        envelope, issued = send_envelope(session, letter_id, signers, staff_actor(),
+                                         signing_order=signing_order, link_days=link_days)
+        links = {link.counterpart_id: signing_link(link.token) for link in issued}
+        letter = get_letter(session, letter_id)
+        title = letter_title(letter)
+        expires_on = _expires_on(envelope.expires_at)
+        invitations = [
+            SigningInvitation(c.name, c.email, title, links[c.id], expires_on)
+            for c in session.scalars(select(Counterpart).where(
+                Counterpart.envelope_id == envelope.id).order_by(Counterpart.position))
+            if c.email]
+        sent = SentEnvelope(envelope.id, links)
+    settings = smtp_settings()
+    if settings is not None and invitations:
+        try:
+            send_signing_invitations(settings, invitations)
+            sent.emailed = [f"{i.name} <{i.email}>" for i in invitations]
+        except CounterpartError as exc:
+            log.warning("signing emails for letter %s failed: %s", letter_id, exc)
+            sent.email_error = str(exc)
+    return sent
+
+
+# --- assembly ---------------------------------------------------------------------------------
+
+def assemble_quietly(envelope_id: str) -> bool:
+    """Assemble the executed PDF after the last signature; say whether this call made it.
+
+    A failure is logged, not raised: the signer's request succeeded, and staff see the failed
+    assembly on the letter page with a button to retry it.
+    """
+    try:
+        return assemble_envelope(get_db(), envelope_id, get_sealer()) is not None
+    except CounterpartError as exc:
+        log.error("assembling envelope %s failed: %s", envelope_id, exc)
+        return False
+
+
+def _ready_envelope(session: Session, letter_id: int) -> Envelope:
+    """Return the letter's envelope if it is (or is about to be) executed, else raise."""
+    envelope = current_envelope(session, letter_id)
+    if envelope is None:
+        get_letter(session, letter_id)  # NotFoundError for an unknown letter
+        raise StateError("This letter has not been sent for signature, so there is no "
+                         "executed PDF.")
+    if envelope.executed_document_id is not None:
+        return envelope
+    if envelope.status != EnvelopeStatus.OUT.value:
+        raise StateError(f"This letter's envelope is {envelope.status}; it will not be "
+                         "executed. Send the letter again to start over.")
+    signed = sum(c.status == CounterpartStatus.SIGNED.value for c in envelope.counterparts)
+    total = len(envelope.counterparts)
+    if signed < total:
+        raise StateError(f"{signed} of {total} counterparts are signed; the executed PDF is "
+                         "made when every counterpart is signed.")
+    return envelope
+
+
+def executed_document(letter_id: int) -> Document:
+    """Return the executed PDF of a letter, assembling it here or waiting for it if needed.
+
+    Raises StateError (409) until every counterpart is signed, and ServiceUnavailable (503)
+    when assembly fails or is still under way elsewhere after ``DOWNLOAD_WAIT_SECONDS``.
+    """
+    deadline = time.monotonic() + current_app.config["DOWNLOAD_WAIT_SECONDS"]
+    delay = 0.1
+    while True:
+        with get_db().transaction() as session:
+            envelope = _ready_envelope(session, letter_id)
+            envelope_id = envelope.id
+            if envelope.executed_document_id is not None:
+                document = session.get(Document, envelope.executed_document_id)
+                assert document is not None
+                return document
+        try:
+            document = assemble_envelope(get_db(), envelope_id, get_sealer())
+        except CounterpartError as exc:
+            raise ServiceUnavailable(f"The executed PDF could not be assembled: {exc} Try "
+                                     "again; staff can retry it from the letter page.") from exc
+        if document is not None:
+            return document
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable("The executed PDF is still being assembled; try again in "
+                                     "a minute.")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+# --- reading envelopes ---------------------------------------------------------------------------
+
+def _document_info(document: Document | None) -> dict[str, Any] | None:
+    if document is None:
+        return None
+    return {"id": document.id, "filename": document.filename, "size": document.size,
+            "sha256": document.blob_sha256, "kind": document.kind}
+
+
+def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
+    """Describe a letter's newest envelope and its counterparts, or None if never sent."""
+    envelope = current_envelope(session, letter_id)
+    if envelope is None:
+        return None
+    now = utcnow()
+    expired = envelope.status == EnvelopeStatus.OUT.value and now >= envelope.expires_at
+    signers = []
+    for c in envelope.counterparts:
+        status = c.status
+        if expired and status in OPEN_STATUSES:
+            status = CounterpartStatus.EXPIRED.value  # the link no longer works, as it says
+        signed = session.get(Document, c.signed_document_id) if c.signed_document_id else None
+        signers.append({
+            "counterpart_id": c.id, "position": c.position, "role": c.role, "name": c.name,
+            "email": c.email, "status": status, "status_label": CounterpartStatus(status).label,
+            "method": c.method, "first_viewed_at": c.first_viewed_at,
+            "consent_at": c.consent_at, "signed_at": c.signed_at,
+            "declined_at": c.declined_at, "decline_reason": c.decline_reason,
+            "ip": c.ip, "open": status in OPEN_STATUSES,
+            "signed_document": _document_info(signed),
+        })
+    executed = (session.get(Document, envelope.executed_document_id)
+                if envelope.executed_document_id else None)
+    signed_count = sum(s["status"] == CounterpartStatus.SIGNED.value for s in signers)
+    return {
+        "id": envelope.id, "letter_id": letter_id, "status": envelope.status,
+        "signing_order": envelope.signing_order, "created_at": envelope.created_at,
+        "expires_at": envelope.expires_at, "expired": expired,
+        "completed_at": envelope.completed_at, "voided_at": envelope.voided_at,
+        "void_reason": envelope.void_reason, "assembly_state": envelope.assembly_state,
+        "assembly_error": envelope.assembly_error,
+        "assembling": (envelope.status == EnvelopeStatus.OUT.value
+                       and signed_count == len(signers) and executed is None
+                       and envelope.assembly_state != "failed"),
+        "signers": signers, "signed": signed_count, "total": len(signers),
+        "executed": _document_info(executed),
+        "can_void": envelope.status in (EnvelopeStatus.OUT.value, EnvelopeStatus.DECLINED.value)
+        and envelope.assembly_state != "done",
+    }
+
+
+def signature_progress(session: Session, letter_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Count the signed counterparts of each letter's newest envelope, for the letters table."""
+    if not letter_ids:
+        return {}
+    newest: dict[int, Envelope] = {}
+    for envelope in session.scalars(select(Envelope).where(Envelope.letter_id.in_(letter_ids))
+                                    .order_by(Envelope.created_at)):
+        newest[envelope.letter_id] = envelope
+    if not newest:
+        return {}
+    counts: dict[str, dict[str, int]] = {}
+    rows = session.execute(select(Counterpart.envelope_id, Counterpart.status, func.count())
+                           .where(Counterpart.envelope_id.in_([e.id for e in newest.values()]))
+                           .group_by(Counterpart.envelope_id, Counterpart.status))
+    for envelope_id, status, count in rows:
+        counts.setdefault(envelope_id, {})[status] = count
+    progress = {}
+    for letter_id, envelope in newest.items():
+        by_status = counts.get(envelope.id, {})
+        progress[letter_id] = {"signed": by_status.get(CounterpartStatus.SIGNED.value, 0),
+                               "total": sum(by_status.values()),
+                               "envelope_status": envelope.status}
+    return progress
+
+
+# --- downloads ---------------------------------------------------------------------------------
+
+def _record_download(session: Session, letter_id: int, filename: str, *,
+                     envelope_id: str | None, counterpart_id: int | None = None) -> None:
+    actor = staff_actor()
+    record_event(session, letter_id, "downloaded", actor=actor.name, ip=actor.ip,
+                 user_agent=actor.user_agent, envelope_id=envelope_id,
+                 counterpart_id=counterpart_id, detail={"document": filename})
+
+
+def send_executed_pdf(letter_id: int) -> Response:
+    """Answer with the executed PDF (waiting for its assembly), recording the download."""
+    document = executed_document(letter_id)
+    assert document.blob_sha256 is not None
+    with get_db().transaction() as session:
+        data = blob_bytes(session, document.blob_sha256)
+        envelope = current_envelope(session, letter_id)
+        _record_download(session, letter_id, document.filename,
+                         envelope_id=envelope.id if envelope else None)
+    return send_document(data, filename=document.filename, media_type=PDF_TYPE,
+                         sha256=document.blob_sha256)
+
+
+def send_signed_counterpart(letter_id: int, counterpart_id: int) -> Response:
+    """Answer with a signed counterpart (stamped, or the scan as uploaded), recording it."""
+    with get_db().transaction() as session:
+        counterpart = counterpart_of(session, letter_id, counterpart_id)
+        if counterpart.signed_document_id is None:
+            raise StateError(f"Counterpart {counterpart.id} ({counterpart.name}) is not "
+                             "signed yet.")
+        document = session.get(Document, counterpart.signed_document_id)
+        assert document is not None and document.blob_sha256 is not None
+        data = blob_bytes(session, document.blob_sha256)
+        _record_download(session, letter_id, document.filename,
+                         envelope_id=counterpart.envelope_id, counterpart_id=counterpart.id)
+        filename, sha256 = document.filename, document.blob_sha256
+    return send_document(data, filename=filename, media_type=PDF_TYPE, sha256=sha256)
+
+
+def send_blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
+    """Answer with a signer's counterpart to print and sign on paper: the letter as sent."""
+    with get_db().transaction() as session:
+        counterpart = counterpart_of(session, letter_id, counterpart_id)
+        letter = get_letter(session, letter_id)
+        data = letter_pdf_for(session, counterpart.envelope)
+        filename = (f"{file_slug(letter.executive_name)}-counterpart-{counterpart.position}-"
+                    f"{file_slug(counterpart.name)}-to-sign.pdf")
+    return send_document(data, filename=filename, media_type=PDF_TYPE, sha256=None)
+
+
+def audit_json(letter_id: int) -> dict[str, Any]:
+    """Return a letter's audit record as JSON values."""
+    with get_db().transaction() as session:
+        return audit_record(session, letter_id)
+
+
+def send_counterparts_zip(letter_id: int) -> Response:
+    """Answer with a zip of the executed PDF, every signed counterpart and the audit record."""
+    executed = executed_document(letter_id)
+    with get_db().transaction() as session:
+        letter = get_letter(session, letter_id)
+        envelope = current_envelope(session, letter_id)
+        assert envelope is not None and executed.blob_sha256 is not None
+        files = [(executed.filename, blob_bytes(session, executed.blob_sha256))]
+        for c in envelope.counterparts:
+            signed = session.get(Document, c.signed_document_id)
+            assert signed is not None and signed.blob_sha256 is not None
+            files.append((signed.filename, blob_bytes(session, signed.blob_sha256)))
+        filename = f"{file_slug(letter.executive_name)}-counterparts.zip"
+        _record_download(session, letter_id, filename, envelope_id=envelope.id)
+        # After the download is recorded, so the record in the zip includes it.
+        record = audit_record(session, letter_id)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files:
+            archive.writestr(name, data)
+        archive.writestr("audit.json", json.dumps(record, indent=2, ensure_ascii=False))
+    return send_document(buffer.getvalue(), filename=filename, media_type="application/zip",
+                         sha256=None)

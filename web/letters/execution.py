@@ -1,0 +1,188 @@
+"""The letter page's execution in counterparts: send for signature, follow each counterpart,
+paper copies, void, retry an assembly, and the downloads of signed and executed documents.
+
+The signing links are shown once, on the page staff see right after sending: only their
+SHA-256 is stored, so they travel from the sending request to that page in the session and
+are dropped from it when shown. A lost link is replaced by voiding and sending again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import flash, redirect, request, session, url_for
+from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.wrappers import Response
+
+from workflow.envelopes import upload_paper_counterpart, void_envelope
+from workflow.errors import CounterpartError, NotFoundError
+from workflow.letters import get_letter
+from workflow.states import LetterStatus
+
+from ..database import get_db
+from ..downloads import send_document
+from ..execution import (
+    assemble_quietly,
+    audit_json,
+    executed_document,
+    file_slug,
+    send_blank_counterpart,
+    send_counterparts_zip,
+    send_executed_pdf,
+    send_for_signature,
+    send_signed_counterpart,
+    staff_actor,
+    upload_limit,
+)
+from . import bp
+from .forms import SendForm
+
+__all__ = ["issued_links", "can_send", "ISSUED_LINKS"]
+
+ISSUED_LINKS = "issued_links"
+SENDABLE = (LetterStatus.GENERATED.value, LetterStatus.VOIDED.value)
+
+
+def can_send(letter: dict[str, Any], version: dict[str, Any]) -> bool:
+    """Say whether the letter page offers "Send for signature" for the version shown."""
+    pdf = version["documents"].get("letter_pdf")
+    return (letter["status"] in SENDABLE and version["current"]
+            and pdf is not None and pdf["status"] == "ready")
+
+
+def issued_links(letter_id: int) -> dict[str, Any] | None:
+    """Take the links just issued for this letter out of the session, to show them once."""
+    issued = session.get(ISSUED_LINKS)
+    if not isinstance(issued, dict) or issued.get("letter_id") != letter_id:
+        return None
+    session.pop(ISSUED_LINKS)
+    return {**issued, "links": {int(cid): url for cid, url in issued["links"].items()}}
+
+
+def _to_letter(letter_id: int, anchor: str = "signatures") -> Response:
+    return redirect(url_for(".show", letter_id=letter_id, _anchor=anchor), code=303)
+
+
+@bp.post("/letters/<int:letter_id>/envelope")
+def send(letter_id: int) -> Response | tuple[str, int]:
+    """Send the letter for signature with the signers of the form."""
+    from .views import render_letter
+
+    form = SendForm.from_request(request.form)
+    try:
+        sent = send_for_signature(letter_id, form.signer_specs(),
+                                  signing_order=form.signing_order,
+                                  link_days=form.link_days_value())
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        form.fail(exc)
+        return render_letter(letter_id, send_form=form, status=422)
+    session[ISSUED_LINKS] = {"letter_id": letter_id, "envelope_id": sent.envelope_id,
+                             "links": {str(cid): url for cid, url in sent.links.items()},
+                             "emailed": sent.emailed, "email_error": sent.email_error}
+    flash("Sent for signature. Copy each signer's link below: it is shown only now.",
+          "success")
+    return _to_letter(letter_id)
+
+
+@bp.post("/letters/<int:letter_id>/envelope/void")
+def void(letter_id: int) -> Response:
+    """Void the envelope with a reason; its links stop working at once."""
+    try:
+        with get_db().transaction() as db_session:
+            void_envelope(db_session, letter_id, request.form.get("reason", ""), staff_actor())
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        flash(f"The envelope was not voided: {exc}", "error")
+    else:
+        flash("Voided: the signing links no longer work. You may change the terms or send the "
+              "letter again.", "success")
+    return _to_letter(letter_id)
+
+
+@bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/upload")
+def upload(letter_id: int, counterpart_id: int) -> Response:
+    """Record a counterpart signed on paper from its scanned PDF."""
+    upload_file = request.files.get("file")
+    if upload_file is None or not upload_file.filename:
+        flash("Choose the PDF of the signed counterpart to upload.", "error")
+        return _to_letter(letter_id)
+    limit = upload_limit()
+    data = upload_file.read(limit + 1)
+    try:
+        if len(data) > limit:
+            raise CounterpartError(f"{upload_file.filename[:80]} is larger than "
+                                   f"{limit // (1024 * 1024)} MB, the largest file accepted.")
+        with get_db().transaction() as db_session:
+            counterpart, new, all_signed = upload_paper_counterpart(
+                db_session, letter_id, counterpart_id, data, upload_file.filename,
+                staff_actor(), max_bytes=limit)
+            name, envelope_id = counterpart.name, counterpart.envelope_id
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        flash(f"The scan was not accepted: {exc}", "error")
+        return _to_letter(letter_id)
+    if not new:
+        flash(f"This scan of {name}'s counterpart was already uploaded; nothing changed.",
+              "info")
+    elif all_signed and assemble_quietly(envelope_id):
+        flash(f"{name}'s counterpart is signed on paper. Every counterpart is signed: the "
+              "letter is fully executed.", "success")
+    else:
+        flash(f"{name}'s counterpart is signed on paper.", "success")
+    return _to_letter(letter_id)
+
+
+@bp.post("/letters/<int:letter_id>/assembly/retry")
+def retry_assembly(letter_id: int) -> Response:
+    """Assemble the executed PDF again after a failure."""
+    try:
+        executed_document(letter_id)
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        flash(str(exc), "error")
+    except ServiceUnavailable as exc:
+        flash(str(exc.description), "error")
+    else:
+        flash("The executed PDF is assembled and sealed.", "success")
+    return _to_letter(letter_id)
+
+
+@bp.route("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/blank.pdf")
+def blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
+    """A signer's counterpart to print and sign on paper."""
+    return send_blank_counterpart(letter_id, counterpart_id)
+
+
+@bp.route("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/signed.pdf")
+def signed_counterpart(letter_id: int, counterpart_id: int) -> Response:
+    """A signed counterpart: stamped when signed online, the scan when signed on paper."""
+    return send_signed_counterpart(letter_id, counterpart_id)
+
+
+@bp.route("/letters/<int:letter_id>/executed.pdf")
+def executed_pdf(letter_id: int) -> Response:
+    """The sealed executed PDF (waiting for an assembly under way)."""
+    return send_executed_pdf(letter_id)
+
+
+@bp.route("/letters/<int:letter_id>/counterparts.zip")
+def counterparts_zip(letter_id: int) -> Response:
+    """The executed PDF, each signed counterpart and the audit record, in one zip."""
+    return send_counterparts_zip(letter_id)
+
+
+@bp.route("/letters/<int:letter_id>/audit.json")
+def audit(letter_id: int) -> Response:
+    """The audit record as a JSON file."""
+    record = audit_json(letter_id)
+    with get_db().transaction() as db_session:
+        name = get_letter(db_session, letter_id).executive_name
+    data = json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8")
+    return send_document(data, filename=f"{file_slug(name)}-audit.json",
+                         media_type="application/json", sha256=None)

@@ -1,0 +1,270 @@
+"""The signers' pages: no account, the token in the link is the credential.
+
+``/sign/<token>`` shows the letter's pages, the consent to sign electronically, and a typed or
+drawn signature to adopt; it records the signer's first view. A link that no longer works
+(expired, withdrawn, used, declined) answers 410 with a page saying why, an unknown or altered
+one 404, and neither changes anything. Forms keep their CSRF token: the page sets it in the
+signer's session cookie like any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from workflow.envelopes import (
+    SigningView,
+    decline_counterpart,
+    envelope_for_token,
+    sign_counterpart,
+    view_signing,
+)
+from workflow.errors import CounterpartError, LinkError, NotFoundError
+from workflow.letters import blob_bytes
+from workflow.models import Document, Letter, utcnow
+from workflow.states import CounterpartStatus, EnvelopeStatus, LetterStatus
+
+from .auth import public
+from .database import get_db
+from .downloads import send_document
+from .execution import assemble_quietly, letter_title, signer_actor
+from .previews import get_previews
+
+__all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document"]
+
+bp = Blueprint("signing", __name__)
+
+SIGNATURE_FONT = (Path(__file__).resolve().parents[1] / "workflow" / "fonts"
+                  / "DancingScript-Regular.ttf")
+
+# The disclosure a signer agrees to before signing electronically (ESIGN Act, 15 U.S.C. 7001(c);
+# UETA section 5): what they consent to, how to get paper instead or withdraw, what they need.
+CONSENT_DISCLOSURE = (
+    "You agree to receive this letter as an electronic record and to sign it with an electronic "
+    "signature, which has the same effect as your handwritten signature on paper.",
+    "You may instead ask the sender for a paper copy and sign it on paper, at no charge. You "
+    "may withdraw this consent at any time before you sign by declining below; declining "
+    "stops the electronic signing of this letter.",
+    "You need a web browser to read and sign, and a PDF reader to keep a copy: download the "
+    "letter from this page, or ask the sender for the executed copy once everyone has signed.",
+    "When you sign, the time, your IP address and your browser are recorded with your "
+    "signature in a certificate attached to the executed letter.",
+)
+
+LINK_TITLES = {
+    "expired": "This signing link has expired",
+    "voided": "This letter was withdrawn",
+    "signed": "This counterpart is already signed",
+    "declined": "This letter was declined",
+    "waiting": "Please wait for the earlier signers",
+}
+ROLE_WORDS = {"company": "for the company", "executive": "as the executive",
+              "witness": "as a witness", "other": "as a party"}
+
+
+@bp.errorhandler(LinkError)
+def _link_error(error: LinkError) -> tuple[str, int]:
+    code = 409 if error.reason == "waiting" else 410
+    return render_template("signing/unavailable.html", title=LINK_TITLES.get(
+        error.reason, "This link no longer works"), message=str(error),
+        reason=error.reason, public_page=True), code
+
+
+@bp.errorhandler(NotFoundError)
+def _unknown_link(error: NotFoundError) -> tuple[str, int]:
+    return render_template(
+        "signing/unavailable.html", title="This signing link is not valid",
+        message="Check that the whole link was copied from the message you received; if it "
+                "still does not work, ask the sender for a new one.", reason="unknown",
+        public_page=True), 404
+
+
+def page_urls(token: str, count: int, *, endpoint: str = "signing.page_image",
+              external: bool = False) -> list[str]:
+    """Return the addresses of the page pictures a signing link may see."""
+    return [url_for(endpoint, token=token, page=n, _external=external)
+            for n in range(1, count + 1)]
+
+
+def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
+    """Copy what a signing page or the signer API shows out of a SigningView."""
+    counterpart, envelope, letter = view.counterpart, view.envelope, view.letter
+    document = session.get(Document, envelope.letter_pdf_id)
+    assert document is not None and document.blob_sha256 is not None
+    sha = document.blob_sha256
+    sizes = get_previews().page_sizes(sha, lambda: blob_bytes(session, sha))
+    return {
+        "title": letter_title(letter), "company": letter.company_name,
+        "name": counterpart.name, "role": counterpart.role,
+        "role_words": ROLE_WORDS.get(counterpart.role, ""),
+        "status": counterpart.status,
+        "status_label": CounterpartStatus(counterpart.status).label,
+        "expires_at": envelope.expires_at, "waiting_for": list(view.waiting_for),
+        "can_sign": view.can_sign, "page_sizes": sizes,
+    }
+
+
+def open_link_document(token: str) -> tuple[str, str]:
+    """Return the (SHA-256, file name) of the letter PDF behind a link the signer may read.
+
+    Only a link that can be signed now shows the letter: a waiting signer's view is recorded
+    when their turn comes, and a used, withdrawn or expired link shows nothing.
+    """
+    with get_db().transaction() as session:
+        counterpart, envelope = envelope_for_token(session, token)
+        readable = (counterpart.status in (CounterpartStatus.SENT.value,
+                                           CounterpartStatus.VIEWED.value)
+                    and envelope.status == EnvelopeStatus.OUT.value
+                    and utcnow() < envelope.expires_at)
+        if not readable:
+            abort(410, "This signing link cannot show the letter now; open the link itself to "
+                       "see why.")
+        document = session.get(Document, envelope.letter_pdf_id)
+        assert document is not None and document.blob_sha256 is not None
+        return document.blob_sha256, document.filename
+
+
+def _open(token: str) -> dict[str, Any]:
+    """Open a signing link (recording the first view) and describe it."""
+    with get_db().transaction() as session:
+        view = view_signing(session, token, signer_actor())
+        return signing_summary(session, view)
+
+
+def _render_sign_page(token: str, signer: dict[str, Any], *, error: str | None = None,
+                      decline_error: str | None = None, form: dict[str, str] | None = None,
+                      status: int = 200) -> tuple[str, int]:
+    if signer["waiting_for"]:
+        return render_template("signing/waiting.html", signer=signer, public_page=True), status
+    return render_template(
+        "signing/sign.html", token=token, signer=signer, disclosure=CONSENT_DISCLOSURE,
+        pages=[(n, w, h) for n, (w, h) in enumerate(signer["page_sizes"], start=1)],
+        error=error,
+        decline_error=decline_error,
+        form=form or {"signature_type": "typed", "signature_text": signer["name"]},
+        public_page=True), status
+
+
+@bp.get("/sign/<token>")
+@public
+def sign(token: str) -> tuple[str, int]:
+    """The signing page: the letter, the consent, and the signature to adopt."""
+    return _render_sign_page(token, _open(token))
+
+
+def _signature_from_form(form: Any) -> dict[str, str]:
+    if form.get("signature_type") == "drawn":
+        return {"type": "drawn", "png": form.get("signature_png", "")}
+    return {"type": "typed", "text": form.get("signature_text", "")}
+
+
+@bp.post("/sign/<token>")
+@public
+def sign_submit(token: str) -> Response | tuple[str, int]:
+    """Sign with the consent and signature of the form; on success, show the confirmation."""
+    form = request.form
+    try:
+        with get_db().transaction() as session:
+            counterpart, all_signed = sign_counterpart(
+                session, token, consent=form.get("consent") == "yes",
+                signature=_signature_from_form(form), actor=signer_actor())
+            envelope_id = counterpart.envelope_id
+    except (LinkError, NotFoundError):
+        raise
+    except CounterpartError as exc:
+        # Consent missing or the signature unusable: the page again, with what was chosen.
+        kept = {"signature_type": form.get("signature_type", "typed"),
+                "signature_text": form.get("signature_text", "")[:100],
+                "consent": form.get("consent", "")}
+        return _render_sign_page(token, _open(token), error=str(exc), form=kept, status=400)
+    if all_signed:
+        assemble_quietly(envelope_id)
+    return redirect(url_for(".done", token=token), code=303)
+
+
+@bp.post("/sign/<token>/decline")
+@public
+def decline(token: str) -> Response | tuple[str, int]:
+    """Decline to sign, with a reason."""
+    try:
+        with get_db().transaction() as session:
+            decline_counterpart(session, token, reason=request.form.get("reason", ""),
+                                actor=signer_actor())
+    except (LinkError, NotFoundError):
+        raise
+    except CounterpartError as exc:
+        return _render_sign_page(token, _open(token), status=400, decline_error=str(exc))
+    return redirect(url_for(".done", token=token), code=303)
+
+
+@bp.get("/sign/<token>/done")
+@public
+def done(token: str) -> Response | str:
+    """What happened after signing or declining, for the signer."""
+    with get_db().transaction() as session:
+        counterpart, envelope = envelope_for_token(session, token)
+        if counterpart.status not in (CounterpartStatus.SIGNED.value,
+                                      CounterpartStatus.DECLINED.value):
+            return redirect(url_for(".sign", token=token))
+        letter = session.get(Letter, envelope.letter_id)
+        assert letter is not None
+        others = [{"name": c.name, "signed": c.status == CounterpartStatus.SIGNED.value}
+                  for c in envelope.counterparts if c.id != counterpart.id]
+        outcome = {
+            "status": counterpart.status, "name": counterpart.name,
+            "title": letter_title(letter), "method": counterpart.method,
+            "signed_at": counterpart.signed_at, "declined_at": counterpart.declined_at,
+            "fully_executed": letter.status == LetterStatus.FULLY_EXECUTED.value,
+            "others": others,
+        }
+    return render_template("signing/done.html", outcome=outcome, public_page=True)
+
+
+@bp.get("/sign/<token>/pages/<int:page>.png")
+@public
+def page_image(token: str, page: int) -> Response:
+    """A colour picture of one page of the letter, for the holder of an open link."""
+    sha, _ = open_link_document(token)
+    png = get_previews().png(sha, page, lambda: _blob(sha), color=True)
+    if png is None:
+        abort(404, f"The letter has no page {page}.")
+    response = make_response(png)
+    response.mimetype = "image/png"
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@bp.get("/sign/<token>/letter.pdf")
+@public
+def letter_pdf(token: str) -> Response:
+    """The letter as PDF, to read, keep or print and sign on paper."""
+    sha, filename = open_link_document(token)
+    return send_document(_blob(sha), filename=filename, media_type="application/pdf",
+                         sha256=sha)
+
+
+@bp.get("/fonts/signature.ttf")
+@public
+def signature_font() -> Response:
+    """The handwriting font of typed signatures (Dancing Script, SIL Open Font License)."""
+    response = send_file(SIGNATURE_FONT, mimetype="font/ttf", max_age=86400, conditional=True)
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+def _blob(sha: str) -> bytes:
+    with get_db().transaction() as session:
+        return blob_bytes(session, sha)
