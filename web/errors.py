@@ -73,6 +73,12 @@ def wants_json() -> bool:
         request.accept_mimetypes["text/html"]
 
 
+def _readable_size(count: int) -> str:
+    if count < 1024 * 1024:
+        return f"{max(1, count // 1024)} KB"
+    return f"{count / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+
+
 def _answer(code: int, message: str, **extra: str) -> Response:
     if wants_json():
         response = jsonify(error=message, **extra)
@@ -92,7 +98,7 @@ def handle_http_error(error: HTTPException) -> Response:
         message = CSRF_MESSAGE
     elif code == 413:
         limit = request.max_content_length
-        size = f" The limit is {limit // (1024 * 1024)} MB." if limit else ""
+        size = f" The limit is {_readable_size(limit)}." if limit else ""
         message = f"The request is too large.{size}"
     elif error.description and error.description != type(error).description:
         message = error.description

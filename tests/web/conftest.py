@@ -8,6 +8,8 @@ browser does.
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image, ImageDraw
+from sqlalchemy import func, select
 from support import TEST_DATABASE_ENV
 
 from web import create_app
@@ -27,7 +31,7 @@ from workflow.accounts import create_api_token, create_user
 from workflow.convert import PdfConverter
 from workflow.db import open_database
 from workflow.letters import create_letter, pending_documents
-from workflow.models import User
+from workflow.models import Counterpart, Document, Envelope, Event, Letter, User
 
 STAFF_EMAIL = "counsel@example.com"
 STAFF_PASSWORD = "correct horse battery"
@@ -227,3 +231,68 @@ def make_letter(app: Flask) -> Any:
 def generate_pending(app: Flask) -> Any:
     """Make every pending PDF now: ``generate_pending()``."""
     return lambda: _generate_pending(app)
+
+
+# --- execution in counterparts --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def drawn_signature() -> str:
+    """A signature drawn on a canvas, as the signing page sends it: a base64 PNG."""
+    image = Image.new("RGBA", (400, 120), (255, 255, 255, 0))
+    ImageDraw.Draw(image).line([(20, 90), (120, 20), (220, 100), (380, 30)],
+                               fill=(22, 34, 110, 255), width=6)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _execution_state(app: Flask, letter_id: int) -> dict[str, Any]:
+    with app.app_context(), get_db().transaction() as session:
+        envelopes = list(session.scalars(select(Envelope).where(Envelope.letter_id == letter_id)
+                                         .order_by(Envelope.created_at)))
+        ids = [e.id for e in envelopes]
+        counterparts = session.scalars(select(Counterpart).where(
+            Counterpart.envelope_id.in_(ids)).order_by(Counterpart.id)) if ids else []
+        return {
+            "letter": session.get(Letter, letter_id).status,
+            "envelopes": [(e.id, e.status, e.assembly_state) for e in envelopes],
+            "counterparts": [(c.id, c.status, c.first_viewed_at, c.signed_document_id)
+                             for c in counterparts],
+            "events": session.scalar(select(func.count()).select_from(Event)
+                                     .where(Event.letter_id == letter_id)),
+            "documents": session.scalar(select(func.count()).select_from(Document)
+                                        .where(Document.letter_id == letter_id)),
+        }
+
+
+@pytest.fixture()
+def execution_state(app: Flask) -> Any:
+    """What a request must not change when it is refused: ``execution_state(letter_id)``
+    gives the letter's status, its envelopes and counterparts, and its event and document
+    counts."""
+    return lambda letter_id: _execution_state(app, letter_id)
+
+
+@pytest.fixture()
+def send_letter(client: FlaskClient, api: dict[str, str]) -> Any:
+    """Send a letter through the API: ``send_letter(letter_id, **body)`` returns the answer,
+    with each signer's ``token`` (the last part of its link) added."""
+    def send(letter_id: int, **body: Any) -> dict[str, Any]:
+        response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json=body)
+        assert response.status_code == 201, response.text
+        answer = response.json
+        for signer in answer["signers"]:
+            signer["token"] = signer["link"].rsplit("/", 1)[1]
+        return answer
+    return send
+
+
+@pytest.fixture()
+def sent(make_letter: Any, send_letter: Any, reference_terms: dict[str, Any]) -> dict[str, Any]:
+    """A generated letter sent to its two signers (the company's chair, then the executive)."""
+    letter_id = make_letter(reference_terms)
+    answer = send_letter(letter_id, signers=[
+        {"role": "company", "name": "Eliot Protsch", "email": "eliot@capstone.test"},
+        {"role": "executive", "name": "John R. Tucker"}])
+    return {"letter_id": letter_id, **answer}

@@ -76,6 +76,24 @@ def describe_event(event_type: str, detail: dict[str, Any]) -> str:
         return str(detail.get("document") or "")
     if event_type == "edited" and version:
         return f"Version {version}"
+    if event_type == "sent" and detail.get("signer"):
+        role = f" ({detail['role']})" if detail.get("role") else ""
+        text = f"To {detail['signer']}{role}"
+        if detail.get("reason"):
+            return f"{text}: {detail['reason']}"
+        if detail.get("waiting_for_earlier_signers"):
+            return f"{text}, after the signers before them"
+        return text
+    if event_type == "signed" and detail.get("method"):
+        method = detail["method"]
+        if method == "paper":
+            recorded_by = detail.get("recorded_by")
+            return "On paper" + (f", recorded by {recorded_by}" if recorded_by else "")
+        return f"{str(method).capitalize()} signature"
+    if event_type == "uploaded" and detail.get("file"):
+        return f"Scan {detail['file']}"
+    if event_type in ("executed", "downloaded") and detail.get("document"):
+        return str(detail["document"])
     reason = detail.get("reason")
     if reason:
         return str(reason)

@@ -32,6 +32,7 @@ from ..execution import (
     send_executed_pdf,
     send_for_signature,
     send_signed_counterpart,
+    smtp_settings,
     staff_actor,
     upload_limit,
 )
@@ -81,7 +82,8 @@ def send(letter_id: int) -> Response | tuple[str, int]:
         return render_letter(letter_id, send_form=form, status=422)
     session[ISSUED_LINKS] = {"letter_id": letter_id, "envelope_id": sent.envelope_id,
                              "links": {str(cid): url for cid, url in sent.links.items()},
-                             "emailed": sent.emailed, "email_error": sent.email_error}
+                             "emailed": sent.emailed, "email_error": sent.email_error,
+                             "mail_configured": smtp_settings() is not None}
     flash("Sent for signature. Copy each signer's link below: it is shown only now.",
           "success")
     return _to_letter(letter_id)

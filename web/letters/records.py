@@ -167,6 +167,7 @@ def letter_detail(session: Session, letter_id: int, number: int | None = None,
             "description": describe_event(e.type, e.detail or {}),
             "at": e.at,
             "actor": e.actor,
+            "ip": e.ip,
         } for e in events_of(session, letter.id)]
     return detail
 

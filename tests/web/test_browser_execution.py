@@ -1,0 +1,179 @@
+"""A letter executed in counterparts in a real browser (Debian's chromium through Playwright).
+
+Staff sign in, create and send a letter; each signer opens their link in a browser of their
+own, one at a desk typing a signature, the other on a phone drawing one; staff then see the
+letter fully executed and download the executed PDF, which is checked as a reader would: its
+pages and words, each signature above its signer's name, the certificate, and the seal.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pypdf
+import pypdfium2 as pdfium
+import pytest
+from support import letter_words
+
+from web import create_app
+from web.execution import get_sealer
+from web.testing import CHROMIUM, LiveServer, launch_chromium
+from workflow.seal import check_seal
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                       reason=f"{CHROMIUM} is missing: apt-get install chromium"),
+]
+
+TIMEOUT_MS = 60_000
+NAMES = ("Eliot Protsch", "John R. Tucker")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def served(app_config: dict[str, Any]) -> Iterator[tuple[LiveServer, Any]]:
+    """The app with background generation, served on a free port of 127.0.0.1."""
+    app = create_app({**app_config, "GENERATE_IN_BACKGROUND": True, "TESTING": False})
+    with LiveServer(app) as live:
+        yield live, app
+    app.extensions["counterpart.documents"].close()
+    app.extensions["counterpart.db"].dispose()
+
+
+def new_tab(browser, base_url: str, problems: list[str], **options: Any) -> Any:
+    context = browser.new_context(base_url=base_url, accept_downloads=True, **options)
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    tab.on("console", lambda message: problems.append(message.text)
+           if message.type == "error" else None)
+    tab.on("pageerror", lambda error: problems.append(str(error)))
+    return tab
+
+
+def ink_above(pdf: bytes, page_index: int, name: str) -> int:
+    """Count the signature ink (dark blue pixels) in the band above a printed name."""
+    document = pdfium.PdfDocument(pdf)
+    try:
+        page = document[page_index]
+        text = page.get_textpage()
+        searcher = text.search(name)
+        found = searcher.get_next()
+        assert found, f"{name!r} is not on page {page_index + 1}"
+        left, _bottom, _right, top = text.get_charbox(found[0])
+        scale = 2
+        image = page.render(scale=scale).to_pil().convert("RGB")
+        height = page.get_height()
+        # From the name up over the signature line: 60 points high, 250 points wide.
+        box = (int((left - 10) * scale), int((height - top - 60) * scale),
+               int((left + 240) * scale), int((height - top) * scale))
+        pixels = image.crop(box).getdata()
+        return sum(1 for red, green, blue in pixels if blue > red + 40 and blue > green + 30)
+    finally:
+        document.close()
+
+
+def test_a_letter_executed_in_counterparts(browser, served, credentials, reference_words,
+                                           tmp_path):
+    from playwright.sync_api import expect
+
+    server, app = served
+    problems: list[str] = []
+    staff = new_tab(browser, server.url, problems)
+    email, password = credentials["staff"]
+    staff.goto("/sign-in")
+    staff.get_by_label("Email address").fill(email)
+    staff.get_by_label("Password").fill(password)
+    staff.get_by_role("button", name="Sign in").click()
+    staff.wait_for_url("**/letters")
+
+    # Create the letter; the page follows its PDF and then offers to send it.
+    staff.goto("/letters/new?start=reference")
+    staff.get_by_role("button", name="Create the letter").click()
+    staff.wait_for_url("**/letters/1")
+    staff.locator("#signers-0-email").wait_for()
+    assert staff.locator("#signers-0-name").input_value() == "Eliot Protsch"
+    assert staff.locator("#signers-1-name").input_value() == "John R. Tucker"
+    staff.locator("#signers-0-email").fill("eliot@capstone.test")
+    staff.locator("#signers-1-email").fill("jt@home.test")
+    staff.get_by_role("button", name="Send for signature").click()
+    staff.locator("[data-signing-link]").first.wait_for()
+    links = [staff.locator("[data-signing-link]").nth(i).input_value() for i in range(2)]
+    assert all(link.startswith(f"{server.url}/sign/") for link in links)
+    expect(staff.get_by_role("button", name="Copy the link of Eliot Protsch")).to_be_visible()
+
+    # The company's chair, at a desk: consents and types.
+    desk = new_tab(browser, server.url, problems, viewport={"width": 1280, "height": 900})
+    desk.goto(links[0])
+    expect(desk.locator(".page-preview img")).to_have_count(3)
+    preview = desk.locator("[data-typed-preview]")
+    expect(preview).to_have_text("Eliot Protsch")
+    assert desk.evaluate("""async () => { await document.fonts.ready;
+        return [...document.fonts].some(f => f.family.includes("Counterpart Signature")
+                                             && f.status === "loaded"); }""")
+    desk.get_by_label("I have read the above").check()
+    desk.get_by_role("button", name="Sign the letter").click()
+    desk.wait_for_url("**/done")
+    expect(desk.locator("h1")).to_have_text("You signed the letter")
+
+    # The executive, on a phone: consents and draws with a finger (pointer events).
+    phone = new_tab(browser, server.url, problems, viewport={"width": 390, "height": 844},
+                    device_scale_factor=2, is_mobile=True, has_touch=True)
+    phone.goto(links[1])
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+    phone.get_by_label("I have read the above").check()
+    phone.get_by_label("Draw it").check()
+    canvas = phone.locator("[data-signature-canvas]")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x, y = box["x"] + 20, box["y"] + box["height"] * 0.7
+    phone.mouse.move(x, y)
+    phone.mouse.down()
+    for step in range(1, 40):
+        phone.mouse.move(x + step * 7, y - (step % 8) * 9)
+    phone.mouse.up()
+    phone.get_by_role("button", name="Sign the letter").click()
+    phone.wait_for_url("**/done")
+    expect(phone.locator(".notice--success")).to_contain_text("The letter is fully executed.")
+
+    # Staff see it executed, and download the executed PDF.
+    staff.goto("/letters/1")
+    expect(staff.locator(".page-head .badge")).to_have_text("Fully executed")
+    expect(staff.locator(".signer .badge")).to_have_text(["Signed", "Signed"])
+    with staff.expect_download() as download:
+        staff.get_by_role("link", name="Download executed PDF").click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    assert saved.name == "john-r-tucker-executed.pdf"
+    executed = saved.read_bytes()
+
+    reader = pypdf.PdfReader(io.BytesIO(executed))
+    # 3 letter pages, 2 signature pages, then the certificate and its list of events.
+    assert len(reader.pages) >= 6
+    assert letter_words("\n".join(p.extract_text() for p in reader.pages[:3])) == \
+        reference_words
+    # Each signature page carries its own signer's signature, above their printed name only.
+    for page_index, signer in ((3, NAMES[0]), (4, NAMES[1])):
+        other = NAMES[1] if signer == NAMES[0] else NAMES[0]
+        assert ink_above(executed, page_index, signer) > 300, signer
+        assert ink_above(executed, page_index, other) < 20, other
+    certificate = " ".join(" ".join(p.extract_text() for p in reader.pages[5:]).split())
+    for words in ("Certificate of completion", *NAMES, "eliot@capstone.test", "jt@home.test",
+                  "typed", "drawn", "127.0.0.1"):
+        assert words in certificate, words
+    with app.app_context():
+        seal = check_seal(executed, get_sealer().certificate)
+    assert seal.sealed and seal.intact and seal.signed_by_us
+    assert problems == []  # no script error and no Content-Security-Policy violation

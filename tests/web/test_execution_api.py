@@ -1,0 +1,675 @@
+"""Execution in counterparts through the JSON API: sending, the signer API, paper uploads,
+voiding, the executed PDF, the zip and the audit record; every bad signing link; emails to
+signers through a real SMTP server; two signers at the same moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import io
+import socket
+import threading
+import zipfile
+
+import pypdf
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select, update
+from support import letter_words
+
+from web.database import get_db
+from web.execution import get_sealer
+from web.testing import csrf_token
+from workflow.models import Counterpart, Document, Envelope, Event, utcnow
+from workflow.pdfs import extract_pages
+from workflow.seal import check_seal
+
+TYPED = {"consent": True, "signature": {"type": "typed", "text": "Eliot Protsch"}}
+
+
+def sign(client, token, body=None):
+    return client.post(f"/api/sign/{token}", json=body or TYPED)
+
+
+def pdf_reader(data: bytes) -> pypdf.PdfReader:
+    return pypdf.PdfReader(io.BytesIO(data))
+
+
+def count(app, model, **where) -> int:
+    with app.app_context(), get_db().transaction() as session:
+        query = select(func.count()).select_from(model)
+        for key, value in where.items():
+            query = query.where(getattr(model, key) == value)
+        return session.scalar(query)
+
+
+# --- sending -----------------------------------------------------------------------------------
+
+def test_send_with_the_signers_of_the_terms(client, api, make_letter, reference_terms):
+    letter_id = make_letter(reference_terms)
+    response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={})
+    assert response.status_code == 201, response.text
+    answer = response.json
+    assert response.headers["Location"].endswith(f"/api/letters/{letter_id}/envelope")
+    assert answer["status"] == "out"
+    assert [(s["name"], s["role"], s["status"], s["email"]) for s in answer["signers"]] == [
+        ("Eliot Protsch", "company", "sent", None), ("John R. Tucker", "executive", "sent", None)]
+    links = [s["link"] for s in answer["signers"]]
+    assert all(link.startswith("http://localhost/sign/") for link in links)
+    assert all(len(link.rsplit("/", 1)[1]) >= 43 for link in links)  # 256 random bits
+    assert len(set(links)) == 2
+    expires = dt.datetime.fromisoformat(answer["expires_at"])
+    assert dt.timedelta(days=29, hours=23) < expires - utcnow() <= dt.timedelta(days=30)
+
+    # Following the envelope shows where each signer stands, never the links.
+    followed = client.get(f"/api/letters/{letter_id}/envelope", headers=api)
+    assert followed.status_code == 200
+    assert all("link" not in s for s in followed.json["signers"])
+    assert followed.json["signed"] == 0 and followed.json["total"] == 2
+    assert client.get(f"/api/letters/{letter_id}", headers=api).json["status"] == \
+        "out_for_signature"
+
+
+def test_send_with_signers_an_order_and_a_lifetime(client, api, make_letter, reference_terms):
+    letter_id = make_letter(reference_terms)
+    response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={
+        "signers": [{"role": "company", "name": "Eliot Protsch", "email": "Eliot@Capstone.test"},
+                    {"role": "executive", "name": "John R. Tucker", "email": "jt@home.test"}],
+        "signing_order": True, "link_days": 5})
+    assert response.status_code == 201, response.text
+    answer = response.json
+    assert answer["signing_order"] is True
+    assert [(s["email"], s["status"]) for s in answer["signers"]] == [
+        ("eliot@capstone.test", "sent"), ("jt@home.test", "created")]
+    expires = dt.datetime.fromisoformat(answer["expires_at"])
+    assert dt.timedelta(days=4, hours=23) < expires - utcnow() <= dt.timedelta(days=5)
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"signers": [{"role": "company", "name": "Eliot Protsch", "email": "not-an-email"}]},
+     400, "signers[0].email"),
+    ({"signers": [{"role": "company", "name": "Eliot Protsch"},
+                  {"role": "executive", "name": "Somebody Else"}]}, 400, "signers[1].name"),
+    ({"signers": [{"role": "boss", "name": "Eliot Protsch"}]}, 400, "signers[0].role"),
+    ({"signers": "Eliot"}, 400, "signers"),
+    ({"link_days": 0}, 400, "link_days"),
+    ({"link_days": "30"}, 400, "link_days"),
+    ({"signing_order": "yes"}, 400, "signing_order"),
+])
+def test_send_refusals_name_the_field_and_change_nothing(client, api, make_letter,
+                                                         reference_terms, execution_state,
+                                                         body, status, message):
+    letter_id = make_letter(reference_terms)
+    before = execution_state(letter_id)
+    response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json["error"]
+    assert execution_state(letter_id) == before
+
+
+def test_a_letter_out_for_signature_cannot_be_sent_again(client, api, sent, execution_state):
+    before = execution_state(sent["letter_id"])
+    response = client.post(f"/api/letters/{sent['letter_id']}/envelope", headers=api, json={})
+    assert response.status_code == 409
+    assert "cannot be sent again" in response.json["error"]
+    assert execution_state(sent["letter_id"]) == before
+    assert client.post("/api/letters/999/envelope", headers=api, json={}).status_code == 404
+    assert client.get("/api/letters/999/envelope", headers=api).status_code == 404
+
+
+def test_a_letter_never_sent_has_no_envelope_and_nothing_executed(client, api, make_letter,
+                                                                  reference_terms):
+    letter_id = make_letter(reference_terms)
+    response = client.get(f"/api/letters/{letter_id}/envelope", headers=api)
+    assert response.status_code == 404
+    assert "has not been sent" in response.json["error"]
+    assert client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 409
+    assert client.get(f"/api/letters/{letter_id}/counterparts.zip",
+                      headers=api).status_code == 409
+    assert client.post(f"/api/letters/{letter_id}/envelope/void", headers=api,
+                       json={"reason": "x"}).status_code == 409
+
+
+def test_sending_waits_for_a_pdf_being_generated(client, api, make_letter, reference_terms):
+    letter_id = make_letter(reference_terms, generate=False)
+    response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={})
+    assert response.status_code == 201, response.text
+
+
+# --- signing -----------------------------------------------------------------------------------
+
+def test_signing_through_the_api_until_executed(app, client, api, sent, reference_words,
+                                                drawn_signature):
+    letter_id = sent["letter_id"]
+    company, executive = (s["token"] for s in sent["signers"])
+
+    opened = client.get(f"/api/sign/{company}")
+    assert opened.status_code == 200
+    assert opened.json["letter"]["title"] == \
+        "Separation letter of John R. Tucker, Capstone Turbine Corporation"
+    assert opened.json["letter"]["page_count"] == 3
+    assert opened.json["signer"] == {"name": "Eliot Protsch", "role": "company",
+                                     "status": "viewed"}
+    assert opened.json["can_sign"] and opened.json["waiting_for"] == []
+    page = client.get(opened.json["letter"]["pages"][0].removeprefix("http://localhost"))
+    assert page.status_code == 200 and page.mimetype == "image/png"
+
+    signed = sign(client, company)
+    assert signed.status_code == 200, signed.text
+    assert signed.json["status"] == "signed" and signed.json["method"] == "typed"
+    assert signed.json["letter_status"] == "partially_executed"
+    assert signed.json["fully_executed"] is False
+    not_yet = client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api)
+    assert not_yet.status_code == 409
+    assert "1 of 2 counterparts are signed" in not_yet.json["error"]
+    assert client.get(f"/api/letters/{letter_id}/counterparts.zip",
+                      headers=api).status_code == 409
+
+    last = sign(client, executive, {"consent": True,
+                                    "signature": {"type": "drawn", "png": drawn_signature}})
+    assert last.status_code == 200, last.text
+    assert last.json["fully_executed"] is True and last.json["letter_status"] == "fully_executed"
+
+    envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
+    assert envelope["status"] == "completed" and envelope["signed"] == 2
+    assert [s["method"] for s in envelope["signers"]] == ["typed", "drawn"]
+
+    executed = client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api)
+    assert executed.status_code == 200
+    assert executed.headers["Content-Disposition"].startswith("attachment;")
+    reader = pdf_reader(executed.data)
+    assert len(reader.pages) >= 6  # 3 letter pages, 2 signature pages, the certificate
+    assert letter_words("\n".join(p.extract_text() for p in reader.pages[:3])) == \
+        reference_words
+    assert reader.pages[3].images and reader.pages[4].images  # both signatures
+    with app.app_context():
+        check = check_seal(executed.data, get_sealer().certificate)
+    assert check.sealed and check.intact and check.signed_by_us
+
+    signed_copy = client.get(envelope["signers"][0]["signed_pdf"]
+                             .removeprefix("http://localhost"), headers=api)
+    assert signed_copy.status_code == 200 and len(pdf_reader(signed_copy.data).pages) == 3
+
+    archive = client.get(f"/api/letters/{letter_id}/counterparts.zip", headers=api)
+    assert archive.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(archive.data)) as opened_zip:
+        names = opened_zip.namelist()
+        assert opened_zip.read(names[0]) == executed.data
+        assert opened_zip.read(names[1]) == signed_copy.data
+    assert names == ["john-r-tucker-executed.pdf", "counterpart-1-eliot-protsch-signed.pdf",
+                     "counterpart-2-john-r-tucker-signed.pdf", "audit.json"]
+
+    audit = client.get(f"/api/letters/{letter_id}/audit", headers=api)
+    assert audit.status_code == 200
+    record = audit.json
+    assert record["chain"]["ok"] is True
+    types = [e["type"] for e in record["events"]]
+    for expected in ("created", "generated", "sent", "viewed", "consented", "signed",
+                     "executed", "downloaded"):
+        assert expected in types, expected
+    downloads = [e for e in record["events"] if e["type"] == "downloaded"]
+    assert [d["detail"]["document"] for d in downloads] == [
+        "john-r-tucker-executed.pdf", "counterpart-1-eliot-protsch-signed.pdf",
+        "john-r-tucker-counterparts.zip"]
+    assert all(d["actor"] == "counsel@example.com" and d["ip"] == "127.0.0.1"
+               for d in downloads)
+    viewed = next(e for e in record["events"] if e["type"] == "viewed")
+    assert viewed["actor"] == "Eliot Protsch" and viewed["ip"] == "127.0.0.1"
+    assert viewed["user_agent"].startswith("Werkzeug/")
+
+
+def test_consent_and_a_usable_signature_are_required(client, sent, execution_state):
+    token = sent["signers"][0]["token"]
+    client.get(f"/api/sign/{token}")
+    before = execution_state(sent["letter_id"])
+    for body, message in (
+        ({"signature": TYPED["signature"]}, "consent"),
+        ({"consent": "yes", "signature": TYPED["signature"]}, "consent"),
+        ({"consent": True}, "signature"),
+        ({"consent": True, "signature": {"type": "typed", "text": "  "}}, "signature.text"),
+        ({"consent": True, "signature": {"type": "drawn", "png": "%%%"}}, "base64"),
+        ({"consent": True, "signature": {"type": "stamp"}}, "signature.type"),
+    ):
+        response = sign(client, token, body)
+        assert response.status_code == 400, body
+        assert message in response.json["error"], (body, response.json)
+    assert client.post(f"/api/sign/{token}", data="not json").status_code == 400
+    assert execution_state(sent["letter_id"]) == before
+
+
+def test_decline_with_a_reason_through_the_api(client, api, sent, execution_state):
+    token = sent["signers"][1]["token"]
+    before = execution_state(sent["letter_id"])
+    empty = client.post(f"/api/sign/{token}/decline", json={"reason": " "})
+    assert empty.status_code == 400 and "reason" in empty.json["error"]
+    assert execution_state(sent["letter_id"]) == before
+    declined = client.post(f"/api/sign/{token}/decline", json={"reason": "The rate is wrong"})
+    assert declined.status_code == 200
+    assert declined.json["status"] == "declined"
+    envelope = client.get(f"/api/letters/{sent['letter_id']}/envelope", headers=api).json
+    assert envelope["status"] == "declined"
+    assert envelope["signers"][1]["decline_reason"] == "The rate is wrong"
+    # The other signer's link no longer works either.
+    other = sign(client, sent["signers"][0]["token"])
+    assert other.status_code == 410 and other.json["reason"] == "declined"
+
+
+def test_signing_order_makes_later_signers_wait(client, make_letter, send_letter,
+                                                reference_terms, execution_state):
+    letter_id = make_letter(reference_terms)
+    answer = send_letter(letter_id, signing_order=True)
+    company, executive = (s["token"] for s in answer["signers"])
+    before = execution_state(letter_id)
+    waiting = client.get(f"/api/sign/{executive}")
+    assert waiting.status_code == 200
+    assert waiting.json["waiting_for"] == ["Eliot Protsch"] and not waiting.json["can_sign"]
+    assert waiting.json["letter"]["pages"] == []
+    early = sign(client, executive)
+    assert early.status_code == 409 and early.json["reason"] == "waiting"
+    assert "Eliot Protsch must sign first" in early.json["error"]
+    assert client.get(f"/sign/{executive}/pages/1.png").status_code == 410
+    assert execution_state(letter_id) == before
+    assert sign(client, company).status_code == 200
+    turn = client.get(f"/api/sign/{executive}")
+    assert turn.json["can_sign"] and turn.json["signer"]["status"] == "viewed"
+
+
+# --- bad links ---------------------------------------------------------------------------------
+
+def _expire(app, letter_id) -> None:
+    with app.app_context(), get_db().transaction() as session:
+        session.execute(update(Envelope).where(Envelope.letter_id == letter_id)
+                        .values(expires_at=utcnow() - dt.timedelta(minutes=1)))
+
+
+def _tampered(token: str) -> str:
+    middle = len(token) // 2
+    return token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1:]
+
+
+BAD_LINKS = {
+    # case: (what to do to the envelope, which token to use, status, reason)
+    "expired": 410, "voided": 410, "used": 410, "declined": 410, "tampered": 404,
+    "unknown": 404, "previous envelope": 410,
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LINKS))
+def test_a_bad_link_is_refused_everywhere_and_changes_nothing(app, client, api, sent,
+                                                              send_letter, execution_state,
+                                                              case):
+    letter_id = sent["letter_id"]
+    company, executive = (s["token"] for s in sent["signers"])
+    token = company
+    if case == "expired":
+        _expire(app, letter_id)
+    elif case == "voided":
+        assert client.post(f"/api/letters/{letter_id}/envelope/void", headers=api,
+                           json={"reason": "Wrong hourly rate"}).status_code == 200
+    elif case == "used":
+        assert sign(client, company).status_code == 200
+    elif case == "declined":
+        assert client.post(f"/api/sign/{executive}/decline",
+                           json={"reason": "No"}).status_code == 200
+    elif case == "tampered":
+        token = _tampered(company)
+    elif case == "unknown":
+        token = "x" * 43
+    elif case == "previous envelope":
+        # The letter was voided and sent again: the first envelope's links stay dead, and do
+        # not reach the new envelope.
+        client.post(f"/api/letters/{letter_id}/envelope/void", headers=api, json={"reason": "x"})
+        send_letter(letter_id)
+    status = BAD_LINKS[case]
+    before = execution_state(letter_id)
+    browser = app.test_client()
+    form_token = csrf_token(browser.get("/verify").text)
+
+    answers = {
+        "page": browser.get(f"/sign/{token}"),
+        "picture": browser.get(f"/sign/{token}/pages/1.png"),
+        "pdf": browser.get(f"/sign/{token}/letter.pdf"),
+        "sign form": browser.post(f"/sign/{token}", data={
+            "csrf_token": form_token, "consent": "yes", "signature_type": "typed",
+            "signature_text": "Eliot Protsch"}),
+        "decline form": browser.post(f"/sign/{token}/decline", data={
+            "csrf_token": form_token, "reason": "Changed my mind"}),
+        "api": browser.get(f"/api/sign/{token}"),
+        "api sign": browser.post(f"/api/sign/{token}", json=TYPED),
+        "api decline": browser.post(f"/api/sign/{token}/decline", json={"reason": "No"}),
+    }
+    for what, response in answers.items():
+        assert response.status_code == status, (what, response.status_code)
+    assert execution_state(letter_id) == before
+    page = answers["page"].text
+    if status == 404:
+        assert "This signing link is not valid" in page
+    else:
+        reason = {"used": "signed", "previous envelope": "voided"}.get(case, case)
+        assert answers["api"].json["reason"] == reason
+        assert answers["api sign"].json["reason"] == reason
+        assert {"expired": "has expired", "voided": "withdrawn", "signed": "already been signed",
+                "declined": "declined"}[reason] in page
+    assert "Sign the letter" not in page
+
+
+def test_expired_links_are_marked_expired_when_staff_look(app, client, api, staff, sent):
+    _expire(app, sent["letter_id"])
+    page = staff.get(f"/letters/{sent['letter_id']}")
+    assert "The signing links expired" in page.text
+    envelope = client.get(f"/api/letters/{sent['letter_id']}/envelope", headers=api).json
+    assert [s["status"] for s in envelope["signers"]] == ["expired", "expired"]
+    assert count(app, Event, type="expired") == 2
+
+
+# --- void --------------------------------------------------------------------------------------
+
+def test_void_stops_the_links_and_the_letter_can_be_sent_again(client, api, sent,
+                                                               send_letter, reference_terms):
+    letter_id = sent["letter_id"]
+    url = f"/api/letters/{letter_id}/envelope/void"
+    missing = client.post(url, headers=api, json={})
+    assert missing.status_code == 400 and "reason" in missing.json["error"]
+    voided = client.post(url, headers=api, json={"reason": "Wrong hourly rate"})
+    assert voided.status_code == 200
+    assert voided.json["status"] == "voided" and voided.json["void_reason"] == "Wrong hourly rate"
+    assert [s["status"] for s in voided.json["signers"]] == ["voided", "voided"]
+    assert client.post(url, headers=api, json={"reason": "again"}).status_code == 409
+    assert client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 409
+
+    # The terms may change again, and the new version is sent with new links.
+    changed = client.put(f"/api/letters/{letter_id}/terms", headers=api,
+                         json={"terms": {**reference_terms, "hourly_rate": "650"}})
+    assert changed.status_code == 200 and changed.json["current_version"] == 2
+    again = send_letter(letter_id)
+    assert {s["token"] for s in again["signers"]}.isdisjoint(
+        s["token"] for s in sent["signers"])
+    assert sign(client, again["signers"][0]["token"]).status_code == 200
+
+
+def test_an_executed_letter_cannot_be_voided(client, api, sent):
+    for signer in sent["signers"]:
+        assert sign(client, signer["token"]).status_code == 200
+    response = client.post(f"/api/letters/{sent['letter_id']}/envelope/void", headers=api,
+                           json={"reason": "too late"})
+    assert response.status_code == 409
+
+
+# --- paper -------------------------------------------------------------------------------------
+
+def upload(client, api, letter_id, counterpart_id, data: bytes, name: str = "scan.pdf"):
+    return client.post(f"/api/letters/{letter_id}/counterparts/{counterpart_id}/upload",
+                       headers=api, data={"file": (io.BytesIO(data), name)},
+                       content_type="multipart/form-data")
+
+
+def test_paper_counterparts(app, client, api, sent, make_letter, reference_terms,
+                            execution_state):
+    letter_id = sent["letter_id"]
+    company, executive = (s["counterpart_id"] for s in sent["signers"])
+    blank = client.get(f"/api/letters/{letter_id}/counterparts/{executive}/blank.pdf",
+                       headers=api)
+    assert blank.status_code == 200
+    assert blank.headers["Content-Disposition"].startswith("attachment;")
+    assert "john-r-tucker-counterpart-2-john-r-tucker-to-sign.pdf" in \
+        blank.headers["Content-Disposition"]
+    assert len(pdf_reader(blank.data).pages) == 3
+    scan = extract_pages(blank.data, [2])  # the signature page, "signed and scanned"
+
+    before = execution_state(letter_id)
+    for data, status, message in ((b"GIF89a", 400, "not a PDF"),
+                                  (extract_pages(blank.data, [0, 1]), 400, "2 pages")):
+        refused = upload(client, api, letter_id, executive, data)
+        assert refused.status_code == status and message in refused.json["error"]
+    no_file = client.post(f"/api/letters/{letter_id}/counterparts/{executive}/upload",
+                          headers=api, data={}, content_type="multipart/form-data")
+    assert no_file.status_code == 400 and "'file'" in no_file.json["error"]
+    other_letter = make_letter(reference_terms)
+    assert upload(client, api, other_letter, executive, scan).status_code == 404
+    assert execution_state(letter_id) == before
+
+    first = upload(client, api, letter_id, executive, scan)
+    assert first.status_code == 201, first.text
+    assert first.json["new"] is True
+    assert first.json["counterpart"]["status"] == "signed"
+    assert first.json["counterpart"]["method"] == "paper"
+    again = upload(client, api, letter_id, executive, scan, "scan-again.pdf")
+    assert again.status_code == 200 and again.json["new"] is False
+    different = upload(client, api, letter_id, executive, extract_pages(blank.data, [1]))
+    assert different.status_code == 409 and "already signed" in different.json["error"]
+    assert count(app, Document, kind="scanned_counterpart") == 1
+
+    stored = client.get(f"/api/letters/{letter_id}/counterparts/{executive}/signed.pdf",
+                        headers=api)
+    assert stored.data == scan  # byte for byte
+    unsigned = client.get(f"/api/letters/{letter_id}/counterparts/{company}/signed.pdf",
+                          headers=api)
+    assert unsigned.status_code == 409
+
+    assert sign(client, sent["signers"][0]["token"]).json["fully_executed"] is True
+    executed = pdf_reader(client.get(f"/api/letters/{letter_id}/executed.pdf",
+                                     headers=api).data)
+    certificate = " ".join(" ".join(p.extract_text() for p in executed.pages[5:]).split())
+    assert "paper" in certificate and "typed" in certificate
+
+
+def test_uploads_over_the_size_limit_are_413(app, client, api, sent, execution_state):
+    letter_id, executive = sent["letter_id"], sent["signers"][1]["counterpart_id"]
+    app.config["MAX_CONTENT_LENGTH"] = 100 * 1024
+    before = execution_state(letter_id)
+    response = upload(client, api, letter_id, executive, b"%PDF-1.4\n" + b"0" * 200_000)
+    assert response.status_code == 413
+    assert "too large" in response.json["error"]
+    assert execution_state(letter_id) == before
+
+
+# --- assembly ------------------------------------------------------------------------------
+
+class BrokenSealer:
+    """A seal whose key cannot sign, as when a PKCS#12 file was replaced with a bad one."""
+
+    certificate = None
+    timestamp_url = None
+    signer = None
+
+
+def test_a_failed_assembly_does_not_fail_the_signer_and_can_be_retried(app, client, api,
+                                                                       staff, sent):
+    letter_id = sent["letter_id"]
+    app.extensions["counterpart.sealer"] = BrokenSealer()
+    assert sign(client, sent["signers"][0]["token"]).status_code == 200
+    last = sign(client, sent["signers"][1]["token"])
+    assert last.status_code == 200  # the signature stands
+    assert last.json["all_signed"] is True and last.json["fully_executed"] is False
+    envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
+    assert envelope["assembly"]["state"] == "failed" and envelope["assembly"]["error"]
+    assert count(app, Document, kind="executed_pdf") == 0
+    page = staff.get(f"/letters/{letter_id}")
+    assert "the executed PDF could not be assembled" in page.text
+    assert "Partially executed" in page.text
+
+    refused = client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api)
+    assert refused.status_code == 503
+    assert "could not be assembled" in refused.json["error"]
+
+    del app.extensions["counterpart.sealer"]  # the seal is fixed: the real one again
+    retried = staff.post(f"/letters/{letter_id}/assembly/retry",
+                         data={"csrf_token": csrf_token(page.text)})
+    assert retried.status_code == 303
+    page = staff.get(retried.headers["Location"])
+    assert "The executed PDF is assembled and sealed." in page.text
+    assert "Fully executed" in page.text
+    assert count(app, Document, kind="executed_pdf") == 1
+    assert client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 200
+
+
+def test_retry_through_the_api_waits_for_nothing_when_done(client, api, sent):
+    for signer in sent["signers"]:
+        sign(client, signer["token"])
+    response = client.post(f"/api/letters/{sent['letter_id']}/assembly/retry", headers=api)
+    assert response.status_code == 200 and response.json["status"] == "completed"
+
+
+# --- at the same moment ----------------------------------------------------------------------
+
+def _at_once(app, requests):
+    """Run each (token, body) POST to the signer API in its own thread, all at once."""
+    barrier = threading.Barrier(len(requests))
+    answers: list = [None] * len(requests)
+
+    def post(index, token, body):
+        client = app.test_client()
+        barrier.wait()
+        answers[index] = client.post(f"/api/sign/{token}", json=body)
+
+    threads = [threading.Thread(target=post, args=(i, token, body))
+               for i, (token, body) in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def test_two_signers_at_the_same_moment_make_one_executed_pdf(app, client, api, sent,
+                                                              drawn_signature):
+    drawn = {"consent": True, "signature": {"type": "drawn", "png": drawn_signature}}
+    answers = _at_once(app, [(sent["signers"][0]["token"], TYPED),
+                             (sent["signers"][1]["token"], drawn)])
+    assert [a.status_code for a in answers] == [200, 200]
+    assert sorted(a.json["all_signed"] for a in answers) == [False, True]
+    assert count(app, Document, kind="executed_pdf") == 1
+    assert count(app, Event, type="executed") == 1
+    executed = client.get(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api)
+    reader = pdf_reader(executed.data)
+    assert reader.pages[3].images and reader.pages[4].images  # both signatures
+
+
+def test_one_link_used_twice_at_the_same_moment_signs_once(app, sent):
+    token = sent["signers"][0]["token"]
+    answers = _at_once(app, [(token, TYPED), (token, TYPED)])
+    assert sorted(a.status_code for a in answers) == [200, 410]
+    refused = next(a for a in answers if a.status_code == 410)
+    assert refused.json["reason"] == "signed"
+    assert count(app, Document, kind="signed_counterpart") == 1
+    assert count(app, Event, type="signed") == 1
+    with app.app_context(), get_db().transaction() as session:
+        statuses = list(session.scalars(select(Counterpart.status).order_by(Counterpart.id)))
+    assert statuses == ["signed", "sent"]
+
+
+# --- email -------------------------------------------------------------------------------------
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def smtp_inbox():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port, inbox
+    controller.stop()
+
+
+def test_each_signer_is_emailed_their_own_link(app, client, api, make_letter, reference_terms,
+                                               smtp_inbox):
+    port, inbox = smtp_inbox
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_STARTTLS=False,
+                      SMTP_FROM="legal@capstone.test")
+    letter_id = make_letter(reference_terms)
+    response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={
+        "signers": [{"role": "company", "name": "Eliot Protsch", "email": "eliot@capstone.test"},
+                    {"role": "executive", "name": "John R. Tucker", "email": "jt@home.test"}]})
+    assert response.status_code == 201, response.text
+    assert response.json["emails"] == {
+        "sent": ["Eliot Protsch <eliot@capstone.test>", "John R. Tucker <jt@home.test>"],
+        "error": None}
+    links = {s["email"]: s["link"] for s in response.json["signers"]}
+    assert [email.utils.parseaddr(m["To"]) for m in inbox.messages] == [
+        ("Eliot Protsch", "eliot@capstone.test"), ("John R. Tucker", "jt@home.test")]
+    for message in inbox.messages:
+        body = message.get_payload(decode=True).decode()
+        address = email.utils.parseaddr(message["To"])[1]
+        assert links[address] in body
+        assert all(link not in body for other, link in links.items() if other != address)
+        assert message["From"] == "Counterpart <legal@capstone.test>"
+        assert " ".join(message["Subject"].split()) == (
+            "Please sign: Separation letter of John R. Tucker, Capstone Turbine Corporation")
+
+
+def test_a_mail_failure_keeps_the_envelope_and_its_links(app, client, api, staff, make_letter,
+                                                        reference_terms):
+    # Nothing listens on that port.
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port(), SMTP_STARTTLS=False)
+    letter_id = make_letter(reference_terms)
+    page = staff.get(f"/letters/{letter_id}")
+    response = staff.post(f"/letters/{letter_id}/envelope", data={
+        "csrf_token": csrf_token(page.text), "link_days": "30",
+        "signers-0-role": "company", "signers-0-name": "Eliot Protsch",
+        "signers-0-email": "eliot@capstone.test",
+        "signers-1-role": "executive", "signers-1-name": "John R. Tucker",
+        "signers-1-email": ""})
+    assert response.status_code == 303
+    page = staff.get(response.headers["Location"])
+    assert "The signing emails could not be sent through 127.0.0.1" in page.text
+    assert page.text.count('data-signing-link') == 2
+    envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
+    assert envelope["status"] == "out"
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+def executed_pdf(client, api, sent) -> bytes:
+    for signer in sent["signers"]:
+        assert sign(client, signer["token"]).status_code == 200
+    return client.get(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api).data
+
+
+def verify(client, data: bytes):
+    return client.post("/api/verify", data={"file": (io.BytesIO(data), "letter.pdf")},
+                       content_type="multipart/form-data")
+
+
+def test_verify_tells_intact_from_modified(app, client, api, sent):
+    executed = executed_pdf(client, api, sent)
+    stranger = app.test_client()  # no account, no token
+
+    good = verify(stranger, executed)
+    assert good.status_code == 200
+    assert good.json["known"] is True and good.json["intact"] is True
+    assert good.json["sealed"] and good.json["signed_by_this_system"]
+    assert [s["name"] for s in good.json["signers"]] == ["Eliot Protsch", "John R. Tucker"]
+
+    middle = len(executed) // 3
+    flipped = executed[:middle] + bytes([executed[middle] ^ 0x01]) + executed[middle + 1:]
+    changed = verify(stranger, flipped).json
+    assert changed["intact"] is False and changed["modified"] is True
+
+    writer = pypdf.PdfWriter(io.BytesIO(executed), incremental=True)
+    writer.add_metadata({"/Note": "amended after execution"})
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    appended = verify(stranger, buffer.getvalue()).json
+    assert appended["known"] is True
+    assert appended["intact"] is False and appended["modified"] is True
+
+    blank = client.get(f"/api/letters/{sent['letter_id']}/document.pdf", headers=api).data
+    unknown = verify(stranger, blank).json
+    assert unknown["known"] is False and unknown["intact"] is False
+
+    missing = stranger.post("/api/verify", data={}, content_type="multipart/form-data")
+    assert missing.status_code == 400 and "'file'" in missing.json["error"]

@@ -1,0 +1,346 @@
+"""Execution in counterparts through the pages: staff send, follow, void, upload paper copies
+and download from the letter page; signers read, consent, sign or decline on theirs (without
+JavaScript, as the test client is); anyone verifies an executed PDF.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+
+import pytest
+from lxml import html as lxml_html
+
+from web.testing import csrf_token
+from workflow.pdfs import extract_pages
+
+
+def send_form(page_html: str, **changes: str) -> dict[str, str]:
+    """The values of the letter page's "Send for signature" form, as a browser would post."""
+    tree = lxml_html.fromstring(page_html)
+    (form,) = tree.xpath("//form[contains(@class, 'send-form')]")
+    values = {name: value for name, value in form.form_values()}
+    values.update(changes)
+    return values
+
+
+def links_on(page_html: str) -> list[str]:
+    return re.findall(r'value="(http://localhost/sign/[^"]+)"', page_html)
+
+
+def path_of(link: str) -> str:
+    return link.removeprefix("http://localhost")
+
+
+@pytest.fixture()
+def signer(app):
+    """A browser of a signer: no account, its own cookies."""
+    return app.test_client()
+
+
+def open_and_sign(signer, link: str, **fields: str):
+    page = signer.get(path_of(link))
+    assert page.status_code == 200, page.text
+    data = {"csrf_token": csrf_token(page.text), "consent": "yes", "signature_type": "typed",
+            "signature_text": "Signed by me", **fields}
+    return page, signer.post(path_of(link), data=data)
+
+
+# --- staff: sending ----------------------------------------------------------------------------
+
+def test_the_letter_page_sends_with_the_signers_of_the_terms(staff, make_letter,
+                                                              reference_terms):
+    letter_id = make_letter(reference_terms)
+    page = staff.get(f"/letters/{letter_id}")
+    assert page.status_code == 200
+    values = send_form(page.text)
+    assert values["signers-0-role"] == "company"
+    assert values["signers-0-name"] == "Eliot Protsch"
+    assert values["signers-1-role"] == "executive"
+    assert values["signers-1-name"] == "John R. Tucker"
+    assert values["link_days"] == "30" and "signing_order" not in values
+
+    response = staff.post(f"/letters/{letter_id}/envelope", data=send_form(
+        page.text, **{"signers-0-email": "eliot@capstone.test"}))
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/letters/{letter_id}#signatures"
+
+    shown = staff.get(response.headers["Location"])
+    links = links_on(shown.text)
+    assert len(links) == 2 and links[0] != links[1]
+    assert "Copy the signing links now." in shown.text
+    assert "No email was sent: outgoing mail is not set up" in shown.text
+    assert "0 of 2 signed" in shown.text
+    assert "Out for signature" in shown.text
+    assert "send-form" not in shown.text  # sent: no second envelope
+    # The links are shown once: only their fingerprints are kept.
+    again = staff.get(f"/letters/{letter_id}")
+    assert links_on(again.text) == []
+    assert "Copy the signing links now." not in again.text
+    for link in links:
+        assert link.rsplit("/", 1)[1] not in again.text
+    table = staff.get("/letters")
+    assert "0 of 2 signed" in table.text
+
+
+def test_send_form_mistakes_are_shown_beside_their_field(staff, make_letter, reference_terms,
+                                                         execution_state):
+    letter_id = make_letter(reference_terms)
+    page = staff.get(f"/letters/{letter_id}")
+    before = execution_state(letter_id)
+    response = staff.post(f"/letters/{letter_id}/envelope", data=send_form(
+        page.text, **{"signers-0-email": "eliot at capstone", "signers-1-name": "Jon Tucker"}))
+    assert response.status_code == 422
+    tree = lxml_html.fromstring(response.text)
+    error = tree.xpath("//p[@id='signers-0-email-error']")[0].text_content()
+    assert "'eliot at capstone' is not an email address" in error
+    assert tree.xpath("//input[@id='signers-0-email']")[0].get("aria-invalid") == "true"
+    assert tree.xpath("//input[@id='signers-0-email']")[0].get("value") == "eliot at capstone"
+    assert execution_state(letter_id) == before
+
+    named = staff.post(f"/letters/{letter_id}/envelope", data=send_form(
+        page.text, **{"signers-1-name": "Jon Tucker"}))
+    assert named.status_code == 422
+    assert "does not appear under a signature line" in lxml_html.fromstring(named.text).xpath(
+        "//p[@id='signers-1-name-error']")[0].text_content()
+    days = staff.post(f"/letters/{letter_id}/envelope",
+                      data=send_form(page.text, link_days="400"))
+    assert days.status_code == 422
+    assert "between 1 and 365" in lxml_html.fromstring(days.text).xpath(
+        "//p[@id='link_days-error']")[0].text_content()
+    assert execution_state(letter_id) == before
+
+
+def test_only_a_generated_current_version_offers_sending(staff, make_letter, reference_terms):
+    draft = make_letter(reference_terms, generate=False)
+    assert "send-form" not in staff.get(f"/letters/{draft}").text
+
+
+# --- signers -----------------------------------------------------------------------------------
+
+def test_signers_sign_without_javascript_and_see_the_outcome(app, staff, signer, sent,
+                                                              execution_state):
+    letter_id = sent["letter_id"]
+    company, executive = (s["link"] for s in sent["signers"])
+
+    page = signer.get(path_of(company))
+    assert page.status_code == 200
+    tree = lxml_html.fromstring(page.text)
+    pictures = tree.xpath("//ol[contains(@class, 'pages')]//img/@src")
+    assert len(pictures) == 3
+    picture = signer.get(pictures[0])
+    assert picture.status_code == 200 and picture.mimetype == "image/png"
+    assert tree.xpath("//input[@name='consent']/@required")
+    assert tree.xpath("//input[@id='signature-text']/@value") == ["Eliot Protsch"]
+    assert "electronic records and signatures" in page.text
+    assert "paper copy" in page.text and "withdraw this consent" in page.text
+    assert tree.xpath("//form[contains(@action, '/decline')]//textarea[@name='reason']")
+    assert "Sign in" not in page.text  # signers have no account
+    letter = signer.get(path_of(company) + "/letter.pdf")
+    assert letter.status_code == 200 and letter.data.startswith(b"%PDF-")
+
+    # No consent: nothing is signed, the page says why and keeps the signature typed.
+    before = execution_state(letter_id)
+    refused = signer.post(path_of(company), data={
+        "csrf_token": csrf_token(page.text), "signature_type": "typed",
+        "signature_text": "E. Protsch"})
+    assert refused.status_code == 400
+    assert "consent: agree to sign electronically" in refused.text
+    assert 'value="E. Protsch"' in refused.text
+    assert execution_state(letter_id) == before
+
+    _, signed = open_and_sign(signer, company, signature_text="Eliot Protsch")
+    assert signed.status_code == 303
+    done = signer.get(signed.headers["Location"])
+    assert "You signed the letter" in done.text
+    assert "Still to sign: John R. Tucker" in done.text
+    assert "1 of 2 signed" in staff.get(f"/letters/{letter_id}").text
+
+    other = app.test_client()
+    _, last = open_and_sign(other, executive, signature_text="John R. Tucker")
+    done = other.get(last.headers["Location"])
+    assert "The letter is fully executed." in done.text
+    # The used link now explains itself, and changes nothing.
+    used = other.get(path_of(executive))
+    assert used.status_code == 410
+    assert "This counterpart is already signed" in used.text
+
+
+def test_decline_needs_a_reason_and_then_stops_the_letter(staff, signer, sent, execution_state):
+    letter_id = sent["letter_id"]
+    link = sent["signers"][1]["link"]
+    page = signer.get(path_of(link))
+    before = execution_state(letter_id)
+    empty = signer.post(path_of(link) + "/decline",
+                        data={"csrf_token": csrf_token(page.text), "reason": "  "})
+    assert empty.status_code == 400
+    assert "reason is required" in empty.text
+    assert "<details open>" in empty.text
+    assert execution_state(letter_id) == before
+    declined = signer.post(path_of(link) + "/decline",
+                           data={"csrf_token": csrf_token(page.text),
+                                 "reason": "The consulting rate is wrong"})
+    assert declined.status_code == 303
+    assert "You declined to sign" in signer.get(declined.headers["Location"]).text
+    letter_page = staff.get(f"/letters/{letter_id}")
+    assert "John R. Tucker declined to sign" in letter_page.text
+    assert "The consulting rate is wrong" in letter_page.text
+    assert "Void this envelope" in letter_page.text
+
+
+def test_a_later_signer_waits_for_the_earlier_ones(signer, make_letter, send_letter,
+                                                   reference_terms, execution_state):
+    letter_id = make_letter(reference_terms)
+    answer = send_letter(letter_id, signing_order=True)
+    before = execution_state(letter_id)
+    page = signer.get(path_of(answer["signers"][1]["link"]))
+    assert page.status_code == 200
+    assert "Waiting for earlier signers" in page.text
+    assert "<li>Eliot Protsch</li>" in page.text
+    assert "Sign the letter" not in page.text
+    assert execution_state(letter_id) == before
+
+
+def test_the_signing_page_fits_its_rules(signer, sent):
+    page = signer.get(path_of(sent["signers"][0]["link"]))
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in page.text and " style=" not in page.text
+    assert page.headers["Cache-Control"] == "no-store"
+    assert page.headers["Referrer-Policy"] == "same-origin"  # the token stays on this site
+    with signer.get("/fonts/signature.ttf") as font:
+        assert font.status_code == 200 and font.mimetype == "font/ttf"
+        assert font.data[:4] == b"\x00\x01\x00\x00"  # a TrueType font
+    with signer.get("/static/css/app.css") as css:
+        assert 'url("../../fonts/signature.ttf")' in css.text
+
+
+# --- staff: follow, paper, void, downloads ------------------------------------------------
+
+def test_paper_upload_from_the_letter_page_then_executed_downloads(app, staff, signer, sent,
+                                                                   execution_state):
+    letter_id = sent["letter_id"]
+    company, executive = sent["signers"]
+    page = staff.get(f"/letters/{letter_id}")
+    blank = staff.get(f"/letters/{letter_id}/counterparts/{executive['counterpart_id']}"
+                      "/blank.pdf")
+    assert blank.status_code == 200
+    upload_url = f"/letters/{letter_id}/counterparts/{executive['counterpart_id']}/upload"
+    assert f'action="{upload_url}"' in page.text
+
+    before = execution_state(letter_id)
+    refused = staff.post(upload_url, data={"csrf_token": csrf_token(page.text),
+                                           "file": (io.BytesIO(b"not a pdf"), "scan.pdf")},
+                         content_type="multipart/form-data")
+    assert refused.status_code == 303
+    shown = staff.get(refused.headers["Location"])
+    assert "The scan was not accepted: scan.pdf is not a PDF file" in shown.text
+    assert execution_state(letter_id) == before
+
+    scan = extract_pages(blank.data, [2])
+    accepted = staff.post(upload_url, data={"csrf_token": csrf_token(page.text),
+                                            "file": (io.BytesIO(scan), "tucker-signed.pdf")},
+                          content_type="multipart/form-data")
+    shown = staff.get(accepted.headers["Location"])
+    assert "John R. Tucker&#39;s counterpart is signed on paper." in shown.text
+    assert "1 of 2 signed" in shown.text
+    assert "Paper copy uploaded" in shown.text  # the timeline
+    assert "Scan tucker-signed.pdf" in shown.text
+
+    open_and_sign(signer, company["link"])
+    executed_page = staff.get(f"/letters/{letter_id}")
+    assert "Fully executed" in executed_page.text
+    assert "2 of 2 signed" in executed_page.text
+    assert "On paper, recorded by counsel@example.com" in executed_page.text
+    assert "Typed signature" in executed_page.text
+    assert "send-form" not in executed_page.text and "Void this envelope" not in \
+        executed_page.text
+    assert "2 of 2 signed" in staff.get("/letters").text
+
+    executed = staff.get(f"/letters/{letter_id}/executed.pdf")
+    assert executed.status_code == 200 and executed.data.startswith(b"%PDF-")
+    assert executed.headers["Content-Disposition"] == \
+        "attachment; filename=john-r-tucker-executed.pdf"
+    signed = staff.get(f"/letters/{letter_id}/counterparts/{executive['counterpart_id']}"
+                       "/signed.pdf")
+    assert signed.data == scan
+    archive = staff.get(f"/letters/{letter_id}/counterparts.zip")
+    with zipfile.ZipFile(io.BytesIO(archive.data)) as opened:
+        assert opened.namelist() == ["john-r-tucker-executed.pdf",
+                                     "counterpart-1-eliot-protsch-signed.pdf",
+                                     "counterpart-2-john-r-tucker-scan.pdf", "audit.json"]
+        assert opened.read("counterpart-2-john-r-tucker-scan.pdf") == scan
+        record = json.loads(opened.read("audit.json"))
+    assert record["chain"]["ok"]
+    audit = staff.get(f"/letters/{letter_id}/audit.json")
+    assert audit.headers["Content-Disposition"] == \
+        "attachment; filename=john-r-tucker-audit.json"
+    assert json.loads(audit.data)["envelope"]["executed_pdf_sha256"]
+    timeline = staff.get(f"/letters/{letter_id}").text
+    assert timeline.count(">Downloaded<") == 3
+
+
+def test_void_from_the_letter_page(staff, signer, sent, execution_state):
+    letter_id = sent["letter_id"]
+    page = staff.get(f"/letters/{letter_id}")
+    before = execution_state(letter_id)
+    empty = staff.post(f"/letters/{letter_id}/envelope/void",
+                       data={"csrf_token": csrf_token(page.text), "reason": ""})
+    assert "The envelope was not voided: reason is required." in \
+        staff.get(empty.headers["Location"]).text
+    assert execution_state(letter_id) == before
+    voided = staff.post(f"/letters/{letter_id}/envelope/void",
+                        data={"csrf_token": csrf_token(page.text),
+                              "reason": "The hourly rate changes"})
+    shown = staff.get(voided.headers["Location"])
+    assert "Voided: the signing links no longer work." in shown.text
+    assert "The hourly rate changes" in shown.text
+    assert "send-form" in shown.text  # it may be sent again
+    assert "Change the terms" in shown.text
+    gone = signer.get(path_of(sent["signers"][0]["link"]))
+    assert gone.status_code == 410 and "This letter was withdrawn" in gone.text
+
+
+def test_downloads_before_execution_are_refused(staff, sent):
+    letter_id = sent["letter_id"]
+    for url in (f"/letters/{letter_id}/executed.pdf", f"/letters/{letter_id}/counterparts.zip",
+                f"/letters/{letter_id}/counterparts/{sent['signers'][0]['counterpart_id']}"
+                "/signed.pdf"):
+        response = staff.get(url)
+        assert response.status_code == 409, url
+    assert staff.get(f"/letters/{letter_id}/counterparts/999999/blank.pdf").status_code == 404
+
+
+# --- verify ------------------------------------------------------------------------------
+
+def test_the_verify_page_answers_in_words(app, client, api, sent):
+    for signer_answer in sent["signers"]:
+        client.post(f"/api/sign/{signer_answer['token']}", json={
+            "consent": True, "signature": {"type": "typed", "text": "Signed"}})
+    executed = client.get(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api).data
+    visitor = app.test_client()
+    form = visitor.get("/verify")
+    assert form.status_code == 200 and 'type="file"' in form.text
+
+    def check(data: bytes):
+        return visitor.post("/verify", data={"csrf_token": csrf_token(form.text),
+                                             "file": (io.BytesIO(data), "letter.pdf")},
+                            content_type="multipart/form-data")
+
+    good = check(executed)
+    assert good.status_code == 200
+    assert "Genuine and unchanged" in good.text
+    assert "Intact, made by this system" in good.text
+    assert "Eliot Protsch" in good.text and "John R. Tucker" in good.text
+    assert "Sealed at" in good.text
+    middle = len(executed) // 2
+    changed = check(executed[:middle] + bytes([executed[middle] ^ 0x20])
+                    + executed[middle + 1:])
+    assert "Changed after it was sealed" in changed.text
+    stranger = check(b"%PDF-1.4\nnot much of a PDF\n")
+    assert "Not an executed letter of this system" in stranger.text
+    empty = visitor.post("/verify", data={"csrf_token": csrf_token(form.text)},
+                         content_type="multipart/form-data")
+    assert empty.status_code == 400 and "Choose a PDF file to check." in empty.text
