@@ -309,8 +309,9 @@ def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
                        and envelope.assembly_state != "failed"),
         "signers": signers, "signed": signed_count, "total": len(signers),
         "executed": _document_info(executed),
+        # Once every counterpart is signed the letter is executed: there is nothing to void.
         "can_void": envelope.status in (EnvelopeStatus.OUT.value, EnvelopeStatus.DECLINED.value)
-        and envelope.assembly_state != "done",
+        and signed_count < len(signers),
     }
 
 

@@ -96,6 +96,49 @@ def take_screenshots(out_dir: Path) -> list[Path]:
             path = out_dir / "letters-phone.png"
             phone.screenshot(path=str(path))
             saved.append(path)
+
+            # Execution in counterparts: send, sign (typed at a desk, drawn on a phone).
+            page.goto(f"{server.url}/letters/{letter_id}")
+            page.fill("#signers-0-email", "eliot@capstone.example")
+            page.click("button:has-text('Send for signature')")
+            page.wait_for_selector("[data-signing-link]")
+            page.locator("#signatures").scroll_into_view_if_needed()
+            shot("sent")
+            links = [page.locator("[data-signing-link]").nth(i).input_value() for i in range(2)]
+
+            desk = browser.new_page(viewport={"width": 1280, "height": 900})
+            desk.goto(links[0])
+            desk.check("input[name=consent]")
+            desk.locator("[data-typed-preview]").scroll_into_view_if_needed()
+            path = out_dir / "signing.png"
+            desk.screenshot(path=str(path))
+            saved.append(path)
+            desk.click("button:has-text('Sign the letter')")
+            desk.wait_for_url("**/done")
+
+            signer = browser.new_page(viewport={"width": 390, "height": 844},
+                                      device_scale_factor=2, is_mobile=True, has_touch=True)
+            signer.goto(links[1])
+            signer.check("input[name=consent]")
+            signer.check("input[value=drawn]")
+            canvas = signer.locator("[data-signature-canvas]")
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            x, y = box["x"] + 30, box["y"] + box["height"] * 0.7
+            signer.mouse.move(x, y)
+            signer.mouse.down()
+            for step in range(1, 36):
+                signer.mouse.move(x + step * 8, y - 30 + ((step * 37) % 50))
+            signer.mouse.up()
+            path = out_dir / "signing-phone.png"
+            signer.screenshot(path=str(path))
+            saved.append(path)
+            signer.click("button:has-text('Sign the letter')")
+            signer.wait_for_url("**/done")
+
+            page.goto(f"{server.url}/letters/{letter_id}")
+            page.wait_for_load_state("networkidle")
+            shot("executed")
             browser.close()
         get_generator_close(app)
     return saved

@@ -488,6 +488,7 @@ def test_a_failed_assembly_does_not_fail_the_signer_and_can_be_retried(app, clie
     page = staff.get(f"/letters/{letter_id}")
     assert "the executed PDF could not be assembled" in page.text
     assert "Partially executed" in page.text
+    assert "Void this envelope" not in page.text  # every counterpart is signed
 
     refused = client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api)
     assert refused.status_code == 503
