@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response
 
 from workflow.audit import record_event
 from workflow.envelopes import (
+    MAX_UPLOAD_BYTES,
     Actor,
     SignerSpec,
     assemble_envelope,
@@ -115,8 +116,6 @@ def file_slug(text: str) -> str:
 
 def upload_limit() -> int:
     """The largest scan accepted: the domain's limit, or the request limit if smaller."""
-    from workflow.envelopes import MAX_UPLOAD_BYTES
-
     request_limit = current_app.config.get("MAX_CONTENT_LENGTH")
     return min(MAX_UPLOAD_BYTES, request_limit) if request_limit else MAX_UPLOAD_BYTES
 

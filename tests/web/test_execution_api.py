@@ -67,8 +67,12 @@ def test_send_with_the_signers_of_the_terms(client, api, make_letter, reference_
     assert followed.status_code == 200
     assert all("link" not in s for s in followed.json["signers"])
     assert followed.json["signed"] == 0 and followed.json["total"] == 2
-    assert client.get(f"/api/letters/{letter_id}", headers=api).json["status"] == \
-        "out_for_signature"
+    letter = client.get(f"/api/letters/{letter_id}", headers=api).json
+    assert letter["status"] == "out_for_signature"
+    assert letter["signatures"] == {"signed": 0, "total": 2, "envelope_status": "out"}
+    assert letter["envelope"] == f"http://localhost/api/letters/{letter_id}/envelope"
+    (listed,) = client.get("/api/letters", headers=api).json["letters"]
+    assert listed["signatures"] == letter["signatures"]
 
 
 def test_send_with_signers_an_order_and_a_lifetime(client, api, make_letter, reference_terms):

@@ -17,6 +17,7 @@ from workflow.states import LetterStatus
 from ..database import get_db
 from ..documents import get_generator
 from ..downloads import send_document
+from ..execution import signature_progress
 from ..letters.records import (
     find_document,
     iso,
@@ -97,14 +98,19 @@ def _summary_json(letter: dict[str, Any]) -> dict[str, Any]:
         "updated_at": iso(letter["updated_at"]),
         "url": url_for(".get_letter", letter_id=letter["id"], _external=True),
         "page": url_for("letters.show", letter_id=letter["id"], _external=True),
+        # The counterparts of the newest envelope, once the letter was sent for signature.
+        "signatures": letter.get("signatures"),
     }
 
 
 def _letter_json(letter_id: int) -> dict[str, Any]:
     with get_db().transaction() as session:
         letter = letter_detail(session, letter_id, with_events=False)
+        letter["signatures"] = signature_progress(session, [letter_id]).get(letter_id)
     return {
         **_summary_json(letter),
+        "envelope": url_for(".envelope", letter_id=letter_id, _external=True)
+        if letter["signatures"] else None,
         "created_by": letter["created_by"],
         "terms": letter["version"]["terms"],
         "versions": [{
@@ -153,6 +159,9 @@ def letters() -> Response:
         page = list_letters(session, q=request.args.get("q", "")[:200], status=status,
                             page=page_number, per_page=per_page)
         rows = [letter_summary(letter) for letter in page.letters]
+        progress = signature_progress(session, [row["id"] for row in rows])
+    for row in rows:
+        row["signatures"] = progress.get(row["id"])
     return jsonify(letters=[_summary_json(row) for row in rows], total=page.total,
                    page=page.page, per_page=page.per_page, pages=page.pages)
 
