@@ -9,7 +9,6 @@ signer's session cookie like any other.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -35,6 +34,7 @@ from workflow.envelopes import (
 from workflow.errors import CounterpartError, LinkError, NotFoundError
 from workflow.letters import blob_bytes
 from workflow.models import Document, Letter, utcnow
+from workflow.pdfs import HANDWRITING_FONT
 from workflow.states import CounterpartStatus, EnvelopeStatus, LetterStatus
 
 from .auth import public
@@ -46,9 +46,6 @@ from .previews import get_previews
 __all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document"]
 
 bp = Blueprint("signing", __name__)
-
-SIGNATURE_FONT = (Path(__file__).resolve().parents[1] / "workflow" / "fonts"
-                  / "DancingScript-Regular.ttf")
 
 # The disclosure a signer agrees to before signing electronically (ESIGN Act, 15 U.S.C. 7001(c);
 # UETA section 5): what they consent to, how to get paper instead or withdraw, what they need.
@@ -260,7 +257,7 @@ def letter_pdf(token: str) -> Response:
 @public
 def signature_font() -> Response:
     """The handwriting font of typed signatures (Dancing Script, SIL Open Font License)."""
-    response = send_file(SIGNATURE_FONT, mimetype="font/ttf", max_age=86400, conditional=True)
+    response = send_file(HANDWRITING_FONT, mimetype="font/ttf", max_age=86400, conditional=True)
     response.headers["Cache-Control"] = "public, max-age=86400"
     return response
 
