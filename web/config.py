@@ -94,6 +94,10 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SEAL_PKCS12": _path(env, "SEAL_PKCS12"),
         "SEAL_PKCS12_PASSWORD": env.get(ENV_PREFIX + "SEAL_PKCS12_PASSWORD") or None,
         "TIMESTAMP_URL": _text(env, "TIMESTAMP_URL") or None,
+        # Failed sign-ins, unknown API tokens and guessed signing links allowed per client.
+        "RATE_LIMIT_FAILURES": _text(env, "RATE_LIMIT_FAILURES", "10 per minute"),
+        # Shared counters (rate limits) for several app servers; empty means this process.
+        "REDIS_URL": _text(env, "REDIS_URL") or None,
         # Outgoing mail: the signing links; no host means no mail is sent.
         "SMTP_HOST": _text(env, "SMTP_HOST") or None,
         "SMTP_PORT": _integer(env, "SMTP_PORT", 587, minimum=1),

@@ -9,7 +9,6 @@ share one count.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -18,6 +17,8 @@ from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from werkzeug.wrappers import Response
+
+from .config import ConfigError
 
 __all__ = ["init_app", "FailureLimiter", "DEFAULT_LIMIT"]
 
@@ -92,13 +93,13 @@ def count_after(response: Response) -> Response:
 
 def init_app(app: Flask) -> FailureLimiter:
     """Check the limit before any other work on a request, and count failures after it."""
-    app.config.setdefault("RATE_LIMIT_FAILURES", os.environ.get(
-        "COUNTERPART_RATE_LIMIT_FAILURES", "").strip() or DEFAULT_LIMIT)
-    app.config.setdefault("REDIS_URL", os.environ.get("COUNTERPART_REDIS_URL", "").strip()
-                          or None)
-    storage = storage_from_string(app.config["REDIS_URL"] or "memory://")
-    limiter = FailureLimiter(MovingWindowRateLimiter(storage),
-                             parse(app.config["RATE_LIMIT_FAILURES"]))
+    try:
+        limit = parse(app.config.get("RATE_LIMIT_FAILURES") or DEFAULT_LIMIT)
+    except ValueError as exc:
+        raise ConfigError(f"COUNTERPART_RATE_LIMIT_FAILURES: {exc}; write it like "
+                          f"'{DEFAULT_LIMIT}'.") from exc
+    storage = storage_from_string(app.config.get("REDIS_URL") or "memory://")
+    limiter = FailureLimiter(MovingWindowRateLimiter(storage), limit)
     app.extensions[EXTENSION] = limiter
     app.before_request(check_before)
     app.after_request(count_after)
