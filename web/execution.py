@@ -37,6 +37,7 @@ from workflow.envelopes import (
     counterpart_of,
     current_envelope,
     letter_pdf_for,
+    reissue_link,
     send_envelope,
 )
 from workflow.errors import CounterpartError, StateError
@@ -193,6 +194,30 @@ def send_for_signature(letter_id: int, signers: list[SignerSpec] | None, *,
             sent.emailed = [f"{i.name} <{i.email}>" for i in invitations]
         except CounterpartError as exc:
             log.warning("signing emails for letter %s failed: %s", letter_id, exc)
+            sent.email_error = str(exc)
+    return sent
+
+
+def renew_signing_link(letter_id: int, counterpart_id: int) -> SentEnvelope:
+    """Replace one counterpart's lost link, and email the new one when mail is set up."""
+    with get_db().transaction() as session:
+        issued = reissue_link(session, letter_id, counterpart_id, staff_actor())
+        counterpart = counterpart_of(session, letter_id, counterpart_id)
+        envelope = counterpart.envelope
+        link = signing_link(issued.token)
+        invitation = (SigningInvitation(counterpart.name, counterpart.email,
+                                        letter_title(get_letter(session, letter_id)), link,
+                                        _expires_on(envelope.expires_at))
+                      if counterpart.email else None)
+        sent = SentEnvelope(envelope.id, {counterpart_id: link})
+    settings = smtp_settings()
+    if settings is not None and invitation is not None:
+        try:
+            send_signing_invitations(settings, [invitation])
+            sent.emailed = [f"{invitation.name} <{invitation.email}>"]
+        except CounterpartError as exc:
+            log.warning("the new signing link for letter %s was not emailed: %s", letter_id,
+                        exc)
             sent.email_error = str(exc)
     return sent
 

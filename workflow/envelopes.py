@@ -52,7 +52,8 @@ __all__ = [
     "current_envelope", "envelope_for_token", "view_signing", "sign_counterpart",
     "decline_counterpart", "upload_paper_counterpart", "void_envelope", "assemble_envelope",
     "claim_assembly", "retry_assembly", "audit_record", "verify_document", "token_hash",
-    "expire_links", "counterpart_of", "ROLES", "DEFAULT_LINK_DAYS", "MAX_UPLOAD_BYTES",
+    "expire_links", "reissue_link", "counterpart_of", "ROLES", "DEFAULT_LINK_DAYS",
+    "MAX_UPLOAD_BYTES",
 ]
 
 ROLES = ("company", "executive", "witness", "other")
@@ -501,6 +502,34 @@ def void_envelope(session: Session, letter_id: int, reason: Any, actor: Actor, *
                  user_agent=actor.user_agent, envelope_id=envelope.id, at=now,
                  detail={"reason": text})
     return envelope
+
+
+def reissue_link(session: Session, letter_id: int, counterpart_id: int, actor: Actor, *,
+                 now: dt.datetime | None = None) -> IssuedLink:
+    """Give an open counterpart a new signing link; the old one stops working at once.
+
+    Links are stored only as hashes, so a lost link cannot be shown again: this replaces it.
+    """
+    now = now or utcnow()
+    counterpart = counterpart_of(session, letter_id, counterpart_id)
+    envelope = _lock_envelope(session, counterpart.envelope_id)
+    session.refresh(counterpart)
+    if envelope.status != EnvelopeStatus.OUT.value:
+        raise StateError(f"This envelope is {envelope.status}; its links cannot be renewed.")
+    if counterpart.status not in _OPEN:
+        raise StateError(f"{counterpart.name}'s counterpart is {counterpart.status}; only a "
+                         "counterpart still to be signed gets a new link.")
+    if now >= envelope.expires_at:
+        raise StateError("The envelope's links have expired; void it and send the letter "
+                         "again.")
+    token = secrets.token_urlsafe(32)
+    counterpart.token_hash = token_hash(token)
+    record_event(session, letter_id, "sent", actor=actor.name, ip=actor.ip,
+                 user_agent=actor.user_agent, envelope_id=envelope.id,
+                 counterpart_id=counterpart.id, at=now,
+                 detail={"signer": counterpart.name, "role": counterpart.role,
+                         "reason": "new link; the earlier link no longer works"})
+    return IssuedLink(counterpart.id, token)
 
 
 def expire_links(session: Session, *, now: dt.datetime | None = None) -> int:

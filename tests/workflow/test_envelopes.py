@@ -314,3 +314,19 @@ def test_verify_tells_known_intact_and_modified(database, letter_id, sealer, ref
     assert bad["known"] and not bad["intact"] and bad["modified"]
     assert not stranger["known"] and not stranger["intact"]
     assert appended["known"] and not appended["intact"] and appended["modified"]
+
+
+def test_a_lost_link_is_replaced_and_the_old_one_stops(database, letter_id):
+    _, (company, executive) = send(database, letter_id)
+    with database.transaction() as session:
+        envelope_id = session.scalar(select(Envelope.id))
+        company_id = session.get(Envelope, envelope_id).counterparts[0].id
+        fresh = env.reissue_link(session, letter_id, company_id, STAFF)
+    assert fresh.counterpart_id == company_id and fresh.token != company
+    with database.transaction() as session, pytest.raises(env.NotFoundError):
+        env.view_signing(session, company, SIGNER)
+    assert sign(database, fresh.token) == ("signed", False)
+    with database.transaction() as session, pytest.raises(StateError, match="is signed"):
+        env.reissue_link(session, letter_id, company_id, STAFF)
+    with database.transaction() as session:
+        assert [e.type for e in events_of(session, letter_id)].count("sent") == 3

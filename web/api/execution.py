@@ -24,6 +24,7 @@ from ..execution import (
     audit_json,
     envelope_record,
     executed_document,
+    renew_signing_link,
     send_blank_counterpart,
     send_counterparts_zip,
     send_executed_pdf,
@@ -126,6 +127,14 @@ def send(letter_id: int) -> tuple[Response, int, dict[str, str]]:
     answer["emails"] = {"sent": sent.emailed, "error": sent.email_error}
     location = url_for(".envelope", letter_id=letter_id, _external=True)
     return jsonify(answer), 201, {"Location": location}
+
+
+@bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/link")
+def new_link(letter_id: int, counterpart_id: int) -> tuple[Response, int]:
+    """Replace a signer's lost link: the answer holds the new one; the old one stops working."""
+    sent = renew_signing_link(letter_id, counterpart_id)
+    return jsonify({"counterpart_id": counterpart_id, "link": sent.links[counterpart_id],
+                    "emails": {"sent": sent.emailed, "error": sent.email_error}}), 201
 
 
 @bp.get("/letters/<int:letter_id>/envelope")

@@ -27,6 +27,7 @@ from ..execution import (
     audit_json,
     executed_document,
     file_slug,
+    renew_signing_link,
     send_blank_counterpart,
     send_counterparts_zip,
     send_executed_pdf,
@@ -86,6 +87,25 @@ def send(letter_id: int) -> Response | tuple[str, int]:
                              "mail_configured": smtp_settings() is not None}
     flash("Sent for signature. Copy each signer's link below: it is shown only now.",
           "success")
+    return _to_letter(letter_id)
+
+
+@bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/link")
+def new_link(letter_id: int, counterpart_id: int) -> Response:
+    """Replace a signer's lost link and show the new one once."""
+    try:
+        sent = renew_signing_link(letter_id, counterpart_id)
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        flash(f"No new link was made: {exc}", "error")
+        return _to_letter(letter_id)
+    session[ISSUED_LINKS] = {"letter_id": letter_id, "envelope_id": sent.envelope_id,
+                             "links": {str(cid): url for cid, url in sent.links.items()},
+                             "emailed": sent.emailed, "email_error": sent.email_error,
+                             "mail_configured": smtp_settings() is not None}
+    flash("A new link was made; the earlier one no longer works. Copy it below: it is shown "
+          "only now.", "success")
     return _to_letter(letter_id)
 
 
