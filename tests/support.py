@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -45,22 +46,47 @@ TEST_DATABASE_ENV = "COUNTERPART_TEST_DATABASE_URL"
 
 def server_database_url() -> str | None:
     """Return the PostgreSQL server the suite runs against, or None for SQLite files."""
-    import os
-
     return os.environ.get(TEST_DATABASE_ENV) or None
 
 
+_TEMPLATE_DATABASE = f"counterpart_test_template_{os.getpid()}"
+_template_ready = False
+
+
+def _migrated_template(server_url: str) -> str:
+    """Make, once per test process, a migrated database that each test's database copies."""
+    global _template_ready
+    if not _template_ready:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        from workflow.db import Database
+
+        engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{_TEMPLATE_DATABASE}"'))
+            connection.execute(text(f'CREATE DATABASE "{_TEMPLATE_DATABASE}"'))
+        engine.dispose()
+        template = Database(make_url(server_url).set(database=_TEMPLATE_DATABASE)
+                            .render_as_string(hide_password=False))
+        template.migrate()
+        template.dispose()  # a template database must have no connections when copied
+        _template_ready = True
+    return _TEMPLATE_DATABASE
+
+
 def create_server_database(server_url: str) -> str:
-    """Create an empty database of its own on the test server and return its URL."""
+    """Create a migrated database of its own on the test server and return its URL."""
     import uuid
 
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
+    template = _migrated_template(server_url)
     name = f"counterpart_test_{uuid.uuid4().hex[:16]}"
     engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     engine.dispose()
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .audit import record_event
@@ -57,11 +59,18 @@ def template_sha256(spec: TemplateSpec) -> str:
 
 
 def store_blob(session: Session, data: bytes) -> str:
-    """Store bytes once under their SHA-256 and return it."""
+    """Store bytes once under their SHA-256 and return it.
+
+    Two transactions may store the same bytes at once (two signers adopting the same typed
+    signature): the insert skips a row that already exists instead of failing on it.
+    """
     digest = hashlib.sha256(data).hexdigest()
     if session.get(Blob, digest) is None:
-        session.add(Blob(sha256=digest, size=len(data), data=data))
-        session.flush()
+        dialect = session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(insert(Blob).values(sha256=digest, size=len(data), data=data,
+                                            created_at=utcnow())
+                        .on_conflict_do_nothing(index_elements=["sha256"]))
     return digest
 
 

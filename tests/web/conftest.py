@@ -296,3 +296,11 @@ def sent(make_letter: Any, send_letter: Any, reference_terms: dict[str, Any]) ->
         {"role": "company", "name": "Eliot Protsch", "email": "eliot@capstone.test"},
         {"role": "executive", "name": "John R. Tucker"}])
     return {"letter_id": letter_id, **answer}
+
+
+@pytest.fixture()
+def shared_database(data_dir: Path, database_url: str | None) -> Iterator[Any]:
+    """The database of the test's data folder, for checking what server processes did."""
+    database = open_database(data_dir, database_url)
+    yield database
+    database.dispose()

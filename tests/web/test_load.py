@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 
 from workflow.accounts import create_api_token
 from workflow.audit import events_of, verify_chain
-from workflow.db import open_database
 from workflow.models import Document
 
 CLIENTS = 50
@@ -34,9 +33,9 @@ def server(data_dir, database_url):
         yield running
 
 
-def test_fifty_clients_for_thirty_seconds(server, data_dir, database_url, credentials,
+def test_fifty_clients_for_thirty_seconds(server, shared_database, credentials,
                                           reference_terms, capsys):
-    database = open_database(data_dir, database_url)
+    database = shared_database
     with database.transaction() as session:
         token = create_api_token(session, credentials["staff"][0], "load test")
     staff_headers = {"Authorization": f"Bearer {token}"}
@@ -117,4 +116,3 @@ def test_fifty_clients_for_thirty_seconds(server, data_dir, database_url, creden
             assert verify_chain(session, letter_id).ok
             types = Counter(e.type for e in events_of(session, letter_id))
             assert types["signed"] == 2 and types["executed"] == 1
-    database.dispose()

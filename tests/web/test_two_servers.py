@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 
 from workflow.accounts import create_api_token
 from workflow.audit import events_of, verify_chain
-from workflow.db import open_database
 from workflow.models import Document, Envelope
 from workflow.seal import check_seal, load_or_create_sealer
 
@@ -34,10 +33,10 @@ def servers(data_dir, database_url):
         second.stop()
 
 
-def test_two_servers_execute_each_letter_exactly_once(servers, data_dir, database_url,
+def test_two_servers_execute_each_letter_exactly_once(servers, shared_database, data_dir,
                                                       credentials, reference_terms):
     first, second = servers
-    database = open_database(data_dir, database_url)
+    database = shared_database
     with database.transaction() as session:
         token = create_api_token(session, credentials["staff"][0], "two servers")
     headers = {"Authorization": f"Bearer {token}"}
@@ -104,7 +103,6 @@ def test_two_servers_execute_each_letter_exactly_once(servers, data_dir, databas
             envelope = session.scalar(select(Envelope).where(Envelope.letter_id == letter_id))
             assert envelope.status == "completed"
             assert [c.status for c in envelope.counterparts] == ["signed", "signed"]
-    database.dispose()
     for pdf in executed.values():
         check = check_seal(pdf, sealer.certificate)
         assert check.intact and check.signed_by_us
