@@ -75,3 +75,31 @@ def database(tmp_path, database_url):
     database = open_database(tmp_path, database_url)
     yield database
     database.dispose()
+
+
+class Inbox:
+    """The messages a local SMTP server received."""
+
+    def __init__(self) -> None:
+        import email.message
+
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        import email
+
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture()
+def smtp_inbox():
+    """A real SMTP server on loopback: yields its port and the inbox it fills."""
+    from aiosmtpd.controller import Controller
+    from serving import free_port
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port, inbox
+    controller.stop()

@@ -8,13 +8,12 @@ from __future__ import annotations
 import datetime as dt
 import email
 import io
-import socket
 import threading
 import zipfile
 
 import pypdf
 import pytest
-from aiosmtpd.controller import Controller
+from serving import free_port
 from sqlalchemy import func, select, update
 from support import letter_words
 
@@ -565,30 +564,6 @@ def test_one_link_used_twice_at_the_same_moment_signs_once(app, sent):
 
 
 # --- email -------------------------------------------------------------------------------------
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.Message] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture()
-def smtp_inbox():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller.port, inbox
-    controller.stop()
-
 
 def test_each_signer_is_emailed_their_own_link(app, client, api, make_letter, reference_terms,
                                                smtp_inbox):

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 import redis
+from serving import free_port
 
 from web import create_app
 
 GUESSER = {"REMOTE_ADDR": "203.0.113.99"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,43 +2,16 @@
 
 from __future__ import annotations
 
-import email
-import socket
-
 import pytest
-from aiosmtpd.controller import Controller
+from serving import free_port
 
 from workflow.errors import CounterpartError
 from workflow.mail import SigningInvitation, SmtpSettings, send_signing_invitations
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.Message] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture()
-def smtp_server():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
-
-
-def test_each_signer_gets_their_own_link(smtp_server):
-    controller, inbox = smtp_server
-    settings = SmtpSettings(host="127.0.0.1", port=controller.port, sender="legal@acme.test")
+def test_each_signer_gets_their_own_link(smtp_inbox):
+    port, inbox = smtp_inbox
+    settings = SmtpSettings(host="127.0.0.1", port=port, sender="legal@acme.test")
     sent = send_signing_invitations(settings, [
         SigningInvitation("Eliot Protsch", "eliot@acme.test", "Separation letter",
                           "http://127.0.0.1:5000/sign/abc", "August 23, 2006"),
