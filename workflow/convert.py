@@ -234,6 +234,14 @@ class _Worker:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
 
+    def _killed_by_signal(self) -> bool:
+        assert self.proc is not None
+        try:
+            returncode = self.proc.wait(timeout=_REAP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return False
+        return returncode < 0
+
     def request(self, message: dict[str, str], timeout: float) -> dict[str, Any]:
         """Send one request and return the answer; raise _WorkerGone or TimeoutError."""
         if not self.running():
@@ -247,7 +255,11 @@ class _Worker:
         line = self._read_line(time.monotonic() + timeout)
         answer = self._parse(line) if line is not None else None
         if answer is None:
-            raise _WorkerGone("the worker stopped while converting", before_request=False)
+            # A worker killed by a signal from outside (kill -9 just before this request, the
+            # write landing in the pipe of a dying process) never read the document: safe to
+            # retry. A document that crashes LibreOffice leaves the worker alive to say so.
+            killed = self._killed_by_signal()
+            raise _WorkerGone("the worker stopped while converting", before_request=killed)
         return answer
 
     def kill(self) -> None:
