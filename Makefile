@@ -7,8 +7,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 # chromium is for the browser tests and `make screenshots` (Playwright drives Debian's build).
-DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation poppler-utils python3-venv \
-	chromium
+# fonts-wqy-microhei draws Chinese and Japanese names, which Liberation and DejaVu lack.
+DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation fonts-wqy-microhei \
+	poppler-utils python3-venv chromium
 # What only the tests need: Redis for the shared rate-limit test, PostgreSQL for test-postgres.
 TEST_DEB_PACKAGES := redis-server postgresql
 HOST ?= 127.0.0.1
