@@ -304,3 +304,18 @@ def shared_database(data_dir: Path, database_url: str | None) -> Iterator[Any]:
     database = open_database(data_dir, database_url)
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright (its own browser download cannot
+    work here); ``make test`` installs it, and a machine without it fails here, loudly."""
+    from playwright.sync_api import sync_playwright
+
+    from web.testing import CHROMIUM, launch_chromium
+
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: apt-get install chromium"
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()

@@ -11,7 +11,6 @@ under its Content-Security-Policy without a violation.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,9 @@ import pytest
 from support import letter_words
 
 from web import create_app
-from web.testing import CHROMIUM, LiveServer, launch_chromium
+from web.testing import LiveServer
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"{CHROMIUM} is missing: apt-get install chromium"),
-]
+pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 60_000
 
@@ -35,16 +30,6 @@ TIMEOUT_MS = 60_000
 def pdf_words(path: Path) -> list[str]:
     reader = pypdf.PdfReader(io.BytesIO(path.read_bytes()))
     return letter_words("\n".join(page.extract_text() for page in reader.pages))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ pages and words, each signature above its signer's name, the certificate, and th
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,27 +19,13 @@ from support import letter_words
 
 from web import create_app
 from web.execution import get_sealer
-from web.testing import CHROMIUM, LiveServer, launch_chromium
+from web.testing import LiveServer
 from workflow.seal import check_seal
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"{CHROMIUM} is missing: apt-get install chromium"),
-]
+pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 60_000
 NAMES = ("Eliot Protsch", "John R. Tucker")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture()
