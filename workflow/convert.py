@@ -535,6 +535,8 @@ class PdfConverter:
 
 def _office_program(soffice: str) -> str:
     """Return the real ``soffice.bin`` behind a ``soffice`` launcher, or ``soffice`` itself."""
+    # The same as uno_worker.office_program: that script imports ``uno`` at load time, which
+    # only Debian's own Python can, so this module cannot import it from there.
     found = shutil.which(soffice) or soffice
     # Killing the launcher on a timeout would leave the soffice.bin it forked running.
     real = Path(os.path.realpath(found))
