@@ -9,9 +9,9 @@ from pathlib import Path
 
 import docx
 
-# The 2006 letter the template reproduces, kept in the shared folder beside the repository.
-REFERENCE_LETTER = (Path(__file__).resolve().parents[2] / "shared" / "reference"
-                    / "separation_letter_2006.txt")
+# The 2006 letter the template reproduces, kept beside its template.
+REFERENCE_LETTER = (Path(__file__).resolve().parents[1] / "templates"
+                    / "separation_letter.reference.txt")
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _RULE = re.compile(r"(?:_{3,}|-{3,})")

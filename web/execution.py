@@ -46,7 +46,12 @@ from workflow.letters import blob_bytes, get_letter, get_version, latest_documen
 from workflow.mail import SigningInvitation, SmtpSettings, send_signing_invitations
 from workflow.models import Counterpart, Document, Envelope, Letter, utcnow
 from workflow.seal import Sealer, load_or_create_sealer
-from workflow.states import CounterpartStatus, EnvelopeStatus, LetterStatus
+from workflow.states import (
+    OPEN_COUNTERPART_STATUSES,
+    CounterpartStatus,
+    EnvelopeStatus,
+    LetterStatus,
+)
 
 from .database import get_db
 from .documents import get_generator
@@ -63,8 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 SEALER = "counterpart.sealer"
 _SEALER_LOCK = threading.Lock()
-OPEN_STATUSES = frozenset({CounterpartStatus.CREATED.value, CounterpartStatus.SENT.value,
-                           CounterpartStatus.VIEWED.value})
+OPEN_STATUSES = OPEN_COUNTERPART_STATUSES
 PDF_TYPE = "application/pdf"
 
 

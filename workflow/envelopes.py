@@ -45,7 +45,13 @@ from .letters import (
 )
 from .models import Counterpart, Document, Envelope, Letter, LetterVersion, utcnow
 from .seal import Sealer, check_seal, seal_pdf
-from .states import CounterpartStatus, EnvelopeStatus, LetterStatus, transition
+from .states import (
+    OPEN_COUNTERPART_STATUSES,
+    CounterpartStatus,
+    EnvelopeStatus,
+    LetterStatus,
+    transition,
+)
 
 __all__ = [
     "SignerSpec", "Actor", "IssuedLink", "SigningView", "send_envelope", "default_signers",
@@ -62,8 +68,7 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_SIGNERS = 10
 STALE_ASSEMBLY = dt.timedelta(minutes=3)
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-_OPEN = (CounterpartStatus.CREATED.value, CounterpartStatus.SENT.value,
-         CounterpartStatus.VIEWED.value)
+_OPEN = tuple(sorted(OPEN_COUNTERPART_STATUSES))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Integer,
@@ -104,6 +105,8 @@ class Letter(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    """Names to search by (executive, company, signers), case- and accent-folded."""
 
     versions: Mapped[list[LetterVersion]] = relationship(
         back_populates="letter", order_by="LetterVersion.number")
@@ -202,6 +205,18 @@ class Counterpart(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     signature_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
     signed_document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    """The signer's IANA time zone when signing online (UTC when the browser gave none)."""
+    signed_on: Mapped[dt.date | None] = mapped_column(Date)
+    """The calendar date of signing: in the signer's zone online; as staff read it on paper."""
+    emailed_at: Mapped[dt.datetime | None]
+    """When the mail server last accepted this signer's invitation; None if never emailed."""
+    uploaded_at: Mapped[dt.datetime | None]
+    """When staff uploaded the scan of a counterpart signed on paper."""
+    paper: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The checks of a paper upload: ink found or accepted without, signing order overridden."""
+    pending_document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
+    """A scan uploaded on the page and awaiting staff confirmation; it does not count yet."""
 
     envelope: Mapped[Envelope] = relationship(back_populates="counterparts")
 

@@ -12,7 +12,8 @@ from typing import TypeVar
 from .errors import StateError
 
 __all__ = ["LetterStatus", "CounterpartStatus", "EnvelopeStatus", "LETTER_TRANSITIONS",
-           "COUNTERPART_TRANSITIONS", "ENVELOPE_TRANSITIONS", "transition", "can_transition"]
+           "COUNTERPART_TRANSITIONS", "ENVELOPE_TRANSITIONS", "transition", "can_transition",
+           "OPEN_COUNTERPART_STATUSES"]
 
 
 class LetterStatus(StrEnum):
@@ -30,7 +31,15 @@ class LetterStatus(StrEnum):
 
 
 class CounterpartStatus(StrEnum):
+    """Where one signer's counterpart stands.
+
+    ``created``: waiting for earlier signers (signing order); ``ready``: the link is issued but
+    was not handed to a mail server, so staff must pass it on; ``sent``: the mail server
+    accepted the invitation.
+    """
+
     CREATED = "created"
+    READY = "ready"
     SENT = "sent"
     VIEWED = "viewed"
     SIGNED = "signed"
@@ -40,7 +49,7 @@ class CounterpartStatus(StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.capitalize()
+        return "Link ready" if self is CounterpartStatus.READY else self.value.capitalize()
 
 
 class EnvelopeStatus(StrEnum):
@@ -58,7 +67,8 @@ LETTER_TRANSITIONS: dict[LetterStatus, frozenset[LetterStatus]] = {
     L.GENERATED: frozenset({L.DRAFT, L.OUT_FOR_SIGNATURE}),
     L.OUT_FOR_SIGNATURE: frozenset({L.PARTIALLY_EXECUTED, L.FULLY_EXECUTED, L.DECLINED,
                                     L.VOIDED}),
-    L.PARTIALLY_EXECUTED: frozenset({L.PARTIALLY_EXECUTED, L.FULLY_EXECUTED, L.DECLINED,
+    # Undoing the only paper upload takes a partially executed letter back to out for signature.
+    L.PARTIALLY_EXECUTED: frozenset({L.OUT_FOR_SIGNATURE, L.PARTIALLY_EXECUTED, L.FULLY_EXECUTED, L.DECLINED,
                                      L.VOIDED}),
     L.FULLY_EXECUTED: frozenset(),
     L.DECLINED: frozenset({L.VOIDED}),
@@ -67,12 +77,15 @@ LETTER_TRANSITIONS: dict[LetterStatus, frozenset[LetterStatus]] = {
 }
 
 COUNTERPART_TRANSITIONS: dict[CounterpartStatus, frozenset[CounterpartStatus]] = {
-    C.CREATED: frozenset({C.SENT, C.VOIDED}),
+    C.CREATED: frozenset({C.READY, C.SENT, C.SIGNED, C.VOIDED}),
+    C.READY: frozenset({C.SENT, C.VIEWED, C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
     C.SENT: frozenset({C.VIEWED, C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
     C.VIEWED: frozenset({C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
-    C.SIGNED: frozenset(),
+    # Undoing a paper upload, before the letter is fully executed, reopens the counterpart.
+    C.SIGNED: frozenset({C.CREATED, C.READY, C.SENT, C.VIEWED}),
     C.DECLINED: frozenset({C.VOIDED}),
-    C.EXPIRED: frozenset({C.VOIDED}),
+    # A renewed link reopens an expired counterpart.
+    C.EXPIRED: frozenset({C.READY, C.SENT, C.VOIDED}),
     C.VOIDED: frozenset(),
 }
 
@@ -82,6 +95,10 @@ ENVELOPE_TRANSITIONS: dict[EnvelopeStatus, frozenset[EnvelopeStatus]] = {
     E.DECLINED: frozenset({E.VOIDED}),
     E.VOIDED: frozenset(),
 }
+
+OPEN_COUNTERPART_STATUSES = frozenset({C.CREATED.value, C.READY.value, C.SENT.value,
+                                       C.VIEWED.value})
+"""Counterparts still to be signed: their link works (when their turn has come)."""
 
 _TABLES: dict[type, dict] = {LetterStatus: LETTER_TRANSITIONS,
                              CounterpartStatus: COUNTERPART_TRANSITIONS,

@@ -51,8 +51,11 @@ def test_the_letter_path_to_execution():
     assert LETTER_TRANSITIONS[LetterStatus.FULLY_EXECUTED] == frozenset()
 
 
-def test_signed_and_voided_counterparts_are_final():
-    assert COUNTERPART_TRANSITIONS[CounterpartStatus.SIGNED] == frozenset()
+def test_voided_counterparts_are_final_and_signed_ones_only_reopen():
+    # A signed counterpart moves only when staff undo a paper upload: back to an open state.
+    assert COUNTERPART_TRANSITIONS[CounterpartStatus.SIGNED] == frozenset(
+        {CounterpartStatus.CREATED, CounterpartStatus.READY, CounterpartStatus.SENT,
+         CounterpartStatus.VIEWED})
     assert COUNTERPART_TRANSITIONS[CounterpartStatus.VOIDED] == frozenset()
     with pytest.raises(StateError, match="A counterpart that is signed cannot become voided"):
         transition(CounterpartStatus.SIGNED, CounterpartStatus.VOIDED)
