@@ -177,17 +177,24 @@ def test_from_a_blank_form_to_two_versions(page, spec, reference_terms, referenc
 
 
 def test_date_list_buttons_act_at_once_with_javascript(page, credentials):
+    from playwright.sync_api import expect
+
     sign_in(page, credentials)
     page.goto("/letters/new?start=reference")
+    # The buttons act at once only once the script has wired them: wait for that state, or a
+    # click could land first and submit the form instead.
+    expect(page.locator("[data-terms-form][data-enhanced]")).to_have_count(1)
     key = "cancelled_option_grant_dates"
     boxes = page.locator(f"input[name={key}]:not(template *)")
-    assert boxes.count() == 2
+    expect(boxes).to_have_count(2)
     page.get_by_role("button", name="Add another date").click()
-    assert boxes.count() == 3
-    assert page.evaluate("() => document.activeElement.id") == f"term-{key}-3"
+    expect(boxes).to_have_count(3)
+    expect(page.locator(f"#term-{key}-3")).to_be_focused()
     page.get_by_role("button", name="Remove date 1").click()
-    assert [boxes.nth(i).input_value() for i in range(boxes.count())] == ["2006-06-22", ""]
-    assert page.locator(f"label[for=term-{key}-1]").inner_text() == "Date 1"
+    expect(boxes).to_have_count(2)
+    expect(boxes.nth(0)).to_have_value("2006-06-22")
+    expect(boxes.nth(1)).to_have_value("")
+    expect(page.locator(f"label[for=term-{key}-1]")).to_have_text("Date 1")
     assert page.url.endswith("/letters/new?start=reference")  # no round trip
     assert page.problems == []
 
