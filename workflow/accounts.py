@@ -98,7 +98,8 @@ def create_api_token(session: Session, email: str, label: str = "") -> str:
     """Create an API token for an account and return it; only its SHA-256 is stored."""
     user = session.scalar(select(User).where(User.email == normalise_email(email)))
     if user is None:
-        raise NotFoundError(f"There is no account for {email}.")
+        raise NotFoundError(f"There is no account for {email}; create it first with "
+                            f"`counterpart create-user {email}`.")
     token = "cpt_" + secrets.token_urlsafe(32)
     session.add(ApiToken(user_id=user.id, token_hash=_token_hash(token), label=label[:100]))
     session.flush()

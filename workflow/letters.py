@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 import time
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,17 +25,19 @@ from sqlalchemy.orm import Session
 from .audit import record_event
 from .convert import PdfConverter
 from .db import Database, rowcount
-from .errors import CounterpartError, NotFoundError, StateError
+from .errors import CounterpartError, NotFoundError, StateError, TemplateError
 from .models import Blob, Document, Letter, LetterVersion, User, utcnow
 from .render import render_docx
 from .schema import DEFAULT_TEMPLATE_DIR, TemplateSpec, load_template, terms_to_json, validate_terms
 from .states import LetterStatus, transition
+from .text import file_slug, search_patterns, search_text
 
 __all__ = [
     "DOCX_TYPE", "PDF_TYPE", "LetterPage", "store_blob", "blob_bytes", "create_letter",
     "revise_terms", "get_letter", "get_version", "list_letters", "document_bytes",
     "generate_document", "wait_for_document", "pending_documents", "version_terms",
-    "latest_document", "retry_document", "STALE_CLAIM",
+    "latest_document", "retry_document", "STALE_CLAIM", "refresh_search_text",
+    "version_template", "render_version",
 ]
 
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -85,9 +85,7 @@ def blob_bytes(session: Session, sha256: str) -> bytes:
     return data
 
 
-def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-").lower()[:60] or "letter"
+_slug = file_slug
 
 
 def _filename(letter: Letter, number: int, suffix: str) -> str:
@@ -98,9 +96,12 @@ def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: di
                  user: User | None) -> LetterVersion:
     number = (session.scalar(select(func.max(LetterVersion.number))
                              .where(LetterVersion.letter_id == letter.id)) or 0) + 1
+    # The template is read once and kept with the version: the letter is rendered from these
+    # bytes now, and again from the same bytes when it is signed, whatever happens to the file.
+    template = spec.docx_path.read_bytes()
     version = LetterVersion(
         letter_id=letter.id, number=number, terms=terms_to_json(spec, terms),
-        template_name=spec.name, template_sha256=template_sha256(spec),
+        template_name=spec.name, template_sha256=store_blob(session, template),
         created_by_id=user.id if user else None,
     )
     session.add(version)
@@ -108,7 +109,8 @@ def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: di
     # The file names below are made from the executive's name, so set it first.
     letter.executive_name = str(terms.get("executive_full_name", ""))[:200]
     letter.company_name = str(terms.get("company_name", ""))[:200]
-    docx = render_docx(spec, terms)
+    refresh_search_text(session, letter)
+    docx = render_docx(spec, terms, template=template)
     session.add(Document(
         letter_id=letter.id, version_id=version.id, kind="letter_docx", status="ready",
         blob_sha256=store_blob(session, docx), size=len(docx), media_type=DOCX_TYPE,
@@ -120,6 +122,47 @@ def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: di
     letter.updated_at = utcnow()
     session.flush()
     return version
+
+
+def version_template(session: Session, version: LetterVersion,
+                     template_dir: Path = DEFAULT_TEMPLATE_DIR) -> bytes:
+    """Return the exact template .docx a version was made from (its ``template_sha256``).
+
+    It is kept with the version; a version made before templates were kept falls back to the
+    template file, only if the file is still byte for byte the same. Else TemplateError.
+    """
+    if session.get(Blob, version.template_sha256) is not None:
+        return blob_bytes(session, version.template_sha256)
+    spec = load_template(version.template_name, template_dir)
+    data = spec.docx_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != version.template_sha256:
+        raise TemplateError(
+            f"{spec.docx_path.name}: version {version.number} of this letter was made from a "
+            f"template with SHA-256 {version.template_sha256[:12]}…, which is no longer kept "
+            f"and differs from the file now in place; the letter cannot be rendered again "
+            f"exactly as it was sent.")
+    return data
+
+
+def render_version(session: Session, version: LetterVersion,
+                   signing: Mapping[str, dt.date] | None = None, *,
+                   template_dir: Path = DEFAULT_TEMPLATE_DIR) -> bytes:
+    """Render a version's .docx again from its own template, with signers' dates filled in.
+
+    ``signing`` maps a role to its signer's date of signing (see :func:`render.date_signed`).
+    """
+    spec = load_template(version.template_name, template_dir)
+    return render_docx(spec, validate_terms(spec, version.terms), signing=signing,
+                       template=version_template(session, version, template_dir))
+
+
+def refresh_search_text(session: Session, letter: Letter) -> None:
+    """Recompute what a letter is found by: its executive, company and every signer's name."""
+    from .models import Counterpart, Envelope
+
+    signers = session.scalars(select(Counterpart.name).join(Envelope).where(
+        Envelope.letter_id == letter.id)) if letter.id is not None else []
+    letter.search_text = search_text([letter.executive_name, letter.company_name, *signers])
 
 
 def create_letter(session: Session, template: str, raw_terms: Any, user: User | None, *,
@@ -217,11 +260,9 @@ def list_letters(session: Session, *, q: str = "", status: str = "", page: int =
                  per_page: int = 25) -> LetterPage:
     """List letters newest first, filtered by a name search and a status."""
     query = select(Letter)
-    if q.strip():
-        pattern = "%" + q.strip().lower().replace("\\", "\\\\").replace("%", "\\%") \
-            .replace("_", "\\_") + "%"
-        query = query.where(or_(func.lower(Letter.executive_name).like(pattern, escape="\\"),
-                                func.lower(Letter.company_name).like(pattern, escape="\\")))
+    patterns = search_patterns(q) if q.strip() else []
+    if patterns:
+        query = query.where(or_(*(Letter.search_text.like(p, escape="\\") for p in patterns)))
     if status:
         query = query.where(Letter.status == LetterStatus(status).value)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0

@@ -138,7 +138,8 @@ def test_create_token_prints_a_working_token(env):
 def test_create_token_for_an_unknown_account(env):
     result = run(env, "create-token", "nobody@example.com")
     assert result.exit_code == 2
-    assert "There is no account for nobody@example.com." in result.output
+    assert ("There is no account for nobody@example.com; create it first with "
+            "`counterpart create-user nobody@example.com`.") in result.output
 
 
 def test_serve_runs_waitress_and_stops_cleanly(tmp_path):
@@ -164,3 +165,33 @@ def test_serve_runs_waitress_and_stops_cleanly(tmp_path):
         out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "Stopping Counterpart" in out
+
+
+def test_the_readme_api_example_makes_a_token_on_a_fresh_install(tmp_path, database_url):
+    """Run the README's first API lines as written, after what `make run` does on a new folder."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## The JSON API", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    lines = []
+    for line in block.splitlines():
+        lines.append(line)
+        if line.startswith("TOKEN="):
+            break
+    assert any("create-token" in line for line in lines)
+    program = str(Path(sys.executable).with_name("counterpart"))
+    script = "\n".join(["set -euo pipefail", "counterpart create-first-admin >/dev/null",
+                        *lines, 'printf "%s" "$TOKEN"']).replace(".venv/bin/counterpart",
+                                                                  "counterpart")
+    env = {**os.environ, "COUNTERPART_DATA_DIR": str(tmp_path / "data"),
+           "PATH": f"{Path(program).parent}:{os.environ['PATH']}"}
+    if database_url:
+        env["COUNTERPART_DATABASE_URL"] = database_url
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip().splitlines()[-1]
+    database = open_database(tmp_path / "data", database_url)
+    with database.transaction() as session:
+        user = user_for_token(session, token)
+        assert user is not None and user.email == "clerk@example.com"
+    database.dispose()
+

@@ -87,6 +87,35 @@ def test_search_by_name_and_filter_by_status(app, staff, make_letter, reference_
     assert '<option value="draft" selected>' in page.text
 
 
+def test_search_ignores_accents_and_case_both_ways(staff, make_letter, reference_terms):
+    make_letter(_person(reference_terms, "Zoë Dupré", "Société Générale"), generate=False)
+    make_letter(_person(reference_terms, "Zoe Dupre", "Plain Ltd"), generate=False)
+    make_letter(_person(reference_terms, "Søren Ærø", "Đông Á Bank"), generate=False)
+    make_letter(_person(reference_terms, "Maria Ortega", "Northwind"), generate=False)
+
+    def found(query: str) -> set[str]:
+        return {row[0] for row in _rows(staff.get("/letters", query_string={"q": query}).text)}
+
+    assert found("zoe") == {"Zoë Dupré", "Zoe Dupre"}
+    assert found("dupre") == {"Zoë Dupré", "Zoe Dupre"}
+    assert found("ZOË") == {"Zoë Dupré", "Zoe Dupre"}
+    assert found("societe") == {"Zoë Dupré"}
+    assert found("soren aero") == {"Søren Ærø"}
+    assert found("dong a") == {"Søren Ærø"}
+    assert found("Đông") == {"Søren Ærø"}
+    assert found("ortega") == {"Maria Ortega"}
+
+
+def test_search_finds_the_signers_names(app, staff, make_letter, send_letter,
+                                        reference_terms):
+    tucker = make_letter(reference_terms)
+    make_letter(_person(reference_terms, "Maria Ortega", "Northwind"), generate=False)
+    # The chair signs for the company; her name is not in the letters table itself.
+    assert _rows(staff.get("/letters?q=protsch").text) == []
+    send_letter(tucker)
+    assert [r[0] for r in _rows(staff.get("/letters?q=protsch").text)] == ["John R. Tucker"]
+
+
 def test_unknown_status_filter_is_a_400_page(staff):
     response = staff.get("/letters?status=lost")
     assert response.status_code == 400

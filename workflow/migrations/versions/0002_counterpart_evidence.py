@@ -30,6 +30,31 @@ def upgrade() -> None:
     with op.batch_alter_table("letters", schema=None) as batch_op:
         batch_op.add_column(sa.Column("search_text", sa.Text(), nullable=False,
                                       server_default=""))
+    _fill_search_text()
+
+
+def _fill_search_text() -> None:
+    """Make existing letters findable by their executive, company and signers' names."""
+    from workflow.text import search_text
+
+    bind = op.get_bind()
+    letters = sa.table("letters", sa.column("id", sa.Integer),
+                       sa.column("executive_name", sa.String), sa.column("company_name", sa.String),
+                       sa.column("search_text", sa.Text))
+    envelopes = sa.table("envelopes", sa.column("id", sa.String),
+                         sa.column("letter_id", sa.Integer))
+    counterparts = sa.table("counterparts", sa.column("envelope_id", sa.String),
+                            sa.column("name", sa.String))
+    signers: dict[int, list[str]] = {}
+    for letter_id, name in bind.execute(
+            sa.select(envelopes.c.letter_id, counterparts.c.name)
+            .join(counterparts, counterparts.c.envelope_id == envelopes.c.id)):
+        signers.setdefault(letter_id, []).append(name)
+    for letter_id, executive, company in bind.execute(
+            sa.select(letters.c.id, letters.c.executive_name, letters.c.company_name)).all():
+        text = search_text([executive, company, *signers.get(letter_id, [])])
+        bind.execute(letters.update().where(letters.c.id == letter_id)
+                     .values(search_text=text))
 
 
 def downgrade() -> None:
