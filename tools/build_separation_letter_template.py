@@ -249,7 +249,9 @@ def build(out: Path = OUT) -> None:
     para("{{ chair_name }}", indent=block, align=left, after=0, keep=True)
     para("{{ chair_title }}", indent=block, align=left, after=24, keep=True)
     para("Acknowledged and agreed to", align=left, after=0, keep=True)
-    para("this ___ day of {{ letter_date|month_year }}", align=left, after=24, keep=True)
+    # Unsigned: "this ___ day of July, 2006" (the letter date's month), for a pen. Rendered
+    # again once the executive signs online: the true date, "this 3rd day of March, 2027".
+    para("this {{ date_signed('executive', letter_date) }}", align=left, after=24, keep=True)
     para(SIGNATURE_LINE, align=left, after=0, keep=True)
     para("{{ executive_full_name }}", align=left, after=0)
 

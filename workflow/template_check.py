@@ -4,14 +4,17 @@ refused with an error that names the file, and nothing in it is read or executed
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import IO
 
 from .errors import TemplateError
 
-__all__ = ["check_template_file", "MAX_TEMPLATE_BYTES", "MAX_UNCOMPRESSED_BYTES"]
+__all__ = ["check_template_file", "check_template_bytes", "MAX_TEMPLATE_BYTES",
+           "MAX_UNCOMPRESSED_BYTES"]
 
 MAX_TEMPLATE_BYTES = 10 * 1024 * 1024
 MAX_UNCOMPRESSED_BYTES = 50 * 1024 * 1024
@@ -28,14 +31,22 @@ def check_template_file(path: Path) -> None:
     _check(path, stat.st_size, stat.st_mtime_ns)
 
 
+def check_template_bytes(data: bytes, name: str) -> None:
+    """Refuse .docx bytes (a template kept with a letter version) as the file check does."""
+    _check_archive(name, len(data), io.BytesIO(data))
+
+
 @lru_cache(maxsize=64)
 def _check(path: Path, size: int, mtime_ns: int) -> None:
-    name = path.name
+    _check_archive(path.name, size, path)
+
+
+def _check_archive(name: str, size: int, source: Path | IO[bytes]) -> None:
     if size > MAX_TEMPLATE_BYTES:
         raise TemplateError(f"{name}: the template is {size // 1024} KB; the limit is "
                             f"{MAX_TEMPLATE_BYTES // 1024 // 1024} MB.")
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as exc:
         raise TemplateError(f"{name}: not a .docx file (it is not a zip archive).") from exc
     with archive:
