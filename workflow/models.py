@@ -24,8 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "User", "ApiToken", "Blob", "Letter", "LetterVersion", "Document",
-           "Envelope", "Counterpart", "Event", "utcnow"]
+__all__ = ["Base", "User", "ApiToken", "StaffSession", "SessionNote", "Blob", "Letter",
+           "LetterVersion", "Document", "Envelope", "Counterpart", "Event", "utcnow"]
 
 
 def utcnow() -> dt.datetime:
@@ -66,6 +66,8 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_sign_in_at: Mapped[dt.datetime | None]
+    disabled_at: Mapped[dt.datetime | None]
+    """Set while the account may not sign in or use its API tokens."""
 
 
 class ApiToken(Base):
@@ -78,8 +80,46 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+    expires_at: Mapped[dt.datetime]
 
     user: Mapped[User] = relationship()
+
+
+class StaffSession(Base):
+    """One sign-in of a member of staff; the cookie holds the token whose SHA-256 is here.
+
+    A session counts while ``ended_at`` is empty and ``expires_at`` is ahead; signing out,
+    a new password and disabling the account end it at once.
+    """
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+    user: Mapped[User] = relationship()
+
+
+class SessionNote(Base):
+    """Something shown once to one session (signing links just issued), kept encrypted with
+    a key derived from that session's cookie token, and deleted when shown."""
+
+    __tablename__ = "session_notes"
+    __table_args__ = (UniqueConstraint("session_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("staff_sessions.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
 class Blob(Base):

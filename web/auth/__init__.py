@@ -3,14 +3,17 @@
 Every view needs a signed-in user unless it is marked :func:`public`. The check runs before
 every request, so a route added later is protected without anyone remembering to protect it.
 Pages answer a stranger with a redirect to the sign-in page; the JSON API answers 401.
+
+Sessions live on the server (:mod:`workflow.sessions`): the signed cookie carries only a
+random session token, and the session it names counts until it is signed out, expires, or
+its account gets a new password or is disabled. A copied cookie stops working then too.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
@@ -28,11 +31,19 @@ from werkzeug.wrappers import Response
 
 from workflow.accounts import user_for_token
 from workflow.models import User
+from workflow.sessions import (
+    ActiveSession,
+    end_session,
+    keep_note,
+    session_for_token,
+    start_session,
+    take_note,
+)
 
 from ..database import get_db
 
-__all__ = ["bp", "init_app", "public", "StaffUser", "sign_in_user", "safe_next",
-           "is_api_request"]
+__all__ = ["bp", "init_app", "public", "StaffUser", "sign_in_user", "sign_out_user",
+           "safe_next", "is_api_request", "keep_shown_once", "take_shown_once"]
 
 bp = Blueprint("auth", __name__)
 F = TypeVar("F", bound=Callable[..., object])
@@ -48,7 +59,9 @@ class StaffUser:
     is_admin: bool
 
     @classmethod
-    def of(cls, user: User) -> StaffUser:
+    def of(cls, user: User | ActiveSession) -> StaffUser:
+        if isinstance(user, ActiveSession):
+            return cls(id=user.user_id, email=user.email, is_admin=user.is_admin)
         return cls(id=user.id, email=user.email, is_admin=user.is_admin)
 
 
@@ -63,17 +76,60 @@ def is_api_request() -> bool:
     return request.path == "/api" or request.path.startswith("/api/")
 
 
-def _password_stamp(user: User) -> str:
-    # Changing the password changes the stamp, which ends every session signed in before.
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+SESSION_KEY = "sid"
 
 
-def sign_in_user(user: User) -> None:
-    """Start a fresh session for a user (a new cookie, so no earlier session is reused)."""
+def _cookie_token() -> str | None:
+    token = session.get(SESSION_KEY)
+    return token if isinstance(token, str) and token else None
+
+
+def sign_in_user(db_session: Any, user: User) -> None:
+    """Start a fresh server-side session for a user inside the caller's transaction.
+
+    The browser's earlier session, if any, ends, and the cookie is cleared first, so nothing
+    from before signing in (a planted session, say) carries over.
+    """
+    old = _cookie_token()
+    if old:
+        end_session(db_session, old, "signed in again")
     session.clear()
-    session["user_id"] = user.id
-    session["stamp"] = _password_stamp(user)
+    session[SESSION_KEY] = start_session(
+        db_session, user, hours=current_app.config["SESSION_HOURS"], ip=request.remote_addr,
+        user_agent=request.user_agent.string or None)
     session.permanent = True
+
+
+def sign_out_user() -> None:
+    """End this browser's session on the server and clear its cookie."""
+    token = _cookie_token()
+    if token:
+        with get_db().transaction() as db_session:
+            end_session(db_session, token)
+    session.clear()
+
+
+def _secret() -> bytes:
+    key = current_app.config["SECRET_KEY"]
+    return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+
+
+def keep_shown_once(name: str, value: Any) -> None:
+    """Keep a JSON value on the server for this session's next :func:`take_shown_once`."""
+    token = _cookie_token()
+    if token is None:
+        raise RuntimeError("only a signed-in session keeps values to show once")
+    with get_db().transaction() as db_session:
+        keep_note(db_session, token, name, value, secret=_secret())
+
+
+def take_shown_once(name: str) -> Any | None:
+    """Return a value kept by :func:`keep_shown_once` and delete it; None when there is none."""
+    token = _cookie_token()
+    if token is None:
+        return None
+    with get_db().transaction() as db_session:
+        return take_note(db_session, token, name, secret=_secret())
 
 
 def safe_next(target: str | None) -> str | None:
@@ -101,14 +157,16 @@ def load_user() -> None:
                 user = user_for_token(db_session, token)
                 g.user = StaffUser.of(user) if user else None
         return
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
+    token = _cookie_token()
+    if token is None:
+        if SESSION_KEY in session:
+            session.clear()
         return
     with get_db().transaction() as db_session:
-        user = db_session.get(User, user_id)
-        if user is not None and session.get("stamp") == _password_stamp(user):
-            g.user = StaffUser.of(user)
-    if g.user is None:
+        active = session_for_token(db_session, token)
+    if active is not None:
+        g.user = StaffUser.of(active)
+    else:
         session.clear()
 
 
