@@ -16,6 +16,7 @@ the application.
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import json
@@ -27,7 +28,7 @@ import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple
 from xml.sax.saxutils import escape
@@ -60,6 +61,7 @@ from reportlab.platypus import (
 )
 
 from .errors import DocumentError
+from .formatting import long_date
 
 __all__ = [
     "Box",
@@ -69,17 +71,21 @@ __all__ = [
     "CertificateInfo",
     "SandboxResult",
     "find_signature_spot",
-    "find_day_blank",
+    "OnlineSignature",
+    "PaperSignature",
     "stamp_signature",
+    "stamp_signatures",
     "signature_page_index",
     "extract_pages",
     "typed_signature_png",
     "drawn_signature_png",
     "certificate_pdf",
     "assemble_executed_pdf",
+    "outline_titles",
+    "UploadedPdf",
     "inspect_upload",
+    "read_upload",
     "run_sandboxed",
-    "ordinal_day",
     "format_utc",
 ]
 
@@ -98,21 +104,26 @@ HANDWRITING_FONT = FONT_DIR / "DancingScript-Regular.ttf"
 # of two lines of 12-point type (a signature may reach into the line above it, as ink does).
 SIGNATURE_MAX_WIDTH = 2.6 * inch
 SIGNATURE_MAX_HEIGHT = 0.55 * inch
-# Ink of typed signatures and of the filled-in day: a dark blue that reads as pen on paper.
+# Ink of typed signatures: a dark blue that reads as pen on paper.
 INK_RGB = (22, 34, 110)
 # Margins kept clear when placing the "signed electronically" note.
 PAGE_MARGIN = 0.75 * inch
 
 DRAWN_MAX_SIZE = (2000, 1000)
 DRAWN_MAX_BYTES = 5 * 1024 * 1024
+# What a drawing needs to count as a signature, in CSS pixels of the signing canvas (96 to the
+# inch, whatever the screen's pixel density): ink reaching at least 40 pixels across or down
+# (about 10 mm, a short set of initials), and at least 120 pixels of ink (a 3-pixel pen stroke
+# 40 pixels long). A tap, a dot or a tiny scribble is refused.
+DRAWN_MIN_EXTENT = 40
+DRAWN_MIN_INK = 120
+DRAWN_PIXEL_RATIOS = (0.5, 4.0)
 TYPED_MAX_CHARS = 80
 
 UPLOAD_TIME_LIMIT = 10.0
 UPLOAD_MEMORY_LIMIT = 512 * 1024 * 1024
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")
 _SPACES = {0x20, 0x09, 0x0A, 0x0D, 0xA0, 0x02, 0xFFFE}
 _UNDERSCORE = 0x5F
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
@@ -146,15 +157,6 @@ def find_signature_spot(pdf: bytes, signer_name: str) -> SignatureSpot:
                             f"{_clean_name(signer_name)!r} (the name printed under a signature "
                             f"line).")
     return spot
-
-
-def find_day_blank(pdf: bytes) -> tuple[int, Box] | None:
-    """Find the blank in "this ___ day of": its page index and the box of its underscores."""
-    document = _open_pdfium(pdf)
-    try:
-        return _find_day_blank(document)
-    finally:
-        document.close()
 
 
 def signature_page_index(pdf: bytes, signer_names: list[str]) -> int:
@@ -253,84 +255,128 @@ def _find_spot(document: pdfium.PdfDocument, signer_name: str) -> SignatureSpot 
     return None
 
 
-def _find_day_blank(document: pdfium.PdfDocument) -> tuple[int, Box] | None:
-    for page_index in reversed(range(len(document))):
-        page = document[page_index]
-        textpage = page.get_textpage()
-        try:
-            for start, _count in reversed(_matches(textpage, "day of")):
-                run = _underscores_before(textpage, start)
-                if run is None:
-                    continue
-                i = run[0] - 1
-                while i >= 0 and _char(textpage, i) in _SPACES:
-                    i -= 1
-                word = "".join(chr(_char(textpage, k)) for k in range(max(i - 3, 0), i + 1))
-                if word.lower() == "this":
-                    box = _union([textpage.get_charbox(k) for k in range(run[0], run[1] + 1)])
-                    return page_index, box
-        finally:
-            textpage.close()
-            page.close()
-    return None
-
-
 # --------------------------------------------------------------------------------------------
-# Stamping a signature
+# Stamping signatures
 
 
-def ordinal_day(day: int) -> str:
-    """Spell a day of the month as an English ordinal: 1st, 2nd, 3rd, 4th, 11th, 22nd."""
-    if 10 <= day % 100 <= 20:
-        return f"{day}th"
-    return f"{day}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(day % 10, 'th')}"
+@dataclass(frozen=True)
+class OnlineSignature:
+    """A signature adopted online: stamped on its signer's line, the date of signing beside it.
+
+    ``signed_on`` is the calendar date of signing in the signer's own time zone.
+    """
+
+    signer_name: str
+    png: bytes
+    signed_on: date
 
 
-def _long_date(moment: datetime) -> str:
-    return f"{_MONTHS[moment.month - 1]} {moment.day}, {moment.year}"
+@dataclass(frozen=True)
+class PaperSignature:
+    """A signature made in ink on paper, as the conformed copy of the letter shows it.
+
+    ``png`` is the signer's ink cropped from their scan (transparent around the ink), drawn at
+    ``crop_box`` (PDF points on the page of their signature block) at 1:1. Without a crop, only
+    the note that the signer signed on paper (and on which date, if staff gave it) is written.
+    """
+
+    signer_name: str
+    png: bytes | None = None
+    crop_box: Box | None = None
+    signed_on: date | None = None
 
 
-def stamp_signature(pdf: bytes, *, signer_name: str, signature_png: bytes, signed_at: datetime,
-                    fill_day_blank: bool) -> bytes:
+def stamp_signature(pdf: bytes, *, signer_name: str, signature_png: bytes,
+                    signed_on: date) -> bytes:
     """Return a copy of the letter signed by one signer on their signature line.
 
-    The signature image sits on the line above the printed name, the date of signing is noted
-    beside the name in small type, and if ``fill_day_blank`` the blank in "this ___ day of" is
-    filled with the ordinal day of ``signed_at`` (in the time zone ``signed_at`` carries).
+    The signature image sits on the line above the printed name, never larger than it was
+    drawn, and "Signed electronically on <date>" is noted beside the name in small type.
+    """
+    return stamp_signatures(pdf, [OnlineSignature(signer_name, signature_png, signed_on)])
+
+
+def stamp_signatures(pdf: bytes, signatures: Sequence[OnlineSignature | PaperSignature]
+                     ) -> bytes:
+    """Return a copy of the letter with every given signature on its signer's line.
+
+    Online signatures are stamped as :func:`stamp_signature` does; paper ones are drawn from
+    their crop at its box. Raises DocumentError if a signer's block cannot be found or a crop
+    box lies off its page.
     """
     document = _open_pdfium(pdf)
     try:
-        spot = _find_spot(document, signer_name)
-        blank = _find_day_blank(document) if fill_day_blank else None
+        spots = [(signature, _find_spot(document, signature.signer_name))
+                 for signature in signatures]
     finally:
         document.close()
-    if spot is None:
-        raise DocumentError(f"The letter cannot be signed: cannot find the signature block of "
-                            f"{_clean_name(signer_name)!r} (the name printed under a signature "
-                            f"line).")
-    image = _png_reader(signature_png)
-
-    drawings: dict[int, list[_Drawing]] = {spot.page_index: []}
-    drawings[spot.page_index].append(_SignatureDrawing(spot, image))
-    drawings[spot.page_index].append(
-        _NoteDrawing(spot, f"Signed electronically on {_long_date(signed_at)}"))
-    if blank is not None:
-        drawings.setdefault(blank[0], []).append(_DayDrawing(blank[1], ordinal_day(signed_at.day)))
+    drawings: dict[int, list[_Drawing]] = {}
+    for signature, spot in spots:
+        if spot is None:
+            raise DocumentError(f"The letter cannot be signed: cannot find the signature block "
+                                f"of {_clean_name(signature.signer_name)!r} (the name printed "
+                                f"under a signature line).")
+        items = drawings.setdefault(spot.page_index, [])
+        if isinstance(signature, OnlineSignature):
+            items.append(_SignatureDrawing(spot, _png_reader(signature.png),
+                                           _natural_size(signature.png)))
+            items.append(_NoteDrawing(
+                spot, f"Signed electronically on {long_date(signature.signed_on)}"))
+            continue
+        if signature.png is not None and signature.crop_box is not None:
+            crop = _crop_box_on(signature.crop_box, spot.page_box, signature.signer_name)
+            items.append(_InkDrawing(crop, _png_reader(signature.png)))
+        on = f" on {long_date(signature.signed_on)}" if signature.signed_on else ""
+        items.append(_NoteDrawing(spot, f"Signed on paper{on}"))
 
     reader = _pypdf_reader(pdf, "The letter PDF")
     writer = PdfWriter(clone_from=reader)
     for page_index, items in drawings.items():
         page = writer.pages[page_index]
-        box = tuple(float(v) for v in page.mediabox)
-        overlay = _overlay(box, items)
+        media = tuple(float(v) for v in page.mediabox)
+        overlay = _overlay(media, items)
         page.merge_page(PdfReader(io.BytesIO(overlay)).pages[0])
         page.compress_content_streams()
     return _written(writer)
 
 
+def _crop_box_on(crop_box: Sequence[float], page_box: Box, signer_name: str) -> Box:
+    """Check that a paper signature's crop box is a real box on its page, and return it."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in crop_box)
+    except (TypeError, ValueError):
+        x0 = y0 = x1 = y1 = math.nan
+    inside = (all(math.isfinite(v) for v in (x0, y0, x1, y1)) and x0 < x1 and y0 < y1
+              and x0 >= page_box[0] - 1 and y0 >= page_box[1] - 1
+              and x1 <= page_box[2] + 1 and y1 <= page_box[3] + 1)
+    if not inside:
+        raise DocumentError(f"The paper signature of {_clean_name(signer_name)!r} cannot be "
+                            f"drawn: its crop box {list(crop_box)!r} is not a box on the "
+                            f"signature page (PDF points, x0 y0 x1 y1).")
+    return x0, y0, x1, y1
+
+
+def _natural_size(png: bytes) -> tuple[float, float]:
+    """Return the size in points at which a signature image was made.
+
+    That is its pixels at the resolution the PNG states, or at 96 pixels an inch (CSS pixels)
+    when it states none.
+    """
+    try:
+        with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+            width, height = image.size
+            dpi = image.info.get("dpi")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DocumentError(f"The signature image could not be read ({exc}).") from exc
+    x_dpi, y_dpi = (float(dpi[0]), float(dpi[1])) if dpi and min(dpi) > 0 else (96.0, 96.0)
+    return width * 72 / x_dpi, height * 72 / y_dpi
+
+
 class _SignatureDrawing(NamedTuple):
     spot: SignatureSpot
     image: ImageReader
+    size: tuple[float, float]
+    """The size the signature was made at, in points: it is drawn no larger."""
 
 
 class _NoteDrawing(NamedTuple):
@@ -338,12 +384,12 @@ class _NoteDrawing(NamedTuple):
     text: str
 
 
-class _DayDrawing(NamedTuple):
-    blank: Box
-    text: str
+class _InkDrawing(NamedTuple):
+    box: Box
+    image: ImageReader
 
 
-_Drawing = _SignatureDrawing | _NoteDrawing | _DayDrawing
+_Drawing = _SignatureDrawing | _NoteDrawing | _InkDrawing
 
 
 def _overlay(page_box: tuple[float, ...], items: list[_Drawing]) -> bytes:
@@ -358,16 +404,17 @@ def _overlay(page_box: tuple[float, ...], items: list[_Drawing]) -> bytes:
         elif isinstance(item, _NoteDrawing):
             _draw_note(canvas, item, page_box)
         else:
-            _draw_day(canvas, item)
+            _draw_ink(canvas, item)
     canvas.showPage()
     canvas.save()
     return buffer.getvalue()
 
 
 def _draw_signature(canvas: pdfcanvas.Canvas, item: _SignatureDrawing) -> None:
-    width_px, height_px = item.image.getSize()
-    scale = min(SIGNATURE_MAX_WIDTH / width_px, SIGNATURE_MAX_HEIGHT / height_px)
-    width, height = width_px * scale, height_px * scale
+    natural_width, natural_height = item.size
+    # Scale down to fit the line, never up: a small drawing stays the size it was drawn.
+    scale = min(1.0, SIGNATURE_MAX_WIDTH / natural_width, SIGNATURE_MAX_HEIGHT / natural_height)
+    width, height = natural_width * scale, natural_height * scale
     line = item.spot.line_box
     # Start a little in from the left end of the line, and let the ink dip just below the line
     # as pen strokes do, without reaching the printed name underneath.
@@ -394,15 +441,9 @@ def _draw_note(canvas: pdfcanvas.Canvas, item: _NoteDrawing,
     canvas.drawString(x, y, item.text)
 
 
-def _draw_day(canvas: pdfcanvas.Canvas, item: _DayDrawing) -> None:
-    font = "Times-Italic"
-    x0, y0, x1, _ = item.blank
-    width_at_12 = pdfmetrics.stringWidth(item.text, font, 12)
-    size = max(8.0, min(12.0, 12 * (x1 - x0 + 3) / width_at_12))
-    width = pdfmetrics.stringWidth(item.text, font, size)
-    canvas.setFillColorRGB(*(c / 255 for c in INK_RGB))
-    canvas.setFont(font, size)
-    canvas.drawString((x0 + x1 - width) / 2, y0 + 1.5, item.text)
+def _draw_ink(canvas: pdfcanvas.Canvas, item: _InkDrawing) -> None:
+    x0, y0, x1, y1 = item.box
+    canvas.drawImage(item.image, x0, y0, width=x1 - x0, height=y1 - y0, mask="auto")
 
 
 def _png_reader(png: bytes) -> ImageReader:
@@ -518,12 +559,19 @@ def typed_signature_png(text: str, *, height_px: int = 120) -> bytes:
     return _png_bytes(_crop_to_ink(image, pad))
 
 
-def drawn_signature_png(png: bytes) -> bytes:
+def drawn_signature_png(png: bytes, *, pixel_ratio: float = 1.0) -> bytes:
     """Check a signature drawn on a canvas and return it cropped to the ink, as a clean PNG.
 
-    The background (white or transparent) becomes transparent; anything that is not a PNG,
-    is larger than 2000 x 1000 pixels, or has no ink is refused with a DocumentError.
+    ``pixel_ratio`` is the canvas's device pixels per CSS pixel (a browser's
+    ``devicePixelRatio``; 1 for a plain image). The background (white or transparent) becomes
+    transparent, and the PNG records its resolution (96 dpi times ``pixel_ratio``) so that it
+    is stamped no larger than it was drawn. Anything that is not a PNG, is larger than
+    2000 x 1000 pixels, has no ink, or too little ink or too small a reach to be a signature
+    (:data:`DRAWN_MIN_EXTENT`, :data:`DRAWN_MIN_INK`) is refused with a DocumentError.
     """
+    low, high = DRAWN_PIXEL_RATIOS
+    if not isinstance(pixel_ratio, int | float) or not low <= pixel_ratio <= high:
+        raise ValueError(f"pixel_ratio must be a number from {low:g} to {high:g}")
     if len(png) > DRAWN_MAX_BYTES:
         raise DocumentError(f"The drawn signature is too large ({len(png) // 1024} KB; "
                             f"the limit is {DRAWN_MAX_BYTES // 1024} KB).")
@@ -552,11 +600,22 @@ def drawn_signature_png(png: bytes) -> bytes:
     lightness = Image.merge("RGB", (red, green, blue)).convert("L")
     darkness = lightness.point(lambda v: min(255, (255 - v) * 3))
     ink_alpha = ImageChops.darker(alpha, darkness)
-    ink_pixels = sum(ink_alpha.point(lambda v: 255 if v >= 96 else 0).histogram()[255:])
+    ink = ink_alpha.point(lambda v: 255 if v >= 96 else 0)
+    ink_pixels = sum(ink.histogram()[255:])
     if ink_pixels < 20:
         raise DocumentError("The drawn signature is empty; draw your signature first.")
+    x0, y0, x1, y1 = ink.getbbox() or (0, 0, 0, 0)
+    reach_x, reach_y = (x1 - x0) / pixel_ratio, (y1 - y0) / pixel_ratio
+    ink_area = ink_pixels / pixel_ratio ** 2
+    if max(reach_x, reach_y) < DRAWN_MIN_EXTENT or ink_area < DRAWN_MIN_INK:
+        raise DocumentError(
+            f"The drawing is too small to be a signature: its ink spans {reach_x:.0f} x "
+            f"{reach_y:.0f} pixels of the signing box, {ink_area:.0f} pixels of ink in all; a "
+            f"signature reaches at least {DRAWN_MIN_EXTENT} pixels and has at least "
+            f"{DRAWN_MIN_INK} pixels of ink. Sign across the box as you would on paper.")
     image.putalpha(ink_alpha)
-    return _png_bytes(_crop_to_ink(image, 4))
+    dpi = 96 * float(pixel_ratio)
+    return _png_bytes(_crop_to_ink(image, 4), dpi=(dpi, dpi))
 
 
 def _crop_to_ink(image: Image.Image, pad: int) -> Image.Image:
@@ -568,9 +627,12 @@ def _crop_to_ink(image: Image.Image, pad: int) -> Image.Image:
                        min(image.width, x1 + pad), min(image.height, y1 + pad)))
 
 
-def _png_bytes(image: Image.Image) -> bytes:
+def _png_bytes(image: Image.Image, dpi: tuple[float, float] | None = None) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    if dpi is None:
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="PNG", dpi=dpi)
     return buffer.getvalue()
 
 
@@ -588,7 +650,15 @@ _METHOD_LABELS = {
 
 @dataclass
 class CertificateSigner:
-    """One signer as the certificate of completion shows them; times are UTC."""
+    """One signer as the certificate of completion shows them; times are UTC.
+
+    ``signed_on`` is the calendar date of signing: in ``time_zone`` for an online signer, as
+    staff read it from the paper for a paper one. For paper, ``uploaded_at`` is when the scan
+    was uploaded, ``ink`` what the ink check said ("found" or "accepted_without_ink", with
+    ``ink_accepted_by``), and ``order_override_reason`` / ``order_override_by`` a signing order
+    staff overrode. ``emailed_at`` is when the mail server accepted the signer's invitation
+    (None: the link was handed over by staff).
+    """
 
     name: str
     email: str
@@ -600,6 +670,15 @@ class CertificateSigner:
     ip: str | None
     user_agent: str | None
     signature_png: bytes | None = None
+    time_zone: str | None = None
+    signed_on: date | None = None
+    emailed_at: datetime | None = None
+    uploaded_at: datetime | None = None
+    ink: str | None = None
+    ink_accepted_by: str | None = None
+    order_override_reason: str | None = None
+    order_override_by: str | None = None
+    recorded_by: str | None = None
 
 
 class CertificateEvent(NamedTuple):
@@ -657,6 +736,50 @@ def _certificate_fonts() -> tuple[str, str]:
     return "CounterpartSans", "CounterpartSans-Bold"
 
 
+def _date_of_signing(signer: CertificateSigner) -> str:
+    """Say a signer's date of signing with where it comes from: "March 3, 2027 (UTC)"."""
+    if signer.signed_on is None:
+        return "not given"
+    if signer.method == "paper":
+        return f"{long_date(signer.signed_on)} (as given by staff from the signed copy)"
+    return f"{long_date(signer.signed_on)} ({signer.time_zone or 'UTC'})"
+
+
+def _signer_rows(signer: CertificateSigner) -> list[tuple[str, str]]:
+    """The certificate's lines about one signer, as (label, text)."""
+    link = (f"emailed to {signer.email or 'the signer'} at {format_utc(signer.emailed_at)}"
+            if signer.emailed_at else "link handed over by staff")
+    rows = [("Email", signer.email), ("Role", signer.role),
+            ("Method", _METHOD_LABELS.get(signer.method, signer.method)),
+            ("Signing link", link)]
+    if signer.method == "paper":
+        if signer.ink == "found":
+            ink = "ink found on the signer's signature line"
+        elif signer.ink == "accepted_without_ink":
+            ink = (f"no ink found on the signature line; accepted without it by "
+                   f"{signer.ink_accepted_by or 'staff'}")
+        else:
+            ink = "not checked"
+        rows += [
+            ("Date of signing", _date_of_signing(signer)),
+            ("Scan uploaded", format_utc(signer.uploaded_at or signer.signed_at)),
+            ("Recorded by", signer.recorded_by or "\u2014"),
+            ("Signature check", ink),
+        ]
+        if signer.order_override_reason:
+            rows.append(("Signing order", f"overridden by {signer.order_override_by or 'staff'}"
+                                          f": {signer.order_override_reason}"))
+        return rows
+    return rows + [
+        ("Consent to sign electronically", format_utc(signer.consent_at)),
+        ("First viewed", format_utc(signer.first_viewed_at)),
+        ("Signed", f"{format_utc(signer.signed_at)}; date of signing "
+                   f"{_date_of_signing(signer)}"),
+        ("IP address", signer.ip or "\u2014"),
+        ("User agent", signer.user_agent or "\u2014"),
+    ]
+
+
 def certificate_pdf(info: CertificateInfo) -> bytes:
     """Lay out the certificate of completion of an envelope as a US Letter PDF."""
     regular, bold = _certificate_fonts()
@@ -703,7 +826,8 @@ def certificate_pdf(info: CertificateInfo) -> bytes:
     story: list = [
         Paragraph("Certificate of completion", styles["title"]),
         Paragraph("This certificate records how the document below was executed in "
-                  "counterparts: who signed, how, and when. All times are UTC.",
+                  "counterparts: who signed, how, and when. All times are UTC; a date of "
+                  "signing is the signer's calendar date, in their own time zone.",
                   styles["subtitle"]),
         rows([
             ("Document", para(info.title)),
@@ -718,22 +842,17 @@ def certificate_pdf(info: CertificateInfo) -> bytes:
     image_width = 2.3 * inch
     image_room = image_width - 12
     for signer in info.signers:
-        details = rows([
-            ("Email", para(signer.email)),
-            ("Role", para(signer.role)),
-            ("Method", para(_METHOD_LABELS.get(signer.method, signer.method))),
-            ("Consent to sign electronically", para(format_utc(signer.consent_at))),
-            ("First viewed", para(format_utc(signer.first_viewed_at))),
-            ("Signed", para(format_utc(signer.signed_at))),
-            ("IP address", para(signer.ip)),
-            ("User agent", para(signer.user_agent, "cell")),
-        ], (1.45 * inch, content_width - image_width - 1.45 * inch - 12))
+        details = rows([(label, para(value, "cell" if label == "User agent" else "value"))
+                        for label, value in _signer_rows(signer)],
+                       (1.45 * inch, content_width - image_width - 1.45 * inch - 12))
         if signer.signature_png:
-            reader = _png_reader(signer.signature_png)
-            width_px, height_px = reader.getSize()
-            scale = min(image_room / width_px, 0.75 * inch / height_px)
-            picture: object = FlowImage(io.BytesIO(signer.signature_png), width=width_px * scale,
-                                        height=height_px * scale, hAlign="LEFT")
+            _png_reader(signer.signature_png)  # a clear error if it is not an image
+            natural_width, natural_height = _natural_size(signer.signature_png)
+            # Shown no larger than it was made, as on the letter.
+            scale = min(1.0, image_room / natural_width, 0.75 * inch / natural_height)
+            picture: object = FlowImage(io.BytesIO(signer.signature_png),
+                                        width=natural_width * scale,
+                                        height=natural_height * scale, hAlign="LEFT")
         else:
             picture = para("Signed on paper" if signer.method == "paper" else "No image",
                            "label")
@@ -793,13 +912,21 @@ _METADATA_KEY = re.compile(r"/?[A-Za-z][A-Za-z0-9]{0,63}")
 _METADATA_MAX_CHARS = 1000
 
 
-def assemble_executed_pdf(letter_pdf: bytes, signed_pages: list[bytes], certificate: bytes, *,
-                          metadata: Mapping[str, str]) -> bytes:
-    """Put the letter, each signed signature page and the certificate into one PDF.
+CONFORMED_TITLE = "Executed letter (conformed copy)"
+CERTIFICATE_TITLE = "Certificate of completion"
 
-    ``metadata`` goes into the document information dictionary; keys are PDF names with or
-    without the leading slash (``Title``, ``/CounterpartEnvelope``). Objects that are
-    byte-for-byte the same in several parts (the font subsets) are stored once.
+
+def assemble_executed_pdf(conformed_pdf: bytes, signed_pages: Sequence[tuple[str, bytes]],
+                          certificate: bytes, *, metadata: Mapping[str, str]) -> bytes:
+    """Put the conformed letter, each signer's signed page and the certificate into one PDF.
+
+    ``conformed_pdf`` is the letter with every signature and date of signing in place;
+    ``signed_pages`` holds, in signer order, (signer name, that signer's signature page as
+    signed: a one-page PDF). Each part gets a bookmark: "Executed letter (conformed copy)",
+    "Counterpart signed by NAME", "Certificate of completion". ``metadata`` goes into the
+    document information dictionary; keys are PDF names with or without the leading slash
+    (``Title``, ``/CounterpartEnvelope``). Objects that are byte-for-byte the same in several
+    parts (the font subsets) are stored once.
     """
     info = {}
     for key, value in metadata.items():
@@ -810,14 +937,23 @@ def assemble_executed_pdf(letter_pdf: bytes, signed_pages: list[bytes], certific
         info["/" + key.lstrip("/")] = _CONTROL.sub(" ", value)
 
     writer = PdfWriter()
-    parts = [("The letter PDF", letter_pdf)]
-    parts += [(f"Signed page {n}", page) for n, page in enumerate(signed_pages, 1)]
-    parts.append(("The certificate of completion", certificate))
-    for what, data in parts:
-        writer.append(_pypdf_reader(data, what), import_outline=False)
+    parts = [(CONFORMED_TITLE, "The conformed letter", conformed_pdf)]
+    parts += [(f"Counterpart signed by {_CONTROL.sub(' ', _clean_name(name))}",
+               f"The signed page of {_clean_name(name)}", page) for name, page in signed_pages]
+    parts.append((CERTIFICATE_TITLE, "The certificate of completion", certificate))
+    for title, what, data in parts:
+        writer.append(_pypdf_reader(data, what), outline_item=title, import_outline=False)
     writer.compress_identical_objects(remove_duplicates=True, remove_unreferenced=True)
+    writer.page_mode = "/UseOutlines"
     writer.add_metadata({"/Producer": "Counterpart", **info})
     return _written(writer)
+
+
+def outline_titles(pdf: bytes) -> list[tuple[str, int]]:
+    """List a PDF's top-level bookmarks as (title, 0-based page index)."""
+    reader = _pypdf_reader(pdf, "The PDF")
+    return [(str(item.title), int(reader.get_destination_page_number(item) or 0))
+            for item in reader.outline if not isinstance(item, list)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -841,19 +977,26 @@ resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 """
 
 # The probe needs only pypdf: it does not import Counterpart, so it starts fast and sees none
-# of the application's state.
+# of the application's state. A file with only an owner password opens with the empty user
+# password, as viewers open it; the probe then writes a decrypted copy to work on.
 _UPLOAD_PROBE = """\
-import io, json
+import base64, io, json
 def answer(**fields):
     sys.stdout.write(json.dumps(fields))
     sys.stdout.flush()
     raise SystemExit(0)
 data = sys.stdin.buffer.read()
-from pypdf import PdfReader  # failing to import under the limits is a crash, not a bad file
+from pypdf import PdfReader, PdfWriter  # failing to import under the limits is a crash
 try:
     reader = PdfReader(io.BytesIO(data), strict=False)
+    decrypted = False
     if reader.is_encrypted:
-        answer(encrypted=True)
+        try:
+            decrypted = bool(reader.decrypt(""))
+        except Exception as exc:
+            answer(encrypted=True, detail=(str(exc) or type(exc).__name__)[:200])
+        if not decrypted:
+            answer(encrypted=True)
     count = len(reader.pages)
     if count <= 500:
         # Decode every page's content so that a damaged or hostile stream shows itself here.
@@ -862,7 +1005,12 @@ try:
             contents = page.get_contents()
             if contents is not None:
                 contents.get_data()
-    answer(pages=count)
+    copy = None
+    if decrypted and count <= 500:
+        buffer = io.BytesIO()
+        PdfWriter(clone_from=reader).write(buffer)
+        copy = base64.b64encode(buffer.getvalue()).decode("ascii")
+    answer(pages=count, decrypted=copy)
 except MemoryError:
     answer(limit="memory")
 except RecursionError:
@@ -872,6 +1020,10 @@ except Exception as exc:
         answer(limit=str(exc)[:200])
     answer(error=(str(exc) or type(exc).__name__)[:200])
 """
+
+# Viewers accept bytes before the header (a mail gateway's or a scanner's prefix) within the
+# first 1,024 bytes of the file; so does Counterpart.
+HEADER_SEARCH_BYTES = 1024
 
 
 def run_sandboxed(code: str, args: Sequence[str], data: bytes, *, time_limit: float,
@@ -922,14 +1074,30 @@ def _counts(counts: set[int]) -> str:
     return f"{text} page" + ("" if ordered == ["1"] else "s")
 
 
-def inspect_upload(data: bytes, *, filename: str, allowed_page_counts: set[int], max_bytes: int,
-                   time_limit: float = UPLOAD_TIME_LIMIT,
-                   memory_limit: int = UPLOAD_MEMORY_LIMIT) -> int:
-    """Check an uploaded scan of a signed counterpart and return its number of pages.
+@dataclass(frozen=True)
+class UploadedPdf:
+    """An uploaded PDF that passed the checks, and the copy of it to work on."""
 
-    The file must be a PDF of at most ``max_bytes``, readable, without a password, and with
-    one of the allowed page counts. It is parsed in a child process limited to ``time_limit``
-    seconds and ``memory_limit`` bytes; every refusal is a DocumentError naming the file.
+    pages: int
+    pdf: bytes
+    """The file to process: the upload itself, or a copy without the bytes before its header
+    and, for a file with only an owner password, decrypted. The upload stays the evidence."""
+    skipped_bytes: int = 0
+    """How many bytes came before the ``%PDF-`` header."""
+    decrypted: bool = False
+    """Whether the upload was encrypted with an owner password only."""
+
+
+def read_upload(data: bytes, *, filename: str, allowed_page_counts: set[int], max_bytes: int,
+                time_limit: float = UPLOAD_TIME_LIMIT,
+                memory_limit: int = UPLOAD_MEMORY_LIMIT) -> UploadedPdf:
+    """Check an uploaded scan of a signed counterpart and return the copy to work on.
+
+    The file must be a PDF of at most ``max_bytes`` (its ``%PDF-`` header within the first
+    1,024 bytes), readable, openable without a password (an owner password alone is fine), and
+    with one of the allowed page counts. It is parsed in a child process limited to
+    ``time_limit`` seconds and ``memory_limit`` bytes; every refusal is a DocumentError naming
+    the file.
     """
     if not allowed_page_counts:
         raise ValueError("allowed_page_counts must not be empty")
@@ -939,10 +1107,12 @@ def inspect_upload(data: bytes, *, filename: str, allowed_page_counts: set[int],
     if len(data) > max_bytes:
         raise DocumentError(f"{name} is {_size(len(data))}; the largest file accepted is "
                             f"{_size(max_bytes)}.")
-    if not data.startswith(b"%PDF-"):
+    skipped = data.find(b"%PDF-", 0, HEADER_SEARCH_BYTES + 5)
+    if skipped < 0:
         raise DocumentError(f"{name} is not a PDF file (it does not start with %PDF-); "
                             f"scan the signed pages to PDF and upload that.")
-    result = run_sandboxed(_UPLOAD_PROBE, [], data, time_limit=time_limit,
+    body = data[skipped:]
+    result = run_sandboxed(_UPLOAD_PROBE, [], body, time_limit=time_limit,
                            memory_limit=memory_limit)
     answer = result.answer
     if answer is None or "limit" in answer:
@@ -951,8 +1121,8 @@ def inspect_upload(data: bytes, *, filename: str, allowed_page_counts: set[int],
                             f"be damaged or built to exhaust the server. Save or scan it again "
                             f"as a new PDF.")
     if answer.get("encrypted"):
-        raise DocumentError(f"{name} is password-protected (encrypted); upload a copy "
-                            f"without a password.")
+        raise DocumentError(f"{name} is password-protected: it opens only with a password. "
+                            f"Upload a copy without a password.")
     if "error" in answer:
         raise DocumentError(f"{name} could not be read as a PDF ({answer['error']}); it may be "
                             f"damaged or incomplete.")
@@ -960,4 +1130,19 @@ def inspect_upload(data: bytes, *, filename: str, allowed_page_counts: set[int],
     if pages not in allowed_page_counts:
         raise DocumentError(f"{name} has {pages} page{'' if pages == 1 else 's'}; a signed "
                             f"counterpart must have {_counts(allowed_page_counts)}.")
-    return pages
+    copy = answer.get("decrypted")
+    if isinstance(copy, str):
+        return UploadedPdf(pages, base64.b64decode(copy), skipped, True)
+    return UploadedPdf(pages, body, skipped, False)
+
+
+def inspect_upload(data: bytes, *, filename: str, allowed_page_counts: set[int], max_bytes: int,
+                   time_limit: float = UPLOAD_TIME_LIMIT,
+                   memory_limit: int = UPLOAD_MEMORY_LIMIT) -> int:
+    """Check an uploaded scan of a signed counterpart and return its number of pages.
+
+    The checks are those of :func:`read_upload`.
+    """
+    return read_upload(data, filename=filename, allowed_page_counts=allowed_page_counts,
+                       max_bytes=max_bytes, time_limit=time_limit,
+                       memory_limit=memory_limit).pages
