@@ -2,8 +2,10 @@
 
 Domain errors reach the views as :class:`workflow.errors.CounterpartError` and become an HTTP
 status here: not found 404, a forbidden state change 409, invalid terms 422, a signing link
-that no longer works 410 (409 while it waits for earlier signers), a full disk 507, anything
-else the user caused 400.
+that no longer works 410 (409 while it waits for earlier signers), a scan of a paper
+counterpart that fails its checks 422, a full disk 507, anything else the user caused 400.
+Refusals that carry a ``code`` (:class:`workflow.errors.ScanCheckError`, the signing order)
+answer it beside the message.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from workflow.errors import (
     CounterpartError,
     LinkError,
     NotFoundError,
+    ScanCheckError,
     StateError,
     StorageFullError,
     TermsError,
@@ -127,9 +130,13 @@ def handle_domain_error(error: CounterpartError) -> Response:
         return _answer(404, str(error))
     if isinstance(error, StorageFullError):
         return _answer(507, str(error))
+    # A refusal with a code also tells programs which one it is.
+    code = {"code": error.code} if error.code else {}
     if isinstance(error, StateError):
-        return _answer(409, str(error))
-    return _answer(400, str(error))
+        return _answer(409, str(error), **code)
+    if isinstance(error, ScanCheckError):
+        return _answer(422, str(error), **code)
+    return _answer(400, str(error), **code)
 
 
 def init_app(app: Flask) -> None:

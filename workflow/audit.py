@@ -23,7 +23,9 @@ __all__ = ["EVENT_TYPES", "record_event", "events_of", "verify_chain", "ChainChe
            "event_as_dict", "GENESIS_HASH"]
 
 EVENT_TYPES = ("created", "generated", "edited", "sent", "viewed", "consented", "signed",
-               "declined", "uploaded", "voided", "executed", "downloaded", "expired")
+               "declined", "uploaded", "voided", "executed", "downloaded", "expired",
+               "emailed", "email_failed", "link_ready", "new_link", "upload_discarded",
+               "upload_undone")
 GENESIS_HASH = "0" * 64
 
 

@@ -1,4 +1,4 @@
-"""Execution in counterparts: sending, signing, paper uploads, voiding, assembly and proof.
+"""Execution in counterparts: sending, signing, paper uploads, voiding and assembly.
 
 An envelope sends one version of a letter to its signers. Each signer gets a counterpart: the
 whole letter, to sign through a private link (electronically) or on paper (staff upload the
@@ -18,6 +18,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import secrets
 import unicodedata
@@ -25,14 +26,24 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from . import pdfs
+from . import paper, pdfs
 from .audit import event_as_dict, events_of, record_event, verify_chain
+from .convert import PdfConverter
 from .db import Database, rowcount
-from .errors import CounterpartError, DocumentError, LinkError, NotFoundError, StateError
+from .errors import (
+    CounterpartError,
+    DocumentError,
+    LinkError,
+    NotFoundError,
+    ScanCheckError,
+    SigningOrderError,
+    StateError,
+)
 from .letters import (
     PDF_TYPE,
     _slug,
@@ -41,10 +52,13 @@ from .letters import (
     get_letter,
     get_version,
     latest_document,
+    refresh_search_text,
+    render_version,
     store_blob,
 )
 from .models import Counterpart, Document, Envelope, Letter, LetterVersion, utcnow
-from .seal import Sealer, check_seal, seal_pdf
+from .render import render_pdf
+from .seal import Sealer, seal_pdf
 from .states import (
     OPEN_COUNTERPART_STATUSES,
     CounterpartStatus,
@@ -57,9 +71,12 @@ __all__ = [
     "SignerSpec", "Actor", "IssuedLink", "SigningView", "send_envelope", "default_signers",
     "current_envelope", "envelope_for_token", "view_signing", "sign_counterpart",
     "decline_counterpart", "upload_paper_counterpart", "void_envelope", "assemble_envelope",
-    "claim_assembly", "retry_assembly", "audit_record", "verify_document", "token_hash",
+    "claim_assembly", "retry_assembly", "audit_record", "token_hash",
     "expire_links", "reissue_link", "counterpart_of", "ROLES", "DEFAULT_LINK_DAYS",
-    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_BYTES", "record_delivery", "signer_document", "link_shows_letter",
+    "signer_time_zone", "PaperChoices", "PendingScan", "stage_paper_counterpart",
+    "pending_paper_upload", "confirm_paper_counterpart", "discard_paper_upload",
+    "undo_paper_counterpart",
 ]
 
 ROLES = ("company", "executive", "witness", "other")
@@ -110,6 +127,11 @@ class SigningView:
     @property
     def can_sign(self) -> bool:
         return not self.waiting_for and self.counterpart.status in _OPEN
+
+    @property
+    def signed(self) -> bool:
+        """The signer has signed: the link now shows what they signed, to read and keep."""
+        return self.counterpart.status == CounterpartStatus.SIGNED.value
 
 
 def token_hash(token: str) -> str:
@@ -174,11 +196,15 @@ def counterpart_of(session: Session, letter_id: int, counterpart_id: int) -> Cou
 
 def send_envelope(session: Session, letter_id: int, signers: Sequence[SignerSpec] | None,
                   actor: Actor, *, signing_order: bool = False,
-                  link_days: int = DEFAULT_LINK_DAYS, now: dt.datetime | None = None,
-                  ) -> tuple[Envelope, list[IssuedLink]]:
+                  link_days: int = DEFAULT_LINK_DAYS, email_invitations: bool = False,
+                  now: dt.datetime | None = None) -> tuple[Envelope, list[IssuedLink]]:
     """Send the newest version of a generated letter for execution in counterparts.
 
     Returns the envelope and each signer's link token; only the tokens' hashes are stored.
+    Counterparts start "ready" (link issued, not yet handed to a mail server), or "created"
+    while they wait for earlier signers; :func:`record_delivery` marks them "sent" once the
+    mail server accepts their invitation. ``email_invitations`` says whether the caller will
+    try to email the signers who have an address (it is recorded, not acted on, here).
     """
     now = now or utcnow()
     letter = get_letter(session, letter_id, for_update=True)
@@ -222,7 +248,7 @@ def send_envelope(session: Session, letter_id: int, signers: Sequence[SignerSpec
         counterpart = Counterpart(
             envelope_id=envelope.id, position=position, role=signer.role, name=signer.name,
             email=signer.email, token_hash=token_hash(token),
-            status=(CounterpartStatus.CREATED if waiting else CounterpartStatus.SENT).value)
+            status=(CounterpartStatus.CREATED if waiting else CounterpartStatus.READY).value)
         session.add(counterpart)
         session.flush()
         links.append(IssuedLink(counterpart.id, token))
@@ -232,8 +258,15 @@ def send_envelope(session: Session, letter_id: int, signers: Sequence[SignerSpec
                      detail={"signer": signer.name, "role": signer.role,
                              "email": signer.email, "position": position,
                              "waiting_for_earlier_signers": waiting,
+                             "delivery": _delivery(signer.email, email_invitations),
                              "expires_at": envelope.expires_at.isoformat()})
+    refresh_search_text(session, letter)
     return envelope, links
+
+
+def _delivery(email: str | None, email_invitations: bool) -> str:
+    """How a new link reaches its signer: ``email`` (to be emailed) or ``by_hand``."""
+    return "email" if email and email_invitations else "by_hand"
 
 
 def _lock_envelope(session: Session, envelope_id: str) -> Envelope:
@@ -259,13 +292,14 @@ def envelope_for_token(session: Session, token: str, *, lock: bool = False
     return counterpart, envelope
 
 
-def _check_link(session: Session, counterpart: Counterpart, envelope: Envelope,
-                now: dt.datetime) -> list[str]:
-    """Raise LinkError if the link is no longer usable; return who must sign first."""
+def _check_readable(counterpart: Counterpart, envelope: Envelope, now: dt.datetime) -> None:
+    """Raise LinkError if the link may no longer even be read: withdrawn, declined, expired.
+
+    A link that was used to sign stays readable for its lifetime: it shows what was signed
+    and gives the signer their copies.
+    """
     status = counterpart.status
-    if status == CounterpartStatus.SIGNED.value:
-        raise LinkError("This counterpart has already been signed; the link has been used.",
-                        "signed")
+    signed = status == CounterpartStatus.SIGNED.value
     if status == CounterpartStatus.DECLINED.value:
         raise LinkError("You declined to sign this letter; the link no longer works.",
                         "declined")
@@ -273,12 +307,31 @@ def _check_link(session: Session, counterpart: Counterpart, envelope: Envelope,
         raise LinkError("This letter was withdrawn by its sender; the link no longer works.",
                         "voided")
     if envelope.status == EnvelopeStatus.DECLINED.value:
-        raise LinkError("Another signer declined this letter; it can no longer be signed.",
+        raise LinkError("Another signer declined this letter, so it will not be executed; the "
+                        "link no longer works." if signed else
+                        "Another signer declined this letter; it can no longer be signed.",
                         "declined")
     if status == CounterpartStatus.EXPIRED.value or now >= envelope.expires_at:
+        if signed:
+            raise LinkError("You signed this letter, and this link's lifetime has ended, so it "
+                            "no longer gives your copy; ask the sender for a copy of what you "
+                            "signed.", "expired")
         raise LinkError("This signing link has expired; ask the sender for a new one.",
                         "expired")
-    if not envelope.signing_order:
+
+
+def _check_link(session: Session, counterpart: Counterpart, envelope: Envelope,
+                now: dt.datetime) -> list[str]:
+    """Raise LinkError if the link can no longer sign; return who must sign first."""
+    if counterpart.status == CounterpartStatus.SIGNED.value:
+        raise LinkError("This counterpart has already been signed; the link has been used.",
+                        "signed")
+    _check_readable(counterpart, envelope, now)
+    return _waiting_for(counterpart, envelope)
+
+
+def _waiting_for(counterpart: Counterpart, envelope: Envelope) -> list[str]:
+    if not envelope.signing_order or counterpart.status == CounterpartStatus.SIGNED.value:
         return []
     return [c.name for c in envelope.counterparts
             if c.position < counterpart.position and c.status != CounterpartStatus.SIGNED.value]
@@ -286,11 +339,17 @@ def _check_link(session: Session, counterpart: Counterpart, envelope: Envelope,
 
 def view_signing(session: Session, token: str, actor: Actor, *, now: dt.datetime | None = None
                  ) -> SigningView:
-    """Open a signing link: check it, record the first view, and describe the counterpart."""
+    """Open a signing link: check it, record the first view, and describe the counterpart.
+
+    A signed counterpart's link reads (it shows what was signed) until the envelope's links
+    expire; it never signs again. Raises LinkError when the link may not even be read.
+    """
     now = now or utcnow()
     counterpart, envelope = envelope_for_token(session, token, lock=True)
-    waiting = _check_link(session, counterpart, envelope, now)
-    if not waiting and counterpart.status == CounterpartStatus.SENT.value:
+    _check_readable(counterpart, envelope, now)
+    waiting = _waiting_for(counterpart, envelope)
+    if not waiting and counterpart.status in (CounterpartStatus.READY.value,
+                                              CounterpartStatus.SENT.value):
         counterpart.status = transition(counterpart.status, CounterpartStatus.VIEWED).value
         counterpart.first_viewed_at = now
         record_event(session, envelope.letter_id, "viewed", actor=counterpart.name,
@@ -302,6 +361,59 @@ def view_signing(session: Session, token: str, actor: Actor, *, now: dt.datetime
     return SigningView(counterpart, envelope, letter, version, waiting)
 
 
+def link_shows_letter(counterpart: Counterpart, envelope: Envelope,
+                      now: dt.datetime | None = None) -> bool:
+    """Say whether a link may show the letter to sign now: open, readable, its turn come.
+
+    A waiting signer's view is recorded when their turn comes; a signed one gets their
+    signed copy instead, and a withdrawn, declined or expired link shows nothing.
+    """
+    try:
+        _check_readable(counterpart, envelope, now or utcnow())
+    except LinkError:
+        return False
+    return counterpart.status in _OPEN and not _waiting_for(counterpart, envelope)
+
+
+SignerCopy = Literal["signed", "executed"]
+
+
+def signer_document(session: Session, token: str, which: SignerCopy, actor: Actor, *,
+                    now: dt.datetime | None = None) -> Document:
+    """Give the holder of a signing link their signed counterpart or the executed letter.
+
+    Only the link's own counterpart, once signed, while the link may be read (not withdrawn,
+    declined or past its lifetime); the download is recorded with the signer as its actor.
+    Raises LinkError (410) for a link that may not be read, StateError (409) before the copy
+    exists, NotFoundError for an unknown link.
+    """
+    now = now or utcnow()
+    counterpart, envelope = envelope_for_token(session, token, lock=True)
+    _check_readable(counterpart, envelope, now)
+    if counterpart.status != CounterpartStatus.SIGNED.value or \
+            counterpart.signed_document_id is None:
+        raise StateError("You have not signed this letter yet; your signed copy is here once "
+                         "you sign.")
+    if which == "signed":
+        document_id: int | None = counterpart.signed_document_id
+    elif envelope.executed_document_id is not None:
+        document_id = envelope.executed_document_id
+    else:
+        left = [c.name for c in envelope.counterparts
+                if c.status != CounterpartStatus.SIGNED.value]
+        raise StateError(f"The letter is not fully executed yet: still to sign: "
+                         f"{', '.join(left)}." if left else
+                         "Every counterpart is signed; the executed letter is being put "
+                         "together. Try again in a minute.")
+    document = session.get(Document, document_id)
+    assert document is not None and document.blob_sha256 is not None
+    record_event(session, envelope.letter_id, "downloaded", actor=counterpart.name,
+                 ip=actor.ip, user_agent=actor.user_agent, envelope_id=envelope.id,
+                 counterpart_id=counterpart.id, at=now,
+                 detail={"document": document.filename, "by": "signer"})
+    return document
+
+
 def letter_pdf_for(session: Session, envelope: Envelope) -> bytes:
     """Return the generated letter PDF an envelope was sent with."""
     document = session.get(Document, envelope.letter_pdf_id)
@@ -309,7 +421,9 @@ def letter_pdf_for(session: Session, envelope: Envelope) -> bytes:
     return document_bytes(session, document)
 
 
-def _signature_image(signature: Any, signer_name: str) -> tuple[str, bytes]:
+def _signature_image(signature: Any) -> tuple[str, bytes]:
+    """Read the signature a signer adopts: ``{"type": "typed", "text"}`` or
+    ``{"type": "drawn", "png": base64, "pixel_ratio"?: device pixels per CSS pixel}``."""
     if not isinstance(signature, Mapping):
         raise CounterpartError("signature: adopt a typed or drawn signature.")
     kind = signature.get("type")
@@ -328,8 +442,62 @@ def _signature_image(signature: Any, signer_name: str) -> tuple[str, bytes]:
             png = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
             raise CounterpartError("signature.png: not a base64-encoded PNG image.") from None
-        return "drawn", pdfs.drawn_signature_png(png)
+        ratio = _pixel_ratio(signature.get("pixel_ratio"))
+        try:
+            return "drawn", pdfs.drawn_signature_png(png, pixel_ratio=ratio)
+        except DocumentError as exc:
+            raise DocumentError(f"signature.png: {exc}") from None
     raise CounterpartError("signature.type: must be \"typed\" or \"drawn\".")
+
+
+def _pixel_ratio(value: Any) -> float:
+    """Read a drawing's device pixels per CSS pixel (absent: 1, a plain image)."""
+    if value is None or value == "":
+        return 1.0
+    low, high = pdfs.DRAWN_PIXEL_RATIOS
+    try:
+        ratio = float(value) if isinstance(value, int | float | str) and \
+            not isinstance(value, bool) else math.nan
+    except ValueError:
+        ratio = math.nan
+    if not low <= ratio <= high:
+        raise CounterpartError(f"signature.pixel_ratio: must be a number from {low:g} to "
+                               f"{high:g} (the screen's device pixels per CSS pixel).")
+    return ratio
+
+
+_NOT_SIGNERS_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+def signer_time_zone(value: Any) -> tuple[str, ZoneInfo]:
+    """Read a signer's IANA time zone, as a browser names it ("America/New_York").
+
+    Absent or empty, it is UTC. Raises CounterpartError naming ``time_zone`` for a zone the
+    time zone database does not know.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "UTC", ZoneInfo("UTC")
+    if not isinstance(value, str) or len(value) > 64:
+        raise CounterpartError("time_zone: give the name of an IANA time zone, such as "
+                               "America/New_York.")
+    name = value.strip()
+    try:
+        if name in _NOT_SIGNERS_ZONES:
+            raise ValueError(name)
+        return name, ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        shown = name if name.isprintable() else repr(name)
+        raise CounterpartError(f"time_zone: {shown} is not a time zone of the IANA time zone "
+                               "database; give one such as America/New_York or UTC.") from None
+
+
+def _date_of_signing(counterpart: Counterpart) -> dt.date | None:
+    """A counterpart's calendar date of signing (online, in the signer's zone if not stored)."""
+    if counterpart.signed_on is not None or counterpart.method == "paper":
+        return counterpart.signed_on
+    if counterpart.signed_at is None:
+        return None
+    return counterpart.signed_at.astimezone(signer_time_zone(counterpart.time_zone)[1]).date()
 
 
 def _store_document(session: Session, envelope: Envelope, kind: str, data: bytes,
@@ -357,11 +525,13 @@ def _after_signature(session: Session, envelope: Envelope, now: dt.datetime) -> 
     if envelope.signing_order and not all_signed:
         nxt = next(c for c in counterparts if c.status != CounterpartStatus.SIGNED.value)
         if nxt.status == CounterpartStatus.CREATED.value:
-            nxt.status = transition(nxt.status, CounterpartStatus.SENT).value
-            record_event(session, letter.id, "sent", actor="system", envelope_id=envelope.id,
-                         counterpart_id=nxt.id, at=now,
-                         detail={"signer": nxt.name, "role": nxt.role,
-                                 "reason": "earlier signers have signed"})
+            # Their turn has come, but nobody has told them: the link is ready to hand over.
+            nxt.status = transition(nxt.status, CounterpartStatus.READY).value
+            record_event(session, letter.id, "link_ready", actor="system",
+                         envelope_id=envelope.id, counterpart_id=nxt.id, at=now,
+                         detail={"signer": nxt.name, "role": nxt.role, "email": nxt.email,
+                                 "reason": "earlier signers have signed",
+                                 "emailed_before_their_turn": nxt.emailed_at is not None})
     return all_signed
 
 
@@ -377,25 +547,47 @@ def _mark_signed(session: Session, counterpart: Counterpart, now: dt.datetime) -
     session.refresh(counterpart)
 
 
-def sign_counterpart(session: Session, token: str, *, consent: Any, signature: Any,
-                     actor: Actor, now: dt.datetime | None = None) -> tuple[Counterpart, bool]:
-    """Sign a counterpart through its link: consent, adopt a signature, stamp and store it.
-
-    Returns the counterpart and whether every counterpart of the envelope is now signed (the
-    caller then runs :func:`assemble_envelope` after committing).
-    """
-    now = now or utcnow()
-    counterpart, envelope = envelope_for_token(session, token, lock=True)
+def _ready_to_sign(session: Session, counterpart: Counterpart, envelope: Envelope,
+                   now: dt.datetime) -> None:
     waiting = _check_link(session, counterpart, envelope, now)
     if waiting:
         raise LinkError(f"Please wait: {', '.join(waiting)} must sign first.", "waiting")
+
+
+def sign_counterpart(session: Session, token: str, *, consent: Any, signature: Any,
+                     actor: Actor, time_zone: Any = None,
+                     converter: PdfConverter | None = None,
+                     now: dt.datetime | None = None) -> tuple[Counterpart, bool]:
+    """Sign a counterpart through its link: consent, adopt a signature, make the signed copy.
+
+    The date of signing is the calendar date of ``now`` in the signer's ``time_zone`` (an IANA
+    name from their browser; UTC when absent). The signed copy is the letter rendered again
+    from its version's own template with that date in it (the executive's acknowledgement
+    reads "this 3rd day of March, 2027"), converted to PDF by ``converter`` (the process-wide
+    LibreOffice when None), with the signature stamped on the signer's line. Returns the
+    counterpart and whether every counterpart of the envelope is now signed (the caller then
+    runs :func:`assemble_envelope` after committing).
+    """
+    now = now or utcnow()
+    # Check what the signer sent and make the signed copy before locking the envelope: the
+    # conversion takes a moment, and the lock holds up the envelope's other signers.
+    counterpart, envelope = envelope_for_token(session, token)
+    _ready_to_sign(session, counterpart, envelope, now)
     if consent is not True:
         raise CounterpartError("consent: agree to sign electronically, or decline instead.")
-    method, png = _signature_image(signature, counterpart.name)
-    letter_pdf = letter_pdf_for(session, envelope)
+    method, png = _signature_image(signature)
+    zone_name, zone = signer_time_zone(time_zone)
+    signed_on = now.astimezone(zone).date()
+    version = session.get(LetterVersion, envelope.version_id)
+    assert version is not None
+    letter_pdf = render_pdf(render_version(session, version, {counterpart.role: signed_on}),
+                            converter)
     stamped = pdfs.stamp_signature(letter_pdf, signer_name=counterpart.name,
-                                   signature_png=png, signed_at=now,
-                                   fill_day_blank=counterpart.role == "executive")
+                                   signature_png=png, signed_on=signed_on)
+
+    session.expire_all()  # read again under the lock what another signer may have changed
+    counterpart, envelope = envelope_for_token(session, token, lock=True)
+    _ready_to_sign(session, counterpart, envelope, now)
     if counterpart.first_viewed_at is None:
         counterpart.first_viewed_at = now
     _mark_signed(session, counterpart, now)
@@ -403,6 +595,8 @@ def sign_counterpart(session: Session, token: str, *, consent: Any, signature: A
                                _counterpart_filename(envelope, counterpart, "signed"))
     counterpart.method = method
     counterpart.consent_at = now
+    counterpart.time_zone = zone_name
+    counterpart.signed_on = signed_on
     counterpart.ip = actor.ip
     counterpart.user_agent = (actor.user_agent or "")[:512] or None
     counterpart.signature_sha256 = store_blob(session, png)
@@ -413,7 +607,8 @@ def sign_counterpart(session: Session, token: str, *, consent: Any, signature: A
                  detail={"disclosure": "electronic signature consent"})
     record_event(session, envelope.letter_id, "signed", **common,
                  detail={"method": method, "document_sha256": document.blob_sha256,
-                         "signature_sha256": counterpart.signature_sha256})
+                         "signature_sha256": counterpart.signature_sha256,
+                         "time_zone": zone_name, "signed_on": signed_on.isoformat()})
     return counterpart, _after_signature(session, envelope, now)
 
 
@@ -438,12 +633,189 @@ def decline_counterpart(session: Session, token: str, *, reason: Any, actor: Act
     return counterpart
 
 
+# --- paper ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PaperChoices:
+    """What staff state when a counterpart signed on paper is counted.
+
+    ``signed_on`` is the date the signer wrote (YYYY-MM-DD); ``accept_without_ink`` accepts a
+    scan on whose signature line no signature was found; ``override_order`` with a ``reason``
+    records a counterpart before the signers who come first in the signing order.
+    """
+
+    signed_on: Any
+    accept_without_ink: bool = False
+    override_order: bool = False
+    reason: Any = None
+
+
+@dataclass(frozen=True)
+class PendingScan:
+    """A scan uploaded on the letter page and awaiting staff confirmation; it does not count."""
+
+    counterpart_id: int
+    signer: str
+    document_id: int
+    filename: str
+    sha256: str
+    uploaded_at: dt.datetime
+    uploaded_by: str
+    signature_page: int
+    """The 0-based page of the scan that matches the blank's signature page."""
+    blank_page: int
+    """The 0-based page of the letter that holds the signer's signature block."""
+    ink_found: bool
+    matched: bool
+    signed_on: dt.date | None
+    waiting_for: list[str]
+
+
+@dataclass(frozen=True)
+class _Examined:
+    """An upload that passed the file checks, and what comparing it with the blank found."""
+
+    processing_pdf: bytes
+    check: paper.ScanCheck
+
+
+def _examine_scan(session: Session, envelope: Envelope, counterpart: Counterpart, data: bytes,
+                  filename: str, max_bytes: int) -> _Examined:
+    """Check a scan for a counterpart: a readable PDF, not the system's own document nor its
+    unsigned pages. Raises DocumentError or ScanCheckError naming the file."""
+    name = pdfs.display_name(filename)
+    digest = hashlib.sha256(data).hexdigest()
+    copy = paper.system_copy_of(session, digest)
+    if copy is not None:
+        what = {"letter_pdf": "the letter's PDF (the blank counterpart)",
+                "signed_counterpart": "a counterpart this system stamped when it was signed "
+                                      "online",
+                "executed_pdf": "an executed PDF this system sealed"}[copy.kind]
+        raise ScanCheckError(f"{name} is {what}, not a scan of a counterpart signed on paper. "
+                             f"Upload the scan of the pages {counterpart.name} signed.",
+                             "unsigned_copy")
+    letter_pdf = letter_pdf_for(session, envelope)
+    letter_pages = pdfs.page_count(letter_pdf)
+    upload = pdfs.read_upload(data, filename=filename, allowed_page_counts={letter_pages, 1},
+                              max_bytes=max_bytes)
+    spot = pdfs.find_signature_spot(letter_pdf, counterpart.name)
+    width_pt = spot.page_box[2] - spot.page_box[0]
+    pages = paper.rasterise_upload(upload.pdf, width_px=round(width_pt * paper.PIXELS_PER_POINT),
+                                   name=name)
+    check = paper.check_scan(letter_pdf, pages, counterpart.name)
+    if check.unchanged:
+        raise ScanCheckError(
+            f"{name} is the unsigned counterpart: its signature page has nothing written on it "
+            f"that the blank counterpart does not have. Upload the scan of the pages "
+            f"{counterpart.name} signed.", "unsigned_copy")
+    return _Examined(upload.pdf, check)
+
+
+def _ink_refusal(name: str, counterpart: Counterpart, check: paper.ScanCheck) -> ScanCheckError:
+    if check.matched:
+        return ScanCheckError(
+            f"No signature was found on {counterpart.name}'s signature line in {name}: nothing "
+            f"is written above the line that the blank counterpart does not have. If they did "
+            f"sign, staff can accept it anyway.", "ink_not_found")
+    return ScanCheckError(
+        f"No signature was found on {counterpart.name}'s signature line in {name}: no page of "
+        f"it lines up with the blank counterpart's signature page, so the line could not be "
+        f"checked. If they did sign, staff can accept it anyway.", "ink_not_found")
+
+
+def _order_override(counterpart: Counterpart, envelope: Envelope, choices: PaperChoices
+                    ) -> str | None:
+    """Return the reason for recording out of order, or None; refuse if the order blocks."""
+    waiting = _waiting_for(counterpart, envelope)
+    if not waiting:
+        return None
+    names = ", ".join(waiting)
+    if not choices.override_order:
+        verb = "has" if len(waiting) == 1 else "have"
+        raise SigningOrderError(
+            f"The letter is signed in order: {names} must sign before {counterpart.name}, and "
+            f"not all of them {verb} signed. To record {counterpart.name}'s counterpart now, "
+            f"override the order and give a reason.")
+    return _clean_text(choices.reason, "reason: the reason for overriding the signing order",
+                       1000)
+
+
+def _check_paper_open(session: Session, counterpart: Counterpart, envelope: Envelope,
+                      now: dt.datetime) -> None:
+    if counterpart.status == CounterpartStatus.SIGNED.value:
+        raise StateError(f"Counterpart {counterpart.id} ({counterpart.name}) is already "
+                         "signed.")
+    _check_link(session, counterpart, envelope, now)
+
+
+def _count_paper(session: Session, envelope: Envelope, counterpart: Counterpart, *,
+                 original: Document, examined: _Examined, filename: str, choices: PaperChoices,
+                 signed_on: dt.date, uploaded_at: dt.datetime, actor: Actor,
+                 now: dt.datetime) -> bool:
+    """Count a checked scan as the signer's signature; return whether all are now signed."""
+    check = examined.check
+    name = pdfs.display_name(filename)
+    if not check.ink_found and not choices.accept_without_ink:
+        raise _ink_refusal(name, counterpart, check)
+    reason = _order_override(counterpart, envelope, choices)
+    previous_status = counterpart.status
+    _mark_signed(session, counterpart, now)
+    if examined.processing_pdf == document_bytes(session, original):
+        signed = original
+    else:  # the bytes before the header dropped, or the owner password's encryption removed
+        signed = _store_document(session, envelope, "scanned_counterpart",
+                                 examined.processing_pdf,
+                                 _counterpart_filename(envelope, counterpart, "scan-readable"))
+    counterpart.method = "paper"
+    counterpart.signed_document_id = signed.id
+    counterpart.pending_document_id = None
+    counterpart.signed_on = signed_on
+    counterpart.uploaded_at = uploaded_at
+    counterpart.signature_sha256 = store_blob(session, check.signature_png)
+    ink = "found" if check.ink_found else "accepted_without_ink"
+    counterpart.paper = {
+        "filename": filename[:200], "sha256": original.blob_sha256,
+        "signature_page": check.signature_page, "ink": ink,
+        "ink_accepted_by": None if check.ink_found else actor.name,
+        "order_override_reason": reason, "order_override_by": actor.name if reason else None,
+        "crop_box": list(check.crop_box), "recorded_by": actor.name,
+        "original_document_id": original.id, "previous_status": previous_status,
+    }
+    record_event(session, envelope.letter_id, "signed", actor=counterpart.name, ip=actor.ip,
+                 user_agent=actor.user_agent, envelope_id=envelope.id,
+                 counterpart_id=counterpart.id, at=now,
+                 detail={"method": "paper", "document_sha256": original.blob_sha256,
+                         "recorded_by": actor.name, "file": filename[:200],
+                         "signed_on": signed_on.isoformat(), "ink": ink,
+                         "ink_accepted_by": counterpart.paper["ink_accepted_by"],
+                         "order_override_reason": reason,
+                         "order_override_by": counterpart.paper["order_override_by"],
+                         "signature_page": check.signature_page,
+                         "signature_sha256": counterpart.signature_sha256,
+                         "document_id": original.id, "readable_document_id": signed.id})
+    return _after_signature(session, envelope, now)
+
+
+def _signed_on(session: Session, envelope: Envelope, value: Any, now: dt.datetime) -> dt.date:
+    letter_pdf = session.get(Document, envelope.letter_pdf_id)
+    ready = letter_pdf.created_at if letter_pdf is not None else envelope.created_at
+    return paper.parse_signed_on(value, not_before=min(ready, envelope.created_at), now=now)
+
+
+def _same_paper_upload(counterpart: Counterpart, digest: str) -> bool:
+    return (counterpart.status == CounterpartStatus.SIGNED.value and counterpart.method == "paper"
+            and (counterpart.paper or {}).get("sha256") == digest)
+
+
 def upload_paper_counterpart(session: Session, letter_id: int, counterpart_id: int,
                              data: bytes, filename: str, actor: Actor, *,
-                             max_bytes: int = MAX_UPLOAD_BYTES, now: dt.datetime | None = None
-                             ) -> tuple[Counterpart, bool, bool]:
-    """Record a counterpart signed on paper from its scanned PDF.
+                             choices: PaperChoices, max_bytes: int = MAX_UPLOAD_BYTES,
+                             now: dt.datetime | None = None) -> tuple[Counterpart, bool, bool]:
+    """Record a counterpart signed on paper from its scanned PDF, in one step.
 
+    The scan counts when its checks pass (:mod:`workflow.paper`): it is not the system's own
+    document or its unsigned pages, the signer's line has ink (or ``choices`` accepts it
+    without), and the signing order allows it (or ``choices`` overrides it with a reason).
     Returns the counterpart, whether this upload was new (the same file again is one upload),
     and whether every counterpart is now signed.
     """
@@ -451,33 +823,196 @@ def upload_paper_counterpart(session: Session, letter_id: int, counterpart_id: i
     counterpart = counterpart_of(session, letter_id, counterpart_id)
     envelope = _lock_envelope(session, counterpart.envelope_id)
     session.refresh(counterpart)
-    digest = hashlib.sha256(data).hexdigest()
-    if counterpart.status == CounterpartStatus.SIGNED.value:
-        signed = session.get(Document, counterpart.signed_document_id)
-        if counterpart.method == "paper" and signed and signed.blob_sha256 == digest:
-            return counterpart, False, False
-        raise StateError(f"Counterpart {counterpart.id} ({counterpart.name}) is already "
-                         "signed.")
-    _check_link(session, counterpart, envelope, now)
-    letter_pdf = letter_pdf_for(session, envelope)
-    letter_pages = pdfs.page_count(letter_pdf)
-    pdfs.inspect_upload(data, filename=filename, allowed_page_counts={letter_pages, 1},
-                        max_bytes=max_bytes)
-    _mark_signed(session, counterpart, now)
-    document = _store_document(session, envelope, "scanned_counterpart", data,
+    if _same_paper_upload(counterpart, hashlib.sha256(data).hexdigest()):
+        return counterpart, False, False
+    _check_paper_open(session, counterpart, envelope, now)
+    signed_on = _signed_on(session, envelope, choices.signed_on, now)
+    _order_override(counterpart, envelope, choices)
+    examined = _examine_scan(session, envelope, counterpart, data, filename, max_bytes)
+    replaced = counterpart.pending_document_id
+    original = _store_document(session, envelope, "scanned_counterpart", data,
                                _counterpart_filename(envelope, counterpart, "scan"))
-    counterpart.method = "paper"
-    counterpart.signed_document_id = document.id
     record_event(session, letter_id, "uploaded", actor=actor.name, ip=actor.ip,
                  user_agent=actor.user_agent, envelope_id=envelope.id,
                  counterpart_id=counterpart.id, at=now,
-                 detail={"file": filename[:200], "sha256": digest, "size": len(data)})
-    record_event(session, letter_id, "signed", actor=counterpart.name, ip=actor.ip,
+                 detail={"file": filename[:200], "sha256": original.blob_sha256,
+                         "size": len(data), "document_id": original.id,
+                         "replaces_pending_document_id": replaced})
+    all_signed = _count_paper(session, envelope, counterpart, original=original,
+                              examined=examined, filename=filename, choices=choices,
+                              signed_on=signed_on, uploaded_at=now, actor=actor, now=now)
+    return counterpart, True, all_signed
+
+
+def stage_paper_counterpart(session: Session, letter_id: int, counterpart_id: int, data: bytes,
+                            filename: str, actor: Actor, *, signed_on: Any,
+                            max_bytes: int = MAX_UPLOAD_BYTES, now: dt.datetime | None = None
+                            ) -> PendingScan:
+    """Store a scan uploaded on the letter page for staff to review; it does not count yet.
+
+    The file checks run now (a copy of the system's documents or the unsigned pages is refused
+    at once); the ink check's finding is kept with the upload for the preview. A scan already
+    waiting for the counterpart is replaced (both stay stored).
+    """
+    now = now or utcnow()
+    counterpart = counterpart_of(session, letter_id, counterpart_id)
+    envelope = _lock_envelope(session, counterpart.envelope_id)
+    session.refresh(counterpart)
+    _check_paper_open(session, counterpart, envelope, now)
+    day = _signed_on(session, envelope, signed_on, now)
+    examined = _examine_scan(session, envelope, counterpart, data, filename, max_bytes)
+    replaced = counterpart.pending_document_id
+    document = _store_document(session, envelope, "scanned_counterpart", data,
+                               _counterpart_filename(envelope, counterpart, "scan"))
+    counterpart.pending_document_id = document.id
+    check = examined.check
+    record_event(session, letter_id, "uploaded", actor=actor.name, ip=actor.ip,
                  user_agent=actor.user_agent, envelope_id=envelope.id,
                  counterpart_id=counterpart.id, at=now,
-                 detail={"method": "paper", "document_sha256": digest,
-                         "recorded_by": actor.name})
-    return counterpart, True, _after_signature(session, envelope, now)
+                 detail={"file": filename[:200], "sha256": document.blob_sha256,
+                         "size": len(data), "document_id": document.id, "pending": True,
+                         "signature_page": check.signature_page, "matched": check.matched,
+                         "ink": "found" if check.ink_found else "not_found",
+                         "signed_on": day.isoformat(),
+                         "replaces_pending_document_id": replaced})
+    pending = pending_paper_upload(session, letter_id, counterpart_id)
+    assert pending is not None
+    return pending
+
+
+def pending_paper_upload(session: Session, letter_id: int, counterpart_id: int
+                         ) -> PendingScan | None:
+    """Describe the scan awaiting staff confirmation for a counterpart, if there is one."""
+    counterpart = counterpart_of(session, letter_id, counterpart_id)
+    if counterpart.pending_document_id is None:
+        return None
+    document = session.get(Document, counterpart.pending_document_id)
+    assert document is not None and document.blob_sha256 is not None
+    staged = next((e for e in reversed(events_of(session, letter_id))
+                   if e.type == "uploaded" and e.counterpart_id == counterpart.id
+                   and (e.detail or {}).get("document_id") == document.id), None)
+    detail = dict(staged.detail or {}) if staged is not None else {}
+    letter_pdf = letter_pdf_for(session, counterpart.envelope)
+    signed_on = detail.get("signed_on")
+    return PendingScan(
+        counterpart_id=counterpart.id, signer=counterpart.name, document_id=document.id,
+        filename=str(detail.get("file") or document.filename), sha256=document.blob_sha256,
+        uploaded_at=staged.at if staged is not None else document.created_at,
+        uploaded_by=staged.actor if staged is not None else "",
+        signature_page=int(detail.get("signature_page") or 0),
+        blank_page=pdfs.find_signature_spot(letter_pdf, counterpart.name).page_index,
+        ink_found=detail.get("ink") == "found", matched=bool(detail.get("matched", True)),
+        signed_on=dt.date.fromisoformat(signed_on) if isinstance(signed_on, str) else None,
+        waiting_for=_waiting_for(counterpart, counterpart.envelope))
+
+
+def confirm_paper_counterpart(session: Session, letter_id: int, counterpart_id: int,
+                              actor: Actor, *, document_id: int, choices: PaperChoices,
+                              now: dt.datetime | None = None) -> tuple[Counterpart, bool]:
+    """Count the scan awaiting confirmation as the signer's signature on paper.
+
+    The checks run again on the stored scan, as :func:`upload_paper_counterpart` runs them.
+    ``document_id`` must be the scan the staff member reviewed (a newer upload replaces it).
+    Returns the counterpart and whether every counterpart is now signed.
+    """
+    now = now or utcnow()
+    counterpart = counterpart_of(session, letter_id, counterpart_id)
+    envelope = _lock_envelope(session, counterpart.envelope_id)
+    session.refresh(counterpart)
+    _check_paper_open(session, counterpart, envelope, now)
+    if counterpart.pending_document_id is None:
+        raise StateError(f"No scan of {counterpart.name}'s counterpart is waiting to be "
+                         "counted; upload it again.")
+    if counterpart.pending_document_id != document_id:
+        raise StateError(f"Another scan of {counterpart.name}'s counterpart was uploaded since "
+                         "this one; review that one instead.")
+    pending = pending_paper_upload(session, letter_id, counterpart_id)
+    assert pending is not None
+    original = session.get(Document, document_id)
+    assert original is not None
+    signed_on = _signed_on(session, envelope, choices.signed_on, now)
+    examined = _examine_scan(session, envelope, counterpart, document_bytes(session, original),
+                             pending.filename, MAX_UPLOAD_BYTES)
+    all_signed = _count_paper(session, envelope, counterpart, original=original,
+                              examined=examined, filename=pending.filename, choices=choices,
+                              signed_on=signed_on, uploaded_at=pending.uploaded_at,
+                              actor=actor, now=now)
+    return counterpart, all_signed
+
+
+def discard_paper_upload(session: Session, letter_id: int, counterpart_id: int, actor: Actor,
+                         *, document_id: int | None = None, now: dt.datetime | None = None
+                         ) -> Counterpart:
+    """Set aside the scan awaiting confirmation; it stays stored and named in the record."""
+    now = now or utcnow()
+    counterpart = counterpart_of(session, letter_id, counterpart_id)
+    envelope = _lock_envelope(session, counterpart.envelope_id)
+    session.refresh(counterpart)
+    pending = counterpart.pending_document_id
+    if pending is None or (document_id is not None and pending != document_id):
+        raise StateError(f"That scan of {counterpart.name}'s counterpart is no longer waiting "
+                         "to be counted.")
+    counterpart.pending_document_id = None
+    document = session.get(Document, pending)
+    record_event(session, letter_id, "upload_discarded", actor=actor.name, ip=actor.ip,
+                 user_agent=actor.user_agent, envelope_id=envelope.id,
+                 counterpart_id=counterpart.id, at=now,
+                 detail={"signer": counterpart.name, "document_id": pending,
+                         "sha256": document.blob_sha256 if document else None})
+    return counterpart
+
+
+def undo_paper_counterpart(session: Session, letter_id: int, counterpart_id: int, actor: Actor,
+                           *, now: dt.datetime | None = None) -> Counterpart:
+    """Undo the upload that counted a counterpart as signed on paper.
+
+    The counterpart goes back to the open status it had, the letter back to out for signature
+    (or partially executed if others have signed); the scan stays stored and is named in the
+    audit record. Refused once the letter is executed or its executed PDF is being assembled.
+    """
+    now = now or utcnow()
+    counterpart = counterpart_of(session, letter_id, counterpart_id)
+    envelope = _lock_envelope(session, counterpart.envelope_id)
+    session.refresh(counterpart)
+    if counterpart.status != CounterpartStatus.SIGNED.value or counterpart.method != "paper":
+        raise StateError(f"{counterpart.name}'s counterpart was not signed on paper; only a "
+                         "paper upload can be undone.")
+    if envelope.status != EnvelopeStatus.OUT.value or envelope.executed_document_id:
+        raise StateError(f"This envelope is {envelope.status}; {counterpart.name}'s paper "
+                         "upload can no longer be undone.")
+    if envelope.assembly_state in ("running", "done"):
+        raise StateError("Every counterpart is signed and the executed PDF is being "
+                         f"assembled; {counterpart.name}'s paper upload can no longer be "
+                         "undone.")
+    record = dict(counterpart.paper or {})
+    previous = record.get("previous_status")
+    if previous not in _OPEN:
+        previous = (CounterpartStatus.CREATED.value if _waiting_for(counterpart, envelope)
+                    else CounterpartStatus.READY.value)
+    target = transition(counterpart.status, CounterpartStatus(previous))
+    changed = rowcount(session.execute(
+        update(Counterpart).where(Counterpart.id == counterpart.id,
+                                  Counterpart.status == CounterpartStatus.SIGNED.value)
+        .values(status=target.value, signed_at=None, method=None, signed_document_id=None,
+                signature_sha256=None, signed_on=None, uploaded_at=None, paper=None)))
+    if changed != 1:
+        raise StateError(f"{counterpart.name}'s counterpart changed meanwhile; reload and try "
+                         "again.")
+    session.refresh(counterpart)
+    others_signed = any(c.status == CounterpartStatus.SIGNED.value
+                        for c in envelope.counterparts if c.id != counterpart.id)
+    letter = get_letter(session, letter_id, for_update=True)
+    letter.status = transition(letter.status, LetterStatus.PARTIALLY_EXECUTED if others_signed
+                               else LetterStatus.OUT_FOR_SIGNATURE).value
+    letter.updated_at = now
+    record_event(session, letter_id, "upload_undone", actor=actor.name, ip=actor.ip,
+                 user_agent=actor.user_agent, envelope_id=envelope.id,
+                 counterpart_id=counterpart.id, at=now,
+                 detail={"signer": counterpart.name, "status": target.value,
+                         "file": record.get("filename"), "sha256": record.get("sha256"),
+                         "document_id": record.get("original_document_id"),
+                         "paper": record})
+    return counterpart
 
 
 def void_envelope(session: Session, letter_id: int, reason: Any, actor: Actor, *,
@@ -509,48 +1044,126 @@ def void_envelope(session: Session, letter_id: int, reason: Any, actor: Actor, *
     return envelope
 
 
-def reissue_link(session: Session, letter_id: int, counterpart_id: int, actor: Actor, *,
-                 now: dt.datetime | None = None) -> IssuedLink:
-    """Give an open counterpart a new signing link; the old one stops working at once.
+def _closed_envelope_message(envelope: Envelope) -> str:
+    if envelope.status == EnvelopeStatus.VOIDED.value:
+        return ("This envelope was voided; its links cannot be renewed. Send the letter again "
+                "for new links.")
+    if envelope.status == EnvelopeStatus.DECLINED.value:
+        return ("A signer declined this letter, so it can no longer be signed and its links "
+                "cannot be renewed. Void the envelope, then send the letter again.")
+    if envelope.status == EnvelopeStatus.COMPLETED.value:
+        return "This letter is fully executed; nothing is left to sign, so no link is renewed."
+    return f"This envelope is {envelope.status}; its links cannot be renewed."
 
-    Links are stored only as hashes, so a lost link cannot be shown again: this replaces it.
+
+def reissue_link(session: Session, letter_id: int, counterpart_id: int, actor: Actor, *,
+                 link_days: int = DEFAULT_LINK_DAYS, email_invitation: bool = False,
+                 now: dt.datetime | None = None) -> IssuedLink:
+    """Give a counterpart still to be signed, or whose link expired, a new signing link.
+
+    Links are stored only as hashes, so a lost link cannot be shown again: this replaces it,
+    and the old one stops working at once. The new link works for ``link_days`` days (1 to
+    365): the envelope's expiry, shared by its signers, moves later if needed, never earlier;
+    other signers whose links ran out stay expired. The counterpart is then "ready" (or still
+    "created" while it waits its turn, "viewed" if its signer already read the letter) until
+    :func:`record_delivery` records its invitation accepted by the mail server.
+    ``email_invitation`` says whether the caller will try to email it. Raises StateError for a
+    voided, declined or executed envelope and a counterpart already signed or declined.
     """
     now = now or utcnow()
+    if isinstance(link_days, bool) or not isinstance(link_days, int) \
+            or not 1 <= link_days <= 365:
+        raise CounterpartError("link_days: links last between 1 and 365 days.")
     counterpart = counterpart_of(session, letter_id, counterpart_id)
     envelope = _lock_envelope(session, counterpart.envelope_id)
     session.refresh(counterpart)
     if envelope.status != EnvelopeStatus.OUT.value:
-        raise StateError(f"This envelope is {envelope.status}; its links cannot be renewed.")
-    if counterpart.status not in _OPEN:
-        raise StateError(f"{counterpart.name}'s counterpart is {counterpart.status}; only a "
-                         "counterpart still to be signed gets a new link.")
-    if now >= envelope.expires_at:
-        raise StateError("The envelope's links have expired; void it and send the letter "
-                         "again.")
+        raise StateError(_closed_envelope_message(envelope))
+    before = counterpart.status
+    if before not in _OPEN and before != CounterpartStatus.EXPIRED.value:
+        raise StateError(f"{counterpart.name}'s counterpart is {before}; only a counterpart "
+                         "still to be signed, or whose link expired, gets a new link.")
+    # Before the shared expiry moves, the other links that ran out are marked expired, so
+    # that renewing this one does not bring theirs back.
+    _expire_envelope(session, envelope, now)
+    before = counterpart.status
+    if before in (CounterpartStatus.EXPIRED.value, CounterpartStatus.SENT.value):
+        # The new link has not been emailed (yet): it is ready to be handed over.
+        counterpart.status = transition(before, CounterpartStatus.READY).value
+    detail: dict[str, Any] = {
+        "signer": counterpart.name, "role": counterpart.role, "email": counterpart.email,
+        "reason": "new link; the earlier link no longer works", "link_days": link_days,
+        "status_before": before, "status": counterpart.status,
+        "delivery": _delivery(counterpart.email, email_invitation)}
+    expires_at = now + dt.timedelta(days=link_days)
+    if expires_at > envelope.expires_at:
+        detail["expires_at_before"] = envelope.expires_at.isoformat()
+        envelope.expires_at = expires_at
+    detail["expires_at"] = envelope.expires_at.isoformat()
     token = secrets.token_urlsafe(32)
     counterpart.token_hash = token_hash(token)
-    record_event(session, letter_id, "sent", actor=actor.name, ip=actor.ip,
+    record_event(session, letter_id, "new_link", actor=actor.name, ip=actor.ip,
                  user_agent=actor.user_agent, envelope_id=envelope.id,
-                 counterpart_id=counterpart.id, at=now,
-                 detail={"signer": counterpart.name, "role": counterpart.role,
-                         "reason": "new link; the earlier link no longer works"})
+                 counterpart_id=counterpart.id, at=now, detail=detail)
     return IssuedLink(counterpart.id, token)
+
+
+def record_delivery(session: Session, counterpart_id: int, *, to: str, accepted: bool,
+                    answer: str, link_hash: str, at: dt.datetime | None = None) -> None:
+    """Record what the mail server did with a signer's invitation, after it was handed over.
+
+    Accepted: an "emailed" event (to, at, the server's answer), ``emailed_at``, and a "ready"
+    counterpart becomes "sent". Refused or unreachable: an "email_failed" event with the
+    error, and the status stays as it was. ``link_hash`` is the hash of the link the email
+    carried: an email of a link replaced meanwhile is recorded but changes no status.
+    """
+    at = at or utcnow()
+    counterpart = session.get(Counterpart, counterpart_id)
+    if counterpart is None:
+        raise NotFoundError(f"There is no counterpart {counterpart_id}.")
+    envelope = _lock_envelope(session, counterpart.envelope_id)
+    session.refresh(counterpart)
+    current = counterpart.token_hash == link_hash
+    detail: dict[str, Any] = {"signer": counterpart.name, "to": to, "at": at.isoformat()}
+    if not current:
+        detail["link"] = "replaced since; the emailed link no longer works"
+    if not accepted:
+        record_event(session, envelope.letter_id, "email_failed", actor="system",
+                     envelope_id=envelope.id, counterpart_id=counterpart.id, at=at,
+                     detail={**detail, "error": answer[:1000]})
+        return
+    if current:
+        counterpart.emailed_at = at
+        if counterpart.status == CounterpartStatus.READY.value and \
+                envelope.status == EnvelopeStatus.OUT.value:
+            counterpart.status = transition(counterpart.status, CounterpartStatus.SENT).value
+    record_event(session, envelope.letter_id, "emailed", actor="system",
+                 envelope_id=envelope.id, counterpart_id=counterpart.id, at=at,
+                 detail={**detail, "answer": answer[:1000]})
+
+
+def _expire_envelope(session: Session, envelope: Envelope, now: dt.datetime) -> int:
+    """Mark an envelope's open counterparts expired if its links are past their expiry."""
+    if envelope.status != EnvelopeStatus.OUT.value or now < envelope.expires_at:
+        return 0
+    count = 0
+    for counterpart in envelope.counterparts:
+        if counterpart.status in _OPEN:
+            counterpart.status = CounterpartStatus.EXPIRED.value
+            record_event(session, envelope.letter_id, "expired", actor="system",
+                         envelope_id=envelope.id, counterpart_id=counterpart.id, at=now,
+                         detail={"signer": counterpart.name,
+                                 "expires_at": envelope.expires_at.isoformat()})
+            count += 1
+    return count
 
 
 def expire_links(session: Session, *, now: dt.datetime | None = None) -> int:
     """Mark the open counterparts of envelopes past their expiry as expired."""
     now = now or utcnow()
-    envelopes = session.scalars(select(Envelope).where(
-        Envelope.status == EnvelopeStatus.OUT.value, Envelope.expires_at <= now))
-    count = 0
-    for envelope in envelopes:
-        for counterpart in envelope.counterparts:
-            if counterpart.status in _OPEN:
-                counterpart.status = CounterpartStatus.EXPIRED.value
-                record_event(session, envelope.letter_id, "expired", actor="system",
-                             envelope_id=envelope.id, counterpart_id=counterpart.id, at=now)
-                count += 1
-    return count
+    envelopes = list(session.scalars(select(Envelope).where(
+        Envelope.status == EnvelopeStatus.OUT.value, Envelope.expires_at <= now)))
+    return sum(_expire_envelope(session, envelope, now) for envelope in envelopes)
 
 
 # --- assembly ---------------------------------------------------------------------------------
@@ -577,13 +1190,21 @@ def _certificate_info(session: Session, envelope: Envelope, letter: Letter,
                       letter_pdf: bytes, completed_at: dt.datetime) -> pdfs.CertificateInfo:
     signers = []
     for c in envelope.counterparts:
+        paper = c.paper or {}
         signers.append(pdfs.CertificateSigner(
             name=c.name, email=c.email or "", role=c.role,
             method=cast(Literal["typed", "drawn", "paper"], c.method),
             consent_at=c.consent_at, first_viewed_at=c.first_viewed_at, signed_at=c.signed_at,
             ip=c.ip, user_agent=c.user_agent,
             signature_png=blob_bytes(session, c.signature_sha256) if c.signature_sha256
-            else None))
+            else None,
+            time_zone=None if c.method == "paper" else c.time_zone or "UTC",
+            signed_on=_date_of_signing(c), emailed_at=c.emailed_at,
+            uploaded_at=c.uploaded_at, ink=paper.get("ink"),
+            ink_accepted_by=paper.get("ink_accepted_by"),
+            order_override_reason=paper.get("order_override_reason"),
+            order_override_by=paper.get("order_override_by"),
+            recorded_by=paper.get("recorded_by")))
     events = [pdfs.CertificateEvent(at=e.at, type=e.type, actor=e.actor,
                                     detail=_event_detail(e.detail))
               for e in events_of(session, letter.id) if e.envelope_id in (None, envelope.id)]
@@ -602,8 +1223,55 @@ def _event_detail(detail: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in keep.items())
 
 
-def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer) -> Document | None:
+@dataclass
+class _SignedCounterpart:
+    """What the executed PDF needs of one signed counterpart, read in one transaction."""
+
+    name: str
+    method: str
+    signed_on: dt.date | None
+    signature_png: bytes | None
+    paper: dict[str, Any]
+    signed_pdf: bytes
+
+
+def _paper_signature_page(counterpart: _SignedCounterpart, letter_pdf: bytes) -> int:
+    """The page of a paper scan that holds the signer's signature page (0-based)."""
+    page = counterpart.paper.get("signature_page")
+    pages = pdfs.page_count(counterpart.signed_pdf)
+    if isinstance(page, int) and not isinstance(page, bool):
+        return page
+    if pages == 1:
+        return 0
+    # A scan of the whole letter: its signature page is where the letter has it.
+    return pdfs.find_signature_spot(letter_pdf, counterpart.name).page_index
+
+
+def _conformed_signatures(signed: list[_SignedCounterpart]
+                          ) -> list[pdfs.OnlineSignature | pdfs.PaperSignature]:
+    """Every signature as the conformed copy shows it: stamped, or the crop of the ink."""
+    marks: list[pdfs.OnlineSignature | pdfs.PaperSignature] = []
+    for c in signed:
+        if c.method == "paper":
+            crop = c.paper.get("crop_box")
+            box = cast(pdfs.Box, tuple(crop)) if isinstance(crop, list | tuple) else None
+            marks.append(pdfs.PaperSignature(c.name, c.signature_png, box, c.signed_on))
+        else:
+            assert c.signature_png is not None and c.signed_on is not None
+            marks.append(pdfs.OnlineSignature(c.name, c.signature_png, c.signed_on))
+    return marks
+
+
+def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer,
+                      converter: PdfConverter | None = None) -> Document | None:
     """Build, seal and store the executed PDF once every counterpart is signed.
+
+    The executed PDF is one instrument: the conformed copy (the letter rendered again from
+    its version's template with every signer's date of signing, each online signature
+    stamped on its line and each paper signature drawn from its scan), then each signer's
+    signature page as they signed it, then the certificate of completion, with a bookmark for
+    each; the seal covers all of it. ``converter`` makes the PDF of the conformed copy (the
+    process-wide LibreOffice when None).
 
     Returns the executed document, or None if another caller holds the assembly or it is
     already done. A failure leaves the letter partially executed with nothing half-written,
@@ -616,20 +1284,32 @@ def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer) -> Documen
             envelope = session.get(Envelope, envelope_id)
             assert envelope is not None
             letter = get_letter(session, envelope.letter_id)
+            version = session.get(LetterVersion, envelope.version_id)
+            assert version is not None
             letter_pdf = letter_pdf_for(session, envelope)
-            page_index = pdfs.signature_page_index(letter_pdf,
-                                                   [c.name for c in envelope.counterparts])
-            signed_pages = []
+            signed = []
+            dates: dict[str, dt.date] = {}
             for c in envelope.counterparts:
-                signed = session.get(Document, c.signed_document_id)
-                assert signed is not None
-                data = document_bytes(session, signed)
-                pages = pdfs.page_count(data)
-                signed_pages.append(pdfs.extract_pages(data, [page_index if pages > 1 else 0]))
+                document = session.get(Document, c.signed_document_id)
+                assert document is not None
+                signed.append(_SignedCounterpart(
+                    c.name, c.method or "", _date_of_signing(c),
+                    blob_bytes(session, c.signature_sha256) if c.signature_sha256 else None,
+                    dict(c.paper or {}), document_bytes(session, document)))
+                if signed[-1].signed_on is not None:
+                    dates[c.role] = signed[-1].signed_on
+            conformed_docx = render_version(session, version, dates)
             completed_at = utcnow()
             info = _certificate_info(session, envelope, letter, letter_pdf, completed_at)
+        conformed = pdfs.stamp_signatures(render_pdf(conformed_docx, converter),
+                                          _conformed_signatures(signed))
+        signed_pages = []
+        for part in signed:
+            page = (_paper_signature_page(part, letter_pdf) if part.method == "paper"
+                    else pdfs.find_signature_spot(part.signed_pdf, part.name).page_index)
+            signed_pages.append((part.name, pdfs.extract_pages(part.signed_pdf, [page])))
         executed = pdfs.assemble_executed_pdf(
-            letter_pdf, signed_pages, pdfs.certificate_pdf(info),
+            conformed, signed_pages, pdfs.certificate_pdf(info),
             metadata={"/Title": info.title, "/CounterpartEnvelope": envelope_id,
                       "/CounterpartLetterSHA256": info.letter_sha256})
         sealed = seal_pdf(executed, sealer)
@@ -659,9 +1339,10 @@ def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer) -> Documen
         return document
 
 
-def retry_assembly(db: Database, envelope_id: str, sealer: Sealer) -> Document | None:
+def retry_assembly(db: Database, envelope_id: str, sealer: Sealer,
+                   converter: PdfConverter | None = None) -> Document | None:
     """Try a failed or abandoned assembly again."""
-    return assemble_envelope(db, envelope_id, sealer)
+    return assemble_envelope(db, envelope_id, sealer, converter)
 
 
 # --- proof ------------------------------------------------------------------------------------
@@ -705,59 +1386,13 @@ def counterpart_as_dict(session: Session, c: Counterpart) -> dict[str, Any]:
         return value.isoformat() if value else None
 
     return {"counterpart_id": c.id, "position": c.position, "role": c.role, "name": c.name,
-            "email": c.email, "status": c.status, "method": c.method,
+            "email": c.email, "status": c.status,
+            "status_label": CounterpartStatus(c.status).label, "method": c.method,
+            "emailed_at": iso(c.emailed_at),
             "consent_at": iso(c.consent_at), "first_viewed_at": iso(c.first_viewed_at),
             "signed_at": iso(c.signed_at), "declined_at": iso(c.declined_at),
             "decline_reason": c.decline_reason, "ip": c.ip, "user_agent": c.user_agent,
             "signed_document_sha256": signed.blob_sha256 if signed else None}
-
-
-def verify_document(session: Session, data: bytes, sealer: Sealer) -> dict[str, Any]:
-    """Say whether a PDF is an executed document of this system, intact, and who signed it."""
-    digest = hashlib.sha256(data).hexdigest()
-    check = check_seal(data, sealer.certificate)
-    executed = session.scalar(select(Document).where(Document.kind == "executed_pdf",
-                                                     Document.blob_sha256 == digest))
-    envelope = None
-    if executed is not None:
-        envelope = session.scalar(select(Envelope).where(
-            Envelope.executed_document_id == executed.id))
-    if envelope is None:
-        envelope_id = pdfs.envelope_id_of(data)
-        if envelope_id:
-            envelope = session.get(Envelope, envelope_id)
-    known = envelope is not None and envelope.executed_document_id is not None
-    intact = bool(known and executed is not None and check.sealed and check.intact
-                  and check.signed_by_us)
-    result: dict[str, Any] = {
-        "known": known, "intact": intact, "sealed": check.sealed,
-        "seal_valid": check.intact, "signed_by_this_system": check.signed_by_us,
-        "modified": bool(known and not intact),
-        "sha256": digest, "message": _verify_message(known, intact, check),
-        "signers": [], "envelope_id": envelope.id if known and envelope else None,
-    }
-    if known and envelope is not None:
-        letter = session.get(Letter, envelope.letter_id)
-        result["title"] = (f"Separation letter of {letter.executive_name}, "
-                           f"{letter.company_name}") if letter else None
-        result["completed_at"] = envelope.completed_at.isoformat() if envelope.completed_at \
-            else None
-        result["sealed_at"] = check.signed_at.isoformat() if check.signed_at else None
-        result["signers"] = [{"name": c.name, "role": c.role, "method": c.method,
-                              "signed_at": c.signed_at.isoformat() if c.signed_at else None}
-                             for c in envelope.counterparts]
-    return result
-
-
-def _verify_message(known: bool, intact: bool, check: Any) -> str:
-    if known and intact:
-        return "This is an executed document of this system, exactly as it was sealed."
-    if known:
-        return ("This document comes from this system but was modified after it was sealed; "
-                "do not rely on this copy.")
-    if check.sealed and check.signed_by_us:
-        return "The seal is this system's, but no executed letter with this content is known."
-    return "This PDF is not an executed document of this system."
 
 
 def audit_json(session: Session, letter_id: int) -> str:

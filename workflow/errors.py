@@ -19,11 +19,18 @@ __all__ = [
     "AuditError",
     "LinkError",
     "StorageFullError",
+    "ScanCheckError",
+    "SigningOrderError",
 ]
 
 
 class CounterpartError(Exception):
-    """Base of every error Counterpart raises on purpose."""
+    """Base of every error Counterpart raises on purpose.
+
+    ``code``, where set, names the kind of refusal for programs (the API answers it).
+    """
+
+    code: str | None = None
 
 
 class TermsError(CounterpartError):
@@ -71,3 +78,22 @@ class LinkError(CounterpartError):
     def __init__(self, message: str, reason: str):
         self.reason = reason
         super().__init__(message)
+
+
+class ScanCheckError(DocumentError):
+    """A scan of a counterpart signed on paper did not pass a check; ``code`` says which.
+
+    ``unsigned_copy``: the scan is a document the system produced, or its unsigned pages;
+    ``ink_not_found``: nothing is written on the signer's signature line (staff may accept it
+    anyway).
+    """
+
+    def __init__(self, message: str, code: str):
+        self.code = code
+        super().__init__(message)
+
+
+class SigningOrderError(StateError):
+    """A counterpart would be signed before the signers who come first in the signing order."""
+
+    code = "signing_order"

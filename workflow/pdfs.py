@@ -85,6 +85,7 @@ __all__ = [
     "UploadedPdf",
     "inspect_upload",
     "read_upload",
+    "display_name",
     "run_sandboxed",
     "format_utc",
 ]
@@ -1055,6 +1056,12 @@ def run_sandboxed(code: str, args: Sequence[str], data: bytes, *, time_limit: fl
     if completed.returncode != 0 or not isinstance(answer, dict):
         return SandboxResult(None, "crash")
     return SandboxResult(answer, None)
+
+
+def display_name(filename: str) -> str:
+    """Return an uploaded file's name as messages show it: no folders, no control characters,
+    at most 80 characters."""
+    return _display_name(filename)
 
 
 def _display_name(filename: str) -> str:
