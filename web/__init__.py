@@ -16,8 +16,21 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, database, documents, errors, filters, previews, ratelimit, security
-from .config import config_from_env, load_secret_key
+from workflow.files import make_private_folder
+
+from . import (
+    auth,
+    database,
+    documents,
+    errors,
+    filters,
+    previews,
+    ratelimit,
+    redaction,
+    security,
+)
+from .config import check_secret_key, config_from_env, load_secret_key
+from .numbers import BoundedIntegerConverter
 
 __all__ = ["create_app", "csrf"]
 
@@ -28,20 +41,27 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Make the app from the environment's settings, overridden by ``test_config``.
 
     ``test_config`` takes the keys of :func:`web.config.config_from_env` (``DATA_DIR``,
-    ``DATABASE_URL``, ``SECRET_KEY``, ...), Flask's own, and two more: ``PDF_CONVERTER``, the
-    LibreOffice converter to use instead of the process-wide one, and
-    ``GENERATE_IN_BACKGROUND=False`` to leave PDFs pending until something waits for them.
+    ``DATABASE_URL``, ``SECRET_KEY``, ...), Flask's own, and three more: ``PDF_CONVERTER``, the
+    LibreOffice converter to use instead of the process-wide one,
+    ``GENERATE_IN_BACKGROUND=False`` to leave PDFs pending until something waits for them, and
+    ``PROXY_FIX=False`` when the WSGI server itself applies the proxies' ``X-Forwarded-*``
+    headers (``counterpart serve`` does, trusting them only from ``TRUSTED_PROXY``), so that
+    they are applied once.
     """
     app = Flask(__name__)
     app.config.from_mapping(config_from_env())
+    app.config["PROXY_FIX"] = True
     if test_config:
         app.config.from_mapping(test_config)
     _finish_config(app)
-    if app.config["PROXY_COUNT"]:
+    if app.config["PROXY_COUNT"] and app.config["PROXY_FIX"]:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count,  # type: ignore[method-assign]
                                 x_host=count, x_port=count)
 
+    redaction.init_app(app)  # no log line names a live signing link
+    # Every <int:...> in a route: ASCII digits, at most an INTEGER column's largest value.
+    app.url_map.converters["int"] = BoundedIntegerConverter
     ratelimit.init_app(app)  # first: a client over its limit costs nothing more
     db = database.init_app(app)
     csrf.init_app(app)
@@ -73,9 +93,13 @@ def _finish_config(app: Flask) -> None:
     config["DOCX_TEMPLATE_DIR"] = Path(config["DOCX_TEMPLATE_DIR"])
     if config.get("SEAL_PKCS12"):
         config["SEAL_PKCS12"] = Path(config["SEAL_PKCS12"])
-    config["DATA_DIR"].mkdir(parents=True, exist_ok=True)
-    if not config.get("SECRET_KEY"):
+    make_private_folder(config["DATA_DIR"])
+    if config.get("SECRET_KEY"):
+        check_secret_key(config["SECRET_KEY"])  # refuse to start with a weak one
+    else:
         config["SECRET_KEY"] = load_secret_key(config["DATA_DIR"])
+    if config.get("PREFERRED_URL_SCHEME") == "https":
+        config["SESSION_COOKIE_SECURE"] = True  # (and per request when it came over https)
     if config["SESSION_COOKIE_NAME"] == "session":  # Flask's default; name it after the app
         config["SESSION_COOKIE_NAME"] = "counterpart_session"
     config["SESSION_COOKIE_HTTPONLY"] = True

@@ -7,20 +7,28 @@ test or a command can change the environment (or pass overrides) before the app 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import math
 import os
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from workflow.db import DATA_DIR_ENV, DATABASE_URL_ENV
+from workflow.files import make_private_folder
 from workflow.schema import DEFAULT_TEMPLATE_DIR
 
-__all__ = ["ConfigError", "config_from_env", "load_secret_key", "data_dir_from_env",
-           "SECRET_KEY_FILE", "ENV_PREFIX"]
+__all__ = ["ConfigError", "config_from_env", "load_secret_key", "check_secret_key",
+           "data_dir_from_env", "SECRET_KEY_FILE", "ENV_PREFIX", "MIN_SECRET_KEY_LENGTH"]
 
 ENV_PREFIX = "COUNTERPART_"
 SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_LENGTH = 32
+# An estimate of the key's randomness from its characters' frequencies: a 32-character hex
+# key from secrets.token_hex(16) scores about 115 bits, "password" repeated far less.
+MIN_SECRET_KEY_BITS = 96
 MEGABYTE = 1024 * 1024
 
 
@@ -61,6 +69,18 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
+def _proxy_address(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _text(env, name, default)
+    if raw == "*":
+        return raw
+    try:
+        # The server compares the peer's address as text: write it the one way it is written.
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be an IP address (such as 127.0.0.1) or *, "
+                          f"not {raw!r}.") from None
+
+
 def data_dir_from_env(env: Mapping[str, str] | None = None) -> Path:
     """Return the data folder: ``COUNTERPART_DATA_DIR`` or ``output/`` in the working folder."""
     env = os.environ if env is None else env
@@ -81,8 +101,10 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _integer(env, "MAX_UPLOAD_MB", 25, minimum=1) * MEGABYTE,
         "SESSION_COOKIE_SECURE": _flag(env, "SECURE_COOKIES", False),
         "SESSION_HOURS": _integer(env, "SESSION_HOURS", 12, minimum=1),
-        # Behind a reverse proxy, how many proxies' X-Forwarded-* headers to trust.
+        # Behind a reverse proxy, how many proxies' X-Forwarded-* headers to trust, and (under
+        # `counterpart serve`) the address the nearest proxy connects from: "*" trusts any.
         "PROXY_COUNT": _integer(env, "PROXY_COUNT", 0),
+        "TRUSTED_PROXY": _proxy_address(env, "TRUSTED_PROXY", "127.0.0.1"),
         # Tests turn this off to decide when PDFs are made; a server always makes them at once.
         "GENERATE_IN_BACKGROUND": True,
         "DOWNLOAD_WAIT_SECONDS": _integer(env, "DOWNLOAD_WAIT_SECONDS", 120, minimum=1),
@@ -96,6 +118,15 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "TIMESTAMP_URL": _text(env, "TIMESTAMP_URL") or None,
         # Failed sign-ins, unknown API tokens and guessed signing links allowed per client.
         "RATE_LIMIT_FAILURES": _text(env, "RATE_LIMIT_FAILURES", "10 per minute"),
+        # Failed sign-ins allowed per account, whatever address they come from.
+        "RATE_LIMIT_ACCOUNT_FAILURES": _text(env, "RATE_LIMIT_ACCOUNT_FAILURES",
+                                             "20 per 15 minutes"),
+        # Files checked at /verify and /api/verify per client, failed or not.
+        "RATE_LIMIT_VERIFY": _text(env, "RATE_LIMIT_VERIFY", "20 per minute"),
+        # Seal checks run at once (each in a child process), and how many more may wait their
+        # turn; beyond that a check is answered 503 at once instead of holding a request thread.
+        "VERIFY_WORKERS": _integer(env, "VERIFY_WORKERS", 2, minimum=1),
+        "VERIFY_WAITING": _integer(env, "VERIFY_WAITING", 2),
         # Shared counters (rate limits) for several app servers; empty means this process.
         "REDIS_URL": _text(env, "REDIS_URL") or None,
         # Outgoing mail: the signing links; no host means no mail is sent.
@@ -108,13 +139,40 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
+def _estimated_bits(key: str) -> float:
+    counts = Counter(key)
+    return -sum(n * math.log2(n / len(key)) for n in counts.values())
+
+
+def _repeats(key: str) -> bool:
+    """Say whether the key is a shorter piece written again and again ("abcabcabc...")."""
+    return any(key == (key[:size] * (len(key) // size + 1))[:len(key)]
+               for size in range(1, len(key) // 2 + 1))
+
+
+def check_secret_key(key: str | bytes, source: str = f"{ENV_PREFIX}SECRET_KEY") -> None:
+    """Refuse a secret key that is short or predictable, with a message naming ``source``."""
+    text = key.decode("latin-1") if isinstance(key, bytes) else str(key)
+    problem = None
+    if len(text) < MIN_SECRET_KEY_LENGTH:
+        problem = f"it has {len(text)} characters; it needs at least {MIN_SECRET_KEY_LENGTH}"
+    elif _repeats(text) or _estimated_bits(text) < MIN_SECRET_KEY_BITS:
+        problem = "it is too regular to be random (repeated characters or a repeated pattern)"
+    if problem:
+        raise ConfigError(
+            f"{source} is not a usable secret key: {problem}. It signs every session and "
+            "form, so it must be long and random: set it to the output of "
+            "`python3 -c 'import secrets; print(secrets.token_hex(32))'`, or leave it unset "
+            f"to have one generated into the data folder's {SECRET_KEY_FILE} file.")
+
+
 def load_secret_key(data_dir: Path) -> str:
     """Return the instance's secret key, generating it into the data folder on first use.
 
     The key is written to a private temporary file and linked into place, so two processes
     starting at once agree on one key and no reader ever sees a partial file.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_folder(data_dir)
     path = data_dir / SECRET_KEY_FILE
     if not path.exists():
         tmp = data_dir / f".{SECRET_KEY_FILE}.{secrets.token_hex(6)}.tmp"
@@ -129,6 +187,7 @@ def load_secret_key(data_dir: Path) -> str:
         finally:
             tmp.unlink(missing_ok=True)
     key = path.read_text(encoding="ascii").strip()
-    if len(key) < 32:
+    if len(key) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(f"{path} holds no usable secret key; delete it to make a new one.")
+    check_secret_key(key, str(path))
     return key

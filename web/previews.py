@@ -1,7 +1,10 @@
 """Pictures of a PDF's pages for the letter page, rendered with pdfium and kept in memory.
 
 A page picture depends only on the PDF's bytes, so pictures and page counts are cached under
-the document's SHA-256; the cache is bounded by the bytes it holds.
+the document's SHA-256; the cache is bounded by the bytes it holds. A picture shows a page of
+a letter as plainly as the PDF does, so browsers and proxies must not keep it
+(:func:`send_page_picture`: ``Cache-Control: no-store``); the server's cache makes it cheap
+to send again.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import pypdfium2 as pdfium
-from flask import Flask, current_app
+from flask import Flask, current_app, make_response, request
+from werkzeug.wrappers import Response
 
 from workflow.errors import DocumentError
 
-__all__ = ["PagePreviews", "init_app", "get_previews"]
+__all__ = ["PagePreviews", "init_app", "get_previews", "send_page_picture"]
 
 EXTENSION = "counterpart.previews"
 # pdfium is not thread-safe: one rendering at a time in the whole process.
@@ -108,3 +112,14 @@ def init_app(app: Flask) -> PagePreviews:
 def get_previews() -> PagePreviews:
     """Return the running app's page previews."""
     return current_app.extensions[EXTENSION]
+
+
+def send_page_picture(png: bytes, *, etag: str | None = None) -> Response:
+    """Answer with a page picture that no browser or proxy stores (``no-store``)."""
+    response = make_response(png)
+    response.mimetype = "image/png"
+    response.headers["Cache-Control"] = "no-store"
+    if etag:
+        response.set_etag(etag)
+        response = response.make_conditional(request)
+    return response

@@ -1,16 +1,18 @@
-"""Security headers on every answer.
+"""Security headers on every answer, and a session cookie sent over HTTPS only when the app
+is served over HTTPS.
 
 The Content-Security-Policy allows scripts and styles only from the app's own static files:
 no inline ``<script>``, no ``onclick=`` and no ``style=`` attribute anywhere. Pages that hold
-letters are not stored by browsers or proxies.
+letters, documents and page pictures are not stored by browsers or proxies (``no-store``).
 """
 
 from __future__ import annotations
 
 from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response
 
-__all__ = ["init_app", "CONTENT_SECURITY_POLICY"]
+__all__ = ["init_app", "CONTENT_SECURITY_POLICY", "SessionInterface"]
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -43,6 +45,15 @@ def set_security_headers(response: Response) -> Response:
     return response
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, marked Secure whenever this request came over HTTPS (directly or
+    through a trusted proxy), besides when ``SESSION_COOKIE_SECURE`` says so."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app) or request.is_secure)
+
+
 def init_app(app: Flask) -> None:
-    """Add the headers to every answer of the app."""
+    """Add the headers to every answer of the app, and mark its cookie Secure over HTTPS."""
+    app.session_interface = SessionInterface()
     app.after_request(set_security_headers)

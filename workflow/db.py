@@ -3,6 +3,10 @@
 SQLite in a file of the data folder is the embedded default (WAL mode, a busy timeout and
 ``BEGIN IMMEDIATE`` transactions, so that concurrent writers queue instead of failing);
 PostgreSQL works through the same models and migrations.
+
+The data folder is private to the user running Counterpart: created 0700 (an existing one is
+tightened to it), and the SQLite database 0600 before SQLite first opens it, so that its
+``-wal`` and ``-shm`` files, which SQLite creates with the database's own mode, are too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from .errors import StorageFullError
+from .files import PRIVATE_FOLDER_MODE, make_private_file, make_private_folder
 
 __all__ = ["Database", "rowcount", "open_database", "database_url_for", "DATA_DIR_ENV",
            "DATABASE_URL_ENV"]
@@ -78,7 +83,14 @@ class Database:
                                       "check_same_thread": False}
             if parsed.database in (None, "", ":memory:"):
                 raise ValueError("Use a SQLite file, not an in-memory database.")
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            database_file = Path(parsed.database)
+            database_file.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+            # SQLite gives its -wal and -shm files the database's mode: make that 0600 first.
+            make_private_file(database_file)
+            for suffix in ("-wal", "-shm", "-journal"):
+                companion = Path(f"{database_file}{suffix}")
+                if companion.exists():
+                    make_private_file(companion)
             kwargs["poolclass"] = NullPool
         else:
             kwargs["pool_pre_ping"] = True
@@ -123,7 +135,7 @@ class Database:
 
 def open_database(data_dir: Path, url: str | None = None, *, migrate: bool = True) -> Database:
     """Open (creating and migrating on first use) the database of a data folder."""
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    make_private_folder(Path(data_dir))
     database = Database(database_url_for(data_dir, url))
     if migrate:
         database.migrate()

@@ -40,7 +40,9 @@ DEFAULT_MAX_LENGTH = 200
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _DERIVE_RE = re.compile(r"^\s*([a-z_]+)\(\s*([a-z0-9_,\s]*)\)\s*$")
 _ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INTEGER_RE = re.compile(r"^[+-]?\d+$")
+# ASCII digits only (int() also reads Arabic-Indic and other digits), and few enough of them.
+_INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
+MAX_INTEGER_DIGITS = 30
 _FIELD_KEYS = {
     "label", "help", "group", "type", "example", "derive", "min", "max", "max_length",
     "decimal_places", "at_most", "before", "after", "on_or_after", "unique", "min_items",
@@ -239,6 +241,9 @@ def _parse_value(f: Field, value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, str) and _INTEGER_RE.match(value.strip().replace(",", "")):
+            digits = value.strip().replace(",", "").lstrip("+-")
+            if len(digits) > MAX_INTEGER_DIGITS:
+                raise _Invalid(f"must be a whole number of at most {MAX_INTEGER_DIGITS} digits")
             value = int(value.strip().replace(",", ""))
         if not isinstance(value, int):
             raise _Invalid("must be a whole number")
@@ -247,6 +252,8 @@ def _parse_value(f: Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
             raise _Invalid("must be an amount such as 500 or 1250.50")
         text = str(value).strip().replace(",", "").lstrip("$")
+        if not text.isascii():  # Decimal() also reads other scripts' digits
+            raise _Invalid("must be an amount such as 500 or 1250.50")
         try:
             amount = Decimal(text)
         except InvalidOperation:

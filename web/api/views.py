@@ -27,6 +27,7 @@ from ..letters.records import (
     pending_document_ids,
     spec_for,
 )
+from ..numbers import NumberError, loads_json, query_number
 from . import bp
 
 MAX_PER_PAGE = 100
@@ -43,7 +44,9 @@ def json_body() -> dict[str, Any]:
     if not data.strip():
         abort(400, "The request body is empty; send a JSON object.")
     try:
-        body = json.loads(data.decode("utf-8"))  # JSON between systems is UTF-8 (RFC 8259)
+        body = loads_json(data.decode("utf-8"))  # JSON between systems is UTF-8 (RFC 8259)
+    except NumberError as exc:
+        abort(400, str(exc))
     except UnicodeDecodeError:
         abort(400, "The request body is not UTF-8 text; send a JSON object.")
     except json.JSONDecodeError as exc:
@@ -148,13 +151,8 @@ def letters() -> Response:
     status = request.args.get("status", "").strip()
     if status and status not in STATUS_VALUES:
         abort(400, f"status must be one of {', '.join(STATUS_VALUES)}.")
-    try:
-        page_number = int(request.args.get("page", "1"))
-        per_page = int(request.args.get("per_page", "25"))
-    except ValueError:
-        abort(400, "page and per_page must be whole numbers.")
-    if page_number < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        abort(400, f"page must be at least 1 and per_page between 1 and {MAX_PER_PAGE}.")
+    page_number = query_number("page", 1)
+    per_page = query_number("per_page", 25, maximum=MAX_PER_PAGE)
     with get_db().transaction() as session:
         page = list_letters(session, q=request.args.get("q", "")[:200], status=status,
                             page=page_number, per_page=per_page)
@@ -225,12 +223,7 @@ def put_terms(letter_id: int) -> Response | tuple[Response, int]:
 @bp.get("/letters/<int:letter_id>/document.<any(pdf, docx):extension>")
 def letter_document(letter_id: int, extension: str) -> Response:
     """Download the newest version's .docx or PDF, or ``?version=N``'s; waits for a PDF."""
-    raw_version = request.args.get("version")
-    number = None
-    if raw_version is not None:
-        if not raw_version.isdigit():
-            abort(400, "version must be a whole number, such as 1.")
-        number = int(raw_version)
+    number = query_number("version")
     with get_db().transaction() as session:
         document, _ = find_document(session, letter_id, number, f"letter_{extension}")
         document_id = document.id

@@ -168,7 +168,7 @@ class TermsForm:
     def _remove_box(self, target: str) -> None:
         key, _, index = target.rpartition(":")
         f = self._list_field(key)
-        if f is None or not index.isdigit():
+        if f is None or not _SMALL_NUMBER.fullmatch(index):
             return
         self.action = "remove"
         typed = self.values[key]
@@ -211,6 +211,8 @@ class TermsForm:
         return listed
 
 
+# ASCII digits only: str.isdigit() also says yes to "²", which int() then refuses.
+_SMALL_NUMBER = re.compile(r"[0-9]{1,4}")
 _SIGNER_FIELD = re.compile(r"^signers\[(\d+)\]\.(role|name|email)(:?) (.*)$", re.DOTALL)
 
 
@@ -258,7 +260,7 @@ class SendForm:
 
     def link_days_value(self) -> int:
         """The links' lifetime in days (raises CounterpartError naming link_days)."""
-        if not self.link_days.isdigit():
+        if not _SMALL_NUMBER.fullmatch(self.link_days):
             raise CounterpartError("link_days: the links last a whole number of days, from 1 "
                                    "to 365.")
         return int(self.link_days)

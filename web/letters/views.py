@@ -14,7 +14,6 @@ from flask import (
     flash,
     g,
     jsonify,
-    make_response,
     redirect,
     render_template,
     request,
@@ -34,7 +33,8 @@ from ..documents import get_generator
 from ..downloads import send_document
 from ..errors import answers_json
 from ..execution import envelope_record, signature_progress
-from ..previews import get_previews
+from ..numbers import query_number
+from ..previews import get_previews, send_page_picture
 from . import bp
 from .display import terms_sections
 from .execution import can_send, issued_links
@@ -69,7 +69,7 @@ def index() -> str:
     status = request.args.get("status", "").strip()
     if status and status not in STATUS_VALUES:
         abort(400, f"There is no letter status {status[:40]!r}; choose one from the list.")
-    page_number = max(1, request.args.get("page", 1, type=int) or 1)
+    page_number = query_number("page", 1)
     with get_db().transaction() as session:
         page = list_letters(session, q=q, status=status, page=page_number,
                             per_page=current_app.config["LETTERS_PER_PAGE"])
@@ -168,7 +168,7 @@ def edit(letter_id: int) -> Response | str | tuple[str, int]:
 def show(letter_id: int) -> tuple[str, int]:
     """The letter page: terms as they read, pages, versions and their files, signatures,
     events."""
-    return render_letter(letter_id, request.args.get("version", type=int))
+    return render_letter(letter_id, query_number("version"))
 
 
 def render_letter(letter_id: int, number: int | None = None, *,
@@ -242,12 +242,7 @@ def page_image(letter_id: int, number: int, page: int) -> Response:
     png = get_previews().png(sha, page, lambda: load_blob(sha))
     if png is None:
         abort(404, f"The PDF has no page {page}.")
-    response = make_response(png)
-    response.mimetype = "image/png"
-    # A version's PDF never changes, so neither does its picture.
-    response.headers["Cache-Control"] = "private, max-age=86400"
-    response.set_etag(f"{sha}-{page}")
-    return response.make_conditional(request)
+    return send_page_picture(png, etag=f"{sha}-{page}")
 
 
 @bp.route("/letters/<int:letter_id>/versions/<int:number>/retry", methods=["POST"])
