@@ -13,10 +13,8 @@ import datetime as dt
 import io
 import json
 import logging
-import re
 import threading
 import time
-import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +27,7 @@ from werkzeug.wrappers import Response
 
 from workflow.audit import record_event
 from workflow.envelopes import (
+    DEFAULT_LINK_DAYS,
     MAX_UPLOAD_BYTES,
     Actor,
     SignerSpec,
@@ -37,10 +36,13 @@ from workflow.envelopes import (
     counterpart_of,
     current_envelope,
     letter_pdf_for,
+    record_delivery,
     reissue_link,
     send_envelope,
+    sign_counterpart,
+    token_hash,
 )
-from workflow.errors import CounterpartError, StateError
+from workflow.errors import ConversionError, CounterpartError, StateError
 from workflow.formatting import long_date
 from workflow.letters import blob_bytes, get_letter, get_version, latest_document
 from workflow.mail import SigningInvitation, SmtpSettings, send_signing_invitations
@@ -52,14 +54,16 @@ from workflow.states import (
     EnvelopeStatus,
     LetterStatus,
 )
+from workflow.text import file_slug
 
 from .database import get_db
 from .documents import get_generator
-from .downloads import send_document
+from .downloads import require_post, send_document
 
 __all__ = [
     "get_sealer", "staff_actor", "signer_actor", "signing_link", "letter_title",
     "SentEnvelope", "send_for_signature", "smtp_settings", "assemble_quietly",
+    "sign_through_link",
     "envelope_record", "signature_progress", "executed_document", "send_executed_pdf",
     "send_signed_counterpart", "send_blank_counterpart", "send_counterparts_zip",
     "audit_json", "upload_limit", "file_slug", "OPEN_STATUSES",
@@ -114,11 +118,6 @@ def letter_title(letter: Letter) -> str:
     return f"Separation letter of {letter.executive_name}, {letter.company_name}"
 
 
-def file_slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_text).strip("-").lower()[:60] or "letter"
-
-
 def upload_limit() -> int:
     """The largest scan accepted: the domain's limit, or the request limit if smaller."""
     request_limit = current_app.config.get("MAX_CONTENT_LENGTH")
@@ -129,12 +128,26 @@ def upload_limit() -> int:
 
 @dataclass
 class SentEnvelope:
-    """An envelope just sent: each counterpart's one-time link, and what the emails did."""
+    """An envelope just sent (or a link renewed): each counterpart's one-time link, and what
+    the mail server did with each invitation.
+
+    ``emailed`` names the signers whose invitation the mail server accepted, ``failed`` those
+    it did not take, with the reason: ``[{"name", "email", "error"}]``.
+    """
 
     envelope_id: str
     links: dict[int, str]
     emailed: list[str] = field(default_factory=list)
-    email_error: str | None = None
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def email_error(self) -> str | None:
+        """One sentence naming the invitations the mail server did not take, or None."""
+        if not self.failed:
+            return None
+        parts = "; ".join(f"{f['name']} <{f['email']}>: {f['error']}" for f in self.failed)
+        return (f"The mail server did not take every signing email ({parts}). Those links are "
+                "ready to be handed over: copy them from this page.")
 
 
 def smtp_settings() -> SmtpSettings | None:
@@ -170,63 +183,104 @@ def _wait_for_letter_pdf(letter_id: int) -> None:
     get_generator().wait(document_id)
 
 
+def _email(invitations: list[tuple[SigningInvitation, str]], sent: SentEnvelope,
+           letter_id: int) -> None:
+    """Email the invitations (each with the hash of its link), then record each delivery.
+
+    The envelope was committed before: a mail server that is slow or down changes no link,
+    and what it did with each address is recorded in a transaction of its own.
+    """
+    settings = smtp_settings()
+    if settings is None or not invitations:
+        return
+    deliveries = send_signing_invitations(settings, [i for i, _ in invitations])
+    hashes = {id(i): link_hash for i, link_hash in invitations}
+    with get_db().transaction() as session:
+        for delivery in deliveries:
+            invitation = delivery.invitation
+            assert invitation.counterpart_id is not None
+            record_delivery(session, invitation.counterpart_id, to=invitation.email,
+                            accepted=delivery.accepted, answer=delivery.answer,
+                            link_hash=hashes[id(invitation)], at=delivery.at)
+    for delivery in deliveries:
+        invitation = delivery.invitation
+        if delivery.accepted:
+            sent.emailed.append(f"{invitation.name} <{invitation.email}>")
+        else:
+            log.warning("the signing email of letter %s to %s was not accepted: %s",
+                        letter_id, invitation.email, delivery.answer)
+            sent.failed.append({"name": invitation.name, "email": invitation.email,
+                                "error": delivery.answer})
+
+
 def send_for_signature(letter_id: int, signers: list[SignerSpec] | None, *,
                        signing_order: bool, link_days: int) -> SentEnvelope:
     """Send a letter for execution, then email the signers who have an address.
 
-    A letter whose PDF is still being generated is sent once it is ready. A failure to email
-    does not undo the envelope: the links stay valid and staff copy them.
+    A letter whose PDF is still being generated is sent once it is ready. Counterparts start
+    "ready"; each becomes "sent" only once the mail server accepts its invitation. A failure
+    to email does not undo the envelope: the links stay valid and staff hand them over.
     """
     _wait_for_letter_pdf(letter_id)
+    mail = smtp_settings() is not None
     with get_db().transaction() as session:
         envelope, issued = send_envelope(session, letter_id, signers, staff_actor(),
-                                         signing_order=signing_order, link_days=link_days)
-        links = {link.counterpart_id: signing_link(link.token) for link in issued}
+                                         signing_order=signing_order, link_days=link_days,
+                                         email_invitations=mail)
+        tokens = {link.counterpart_id: link.token for link in issued}
+        links = {cid: signing_link(token) for cid, token in tokens.items()}
         letter = get_letter(session, letter_id)
         title = letter_title(letter)
         expires_on = _expires_on(envelope.expires_at)
         invitations = [
-            SigningInvitation(c.name, c.email, title, links[c.id], expires_on)
+            (SigningInvitation(c.name, c.email, title, links[c.id], expires_on,
+                               counterpart_id=c.id), token_hash(tokens[c.id]))
             for c in session.scalars(select(Counterpart).where(
                 Counterpart.envelope_id == envelope.id).order_by(Counterpart.position))
             if c.email]
         sent = SentEnvelope(envelope.id, links)
-    settings = smtp_settings()
-    if settings is not None and invitations:
-        try:
-            send_signing_invitations(settings, invitations)
-            sent.emailed = [f"{i.name} <{i.email}>" for i in invitations]
-        except CounterpartError as exc:
-            log.warning("signing emails for letter %s failed: %s", letter_id, exc)
-            sent.email_error = str(exc)
+    _email(invitations, sent, letter_id)
     return sent
 
 
-def renew_signing_link(letter_id: int, counterpart_id: int) -> SentEnvelope:
-    """Replace one counterpart's lost link, and email the new one when mail is set up."""
+def renew_signing_link(letter_id: int, counterpart_id: int, *,
+                       link_days: int = DEFAULT_LINK_DAYS) -> SentEnvelope:
+    """Replace one counterpart's lost or expired link for ``link_days`` days, and email the
+    new one when mail is set up."""
+    mail = smtp_settings() is not None
     with get_db().transaction() as session:
-        issued = reissue_link(session, letter_id, counterpart_id, staff_actor())
+        issued = reissue_link(session, letter_id, counterpart_id, staff_actor(),
+                              link_days=link_days, email_invitation=mail)
         counterpart = counterpart_of(session, letter_id, counterpart_id)
         envelope = counterpart.envelope
         link = signing_link(issued.token)
-        invitation = (SigningInvitation(counterpart.name, counterpart.email,
-                                        letter_title(get_letter(session, letter_id)), link,
-                                        _expires_on(envelope.expires_at))
-                      if counterpart.email else None)
+        invitations = ([(SigningInvitation(counterpart.name, counterpart.email,
+                                           letter_title(get_letter(session, letter_id)), link,
+                                           _expires_on(envelope.expires_at),
+                                           counterpart_id=counterpart.id),
+                         token_hash(issued.token))] if counterpart.email else [])
         sent = SentEnvelope(envelope.id, {counterpart_id: link})
-    settings = smtp_settings()
-    if settings is not None and invitation is not None:
-        try:
-            send_signing_invitations(settings, [invitation])
-            sent.emailed = [f"{invitation.name} <{invitation.email}>"]
-        except CounterpartError as exc:
-            log.warning("the new signing link for letter %s was not emailed: %s", letter_id,
-                        exc)
-            sent.email_error = str(exc)
+    _email(invitations, sent, letter_id)
     return sent
 
 
-# --- assembly ---------------------------------------------------------------------------------
+# --- signing and assembly -------------------------------------------------------------------
+
+def sign_through_link(session: Session, token: str, *, consent: Any, signature: Any,
+                      time_zone: Any) -> tuple[Counterpart, bool]:
+    """Sign a counterpart for the holder of its link, with the app's LibreOffice.
+
+    The signed copy is the letter rendered again and converted; if LibreOffice fails, nothing
+    is signed and the answer is 503 (try again), not the signer's mistake.
+    """
+    try:
+        return sign_counterpart(session, token, consent=consent, signature=signature,
+                                actor=signer_actor(), time_zone=time_zone,
+                                converter=get_generator().converter)
+    except ConversionError as exc:
+        raise ServiceUnavailable(f"Your signed copy could not be made just now ({exc}); "
+                                 "nothing was signed. Please try again in a minute.") from exc
+
 
 def assemble_quietly(envelope_id: str) -> bool:
     """Assemble the executed PDF after the last signature; say whether this call made it.
@@ -235,7 +289,8 @@ def assemble_quietly(envelope_id: str) -> bool:
     assembly on the letter page with a button to retry it.
     """
     try:
-        return assemble_envelope(get_db(), envelope_id, get_sealer()) is not None
+        return assemble_envelope(get_db(), envelope_id, get_sealer(),
+                                 get_generator().converter) is not None
     except CounterpartError as exc:
         log.error("assembling envelope %s failed: %s", envelope_id, exc)
         return False
@@ -278,7 +333,8 @@ def executed_document(letter_id: int) -> Document:
                 assert document is not None
                 return document
         try:
-            document = assemble_envelope(get_db(), envelope_id, get_sealer())
+            document = assemble_envelope(get_db(), envelope_id, get_sealer(),
+                                         get_generator().converter)
         except CounterpartError as exc:
             raise ServiceUnavailable(f"The executed PDF could not be assembled: {exc} Try "
                                      "again; staff can retry it from the letter page.") from exc
@@ -308,6 +364,11 @@ def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
     now = utcnow()
     expired = envelope.status == EnvelopeStatus.OUT.value and now >= envelope.expires_at
     signers = []
+    unsigned_before = False  # in a signing order, someone earlier has still to sign
+    # A paper upload can be undone until the executed PDF is being assembled.
+    undo_open = (envelope.status == EnvelopeStatus.OUT.value
+                 and envelope.executed_document_id is None
+                 and envelope.assembly_state not in ("running", "done"))
     for c in envelope.counterparts:
         status = c.status
         if expired and status in OPEN_STATUSES:
@@ -316,12 +377,25 @@ def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
         signers.append({
             "counterpart_id": c.id, "position": c.position, "role": c.role, "name": c.name,
             "email": c.email, "status": status, "status_label": CounterpartStatus(status).label,
-            "method": c.method, "first_viewed_at": c.first_viewed_at,
+            "method": c.method, "emailed_at": c.emailed_at,
+            "first_viewed_at": c.first_viewed_at,
             "consent_at": c.consent_at, "signed_at": c.signed_at,
             "declined_at": c.declined_at, "decline_reason": c.decline_reason,
             "ip": c.ip, "open": status in OPEN_STATUSES,
+            "waiting": bool(envelope.signing_order and unsigned_before
+                            and status in OPEN_STATUSES),
+            # A lost link is replaced, an expired one renewed, while the envelope is out.
+            "renewable": envelope.status == EnvelopeStatus.OUT.value
+            and (status in OPEN_STATUSES or status == CounterpartStatus.EXPIRED.value),
             "signed_document": _document_info(signed),
+            # Signed on paper: the date the signer wrote, the upload, and its checks.
+            "signed_on": c.signed_on, "uploaded_at": c.uploaded_at,
+            "paper": dict(c.paper) if c.paper else None,
+            "pending_document_id": c.pending_document_id,
+            "can_undo": (c.method == "paper" and c.status == CounterpartStatus.SIGNED.value
+                         and undo_open),
         })
+        unsigned_before = unsigned_before or c.status != CounterpartStatus.SIGNED.value
     executed = (session.get(Document, envelope.executed_document_id)
                 if envelope.executed_document_id else None)
     signed_count = sum(s["status"] == CounterpartStatus.SIGNED.value for s in signers)
@@ -360,11 +434,19 @@ def signature_progress(session: Session, letter_ids: list[int]) -> dict[int, dic
     for envelope_id, status, count in rows:
         counts.setdefault(envelope_id, {})[status] = count
     progress = {}
+    now = utcnow()
     for letter_id, envelope in newest.items():
         by_status = counts.get(envelope.id, {})
-        progress[letter_id] = {"signed": by_status.get(CounterpartStatus.SIGNED.value, 0),
-                               "total": sum(by_status.values()),
-                               "envelope_status": envelope.status}
+        out = envelope.status == EnvelopeStatus.OUT.value
+        lapsed = out and now >= envelope.expires_at
+        open_count = sum(n for s, n in by_status.items() if s in OPEN_STATUSES)
+        progress[letter_id] = {
+            "signed": by_status.get(CounterpartStatus.SIGNED.value, 0),
+            "total": sum(by_status.values()), "envelope_status": envelope.status,
+            # Links issued but never accepted by a mail server: staff must hand them over.
+            "ready": 0 if not out or lapsed else by_status.get(CounterpartStatus.READY.value, 0),
+            "expired": 0 if not out else by_status.get(CounterpartStatus.EXPIRED.value, 0)
+            + (open_count if lapsed else 0)}
     return progress
 
 
@@ -372,6 +454,7 @@ def signature_progress(session: Session, letter_ids: list[int]) -> dict[int, dic
 
 def _record_download(session: Session, letter_id: int, filename: str, *,
                      envelope_id: str | None, counterpart_id: int | None = None) -> None:
+    require_post()  # a GET never writes to the audit record; these downloads are POSTs
     actor = staff_actor()
     record_event(session, letter_id, "downloaded", actor=actor.name, ip=actor.ip,
                  user_agent=actor.user_agent, envelope_id=envelope_id,
@@ -408,13 +491,19 @@ def send_signed_counterpart(letter_id: int, counterpart_id: int) -> Response:
 
 
 def send_blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
-    """Answer with a signer's counterpart to print and sign on paper: the letter as sent."""
+    """Answer with a signer's counterpart to print and sign on paper: the letter as sent.
+
+    The download is recorded. A scan of these pages with nothing written on them is refused
+    as a signed counterpart (:mod:`workflow.paper`).
+    """
     with get_db().transaction() as session:
         counterpart = counterpart_of(session, letter_id, counterpart_id)
         letter = get_letter(session, letter_id)
         data = letter_pdf_for(session, counterpart.envelope)
         filename = (f"{file_slug(letter.executive_name)}-counterpart-{counterpart.position}-"
                     f"{file_slug(counterpart.name)}-to-sign.pdf")
+        _record_download(session, letter_id, filename, envelope_id=counterpart.envelope_id,
+                         counterpart_id=counterpart.id)
     return send_document(data, filename=filename, media_type=PDF_TYPE, sha256=None)
 
 

@@ -1,10 +1,13 @@
 """The signers' pages: no account, the token in the link is the credential.
 
 ``/sign/<token>`` shows the letter's pages, the consent to sign electronically, and a typed or
-drawn signature to adopt; it records the signer's first view. A link that no longer works
-(expired, withdrawn, used, declined) answers 410 with a page saying why, an unknown or altered
-one 404, and neither changes anything. Forms keep their CSRF token: the page sets it in the
-signer's session cookie like any other.
+drawn signature to adopt; it records the signer's first view. Once signed, the same link reads
+for its lifetime: it shows what was signed and when, and gives the signer their signed
+counterpart (``/sign/<token>/signed.pdf``) and, once every counterpart is signed, the executed
+letter (``/sign/<token>/executed.pdf``); it never signs again. A link that no longer works
+(expired, withdrawn, declined; used, when it tries to sign) answers 410 with a page saying why,
+an unknown or altered one 404, and neither changes anything. Forms keep their CSRF token: the
+page sets it in the signer's session cookie like any other.
 """
 
 from __future__ import annotations
@@ -25,25 +28,28 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from workflow.envelopes import (
+    SignerCopy,
     SigningView,
     decline_counterpart,
     envelope_for_token,
-    sign_counterpart,
+    link_shows_letter,
+    signer_document,
     view_signing,
 )
 from workflow.errors import CounterpartError, LinkError, NotFoundError
 from workflow.letters import blob_bytes
-from workflow.models import Document, Letter, utcnow
+from workflow.models import Document, Letter
 from workflow.pdfs import HANDWRITING_FONT
-from workflow.states import CounterpartStatus, EnvelopeStatus, LetterStatus
+from workflow.states import CounterpartStatus, LetterStatus
 
 from .auth import public
 from .database import get_db
 from .downloads import send_document
-from .execution import assemble_quietly, letter_title, signer_actor
+from .execution import assemble_quietly, letter_title, sign_through_link, signer_actor
 from .previews import get_previews
 
-__all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document"]
+__all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document",
+           "copy_urls"]
 
 bp = Blueprint("signing", __name__)
 
@@ -56,13 +62,14 @@ CONSENT_DISCLOSURE = (
     "may withdraw this consent at any time before you sign by declining below; declining "
     "stops the electronic signing of this letter.",
     "You need a web browser to read and sign, and a PDF reader to keep a copy: download the "
-    "letter from this page, or ask the sender for the executed copy once everyone has signed.",
+    "letter from this page. After you sign, this link gives you your signed counterpart, and "
+    "the executed letter once everyone has signed, until the link expires.",
     "When you sign, the time, your IP address and your browser are recorded with your "
     "signature in a certificate attached to the executed letter.",
 )
 
 LINK_TITLES = {
-    "expired": "This signing link has expired",
+    "expired": "This link has expired",
     "voided": "This letter was withdrawn",
     "signed": "This counterpart is already signed",
     "declined": "This letter was declined",
@@ -75,9 +82,10 @@ ROLE_WORDS = {"company": "for the company", "executive": "as the executive",
 @bp.errorhandler(LinkError)
 def _link_error(error: LinkError) -> tuple[str, int]:
     code = 409 if error.reason == "waiting" else 410
+    token = (request.view_args or {}).get("token")
     return render_template("signing/unavailable.html", title=LINK_TITLES.get(
         error.reason, "This link no longer works"), message=str(error),
-        reason=error.reason, public_page=True), code
+        reason=error.reason, token=token, public_page=True), code
 
 
 @bp.errorhandler(NotFoundError)
@@ -96,6 +104,18 @@ def page_urls(token: str, count: int, *, endpoint: str = "signing.page_image",
             for n in range(1, count + 1)]
 
 
+def copy_urls(token: str, summary: dict[str, Any], *, external: bool = False
+              ) -> dict[str, str | None]:
+    """Return the addresses of a signer's copies: ``signed_pdf`` and ``executed_pdf``, each
+    None until it exists."""
+    return {
+        "signed_pdf": url_for("signing.signed_copy", token=token, _external=external)
+        if summary["has_signed_copy"] else None,
+        "executed_pdf": url_for("signing.executed_copy", token=token, _external=external)
+        if summary["has_executed_copy"] else None,
+    }
+
+
 def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
     """Copy what a signing page or the signer API shows out of a SigningView."""
     counterpart, envelope, letter = view.counterpart, view.envelope, view.letter
@@ -103,6 +123,8 @@ def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
     assert document is not None and document.blob_sha256 is not None
     sha = document.blob_sha256
     sizes = get_previews().page_sizes(sha, lambda: blob_bytes(session, sha))
+    others = [{"name": c.name, "signed": c.status == CounterpartStatus.SIGNED.value}
+              for c in envelope.counterparts if c.id != counterpart.id]
     return {
         "title": letter_title(letter), "company": letter.company_name,
         "name": counterpart.name, "role": counterpart.role,
@@ -111,6 +133,12 @@ def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
         "status_label": CounterpartStatus(counterpart.status).label,
         "expires_at": envelope.expires_at, "waiting_for": list(view.waiting_for),
         "can_sign": view.can_sign, "page_sizes": sizes,
+        "signed": view.signed, "method": counterpart.method,
+        "signed_at": counterpart.signed_at, "time_zone": counterpart.time_zone,
+        "others": others, "still_to_sign": [o["name"] for o in others if not o["signed"]],
+        "fully_executed": letter.status == LetterStatus.FULLY_EXECUTED.value,
+        "has_signed_copy": view.signed and counterpart.signed_document_id is not None,
+        "has_executed_copy": view.signed and envelope.executed_document_id is not None,
     }
 
 
@@ -118,15 +146,12 @@ def open_link_document(token: str) -> tuple[str, str]:
     """Return the (SHA-256, file name) of the letter PDF behind a link the signer may read.
 
     Only a link that can be signed now shows the letter: a waiting signer's view is recorded
-    when their turn comes, and a used, withdrawn or expired link shows nothing.
+    when their turn comes, a signed one gets the signed copy instead, and a withdrawn,
+    declined or expired link shows nothing.
     """
     with get_db().transaction() as session:
         counterpart, envelope = envelope_for_token(session, token)
-        readable = (counterpart.status in (CounterpartStatus.SENT.value,
-                                           CounterpartStatus.VIEWED.value)
-                    and envelope.status == EnvelopeStatus.OUT.value
-                    and utcnow() < envelope.expires_at)
-        if not readable:
+        if not link_shows_letter(counterpart, envelope):
             abort(410, "This signing link cannot show the letter now; open the link itself to "
                        "see why.")
         document = session.get(Document, envelope.letter_pdf_id)
@@ -144,6 +169,9 @@ def _open(token: str) -> dict[str, Any]:
 def _render_sign_page(token: str, signer: dict[str, Any], *, error: str | None = None,
                       decline_error: str | None = None, form: dict[str, str] | None = None,
                       status: int = 200) -> tuple[str, int]:
+    if signer["signed"]:
+        return render_template("signing/signed.html", token=token, signer=signer,
+                               copies=copy_urls(token, signer), public_page=True), status
     if signer["waiting_for"]:
         return render_template("signing/waiting.html", signer=signer, public_page=True), status
     return render_template(
@@ -158,13 +186,15 @@ def _render_sign_page(token: str, signer: dict[str, Any], *, error: str | None =
 @bp.get("/sign/<token>")
 @public
 def sign(token: str) -> tuple[str, int]:
-    """The signing page: the letter, the consent, and the signature to adopt."""
+    """The signing page: the letter, the consent, and the signature to adopt; once signed,
+    what was signed and the signer's copies."""
     return _render_sign_page(token, _open(token))
 
 
 def _signature_from_form(form: Any) -> dict[str, str]:
     if form.get("signature_type") == "drawn":
-        return {"type": "drawn", "png": form.get("signature_png", "")}
+        return {"type": "drawn", "png": form.get("signature_png", ""),
+                "pixel_ratio": form.get("signature_pixel_ratio", "")}
     return {"type": "typed", "text": form.get("signature_text", "")}
 
 
@@ -175,9 +205,10 @@ def sign_submit(token: str) -> Response | tuple[str, int]:
     form = request.form
     try:
         with get_db().transaction() as session:
-            counterpart, all_signed = sign_counterpart(
+            # The browser's time zone (sign.js fills it in); without JavaScript, UTC.
+            counterpart, all_signed = sign_through_link(
                 session, token, consent=form.get("consent") == "yes",
-                signature=_signature_from_form(form), actor=signer_actor())
+                signature=_signature_from_form(form), time_zone=form.get("time_zone"))
             envelope_id = counterpart.envelope_id
     except (LinkError, NotFoundError):
         raise
@@ -209,25 +240,47 @@ def decline(token: str) -> Response | tuple[str, int]:
 
 @bp.get("/sign/<token>/done")
 @public
-def done(token: str) -> Response | str:
-    """What happened after signing or declining, for the signer."""
+def done(token: str) -> Response | tuple[str, int] | str:
+    """What happened after signing (what was signed, and the copies) or declining."""
     with get_db().transaction() as session:
         counterpart, envelope = envelope_for_token(session, token)
-        if counterpart.status not in (CounterpartStatus.SIGNED.value,
-                                      CounterpartStatus.DECLINED.value):
+        if counterpart.status == CounterpartStatus.SIGNED.value:
+            signed = True
+        elif counterpart.status == CounterpartStatus.DECLINED.value:
+            signed = False
+            letter = session.get(Letter, envelope.letter_id)
+            assert letter is not None
+            outcome = {"status": counterpart.status, "name": counterpart.name,
+                       "title": letter_title(letter), "declined_at": counterpart.declined_at,
+                       "time_zone": counterpart.time_zone}
+        else:
             return redirect(url_for(".sign", token=token))
-        letter = session.get(Letter, envelope.letter_id)
-        assert letter is not None
-        others = [{"name": c.name, "signed": c.status == CounterpartStatus.SIGNED.value}
-                  for c in envelope.counterparts if c.id != counterpart.id]
-        outcome = {
-            "status": counterpart.status, "name": counterpart.name,
-            "title": letter_title(letter), "method": counterpart.method,
-            "signed_at": counterpart.signed_at, "declined_at": counterpart.declined_at,
-            "fully_executed": letter.status == LetterStatus.FULLY_EXECUTED.value,
-            "others": others,
-        }
+    if signed:
+        return _render_sign_page(token, _open(token))
     return render_template("signing/done.html", outcome=outcome, public_page=True)
+
+
+def _send_copy(token: str, which: SignerCopy) -> Response:
+    with get_db().transaction() as session:
+        document = signer_document(session, token, which, signer_actor())
+        assert document.blob_sha256 is not None
+        data = blob_bytes(session, document.blob_sha256)
+        filename, sha = document.filename, document.blob_sha256
+    return send_document(data, filename=filename, media_type="application/pdf", sha256=sha)
+
+
+@bp.get("/sign/<token>/signed.pdf")
+@public
+def signed_copy(token: str) -> Response:
+    """The signer's own signed counterpart, for the holder of their link once signed."""
+    return _send_copy(token, "signed")
+
+
+@bp.get("/sign/<token>/executed.pdf")
+@public
+def executed_copy(token: str) -> Response:
+    """The sealed executed letter, for a signer's link once every counterpart is signed."""
+    return _send_copy(token, "executed")
 
 
 @bp.get("/sign/<token>/pages/<int:page>.png")

@@ -79,7 +79,8 @@ LETTER_TRANSITIONS: dict[LetterStatus, frozenset[LetterStatus]] = {
 COUNTERPART_TRANSITIONS: dict[CounterpartStatus, frozenset[CounterpartStatus]] = {
     C.CREATED: frozenset({C.READY, C.SENT, C.SIGNED, C.VOIDED}),
     C.READY: frozenset({C.SENT, C.VIEWED, C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
-    C.SENT: frozenset({C.VIEWED, C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
+    # A new link replaces the one emailed: it is ready again until its own email is accepted.
+    C.SENT: frozenset({C.READY, C.VIEWED, C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
     C.VIEWED: frozenset({C.SIGNED, C.DECLINED, C.EXPIRED, C.VOIDED}),
     # Undoing a paper upload, before the letter is fully executed, reopens the counterpart.
     C.SIGNED: frozenset({C.CREATED, C.READY, C.SENT, C.VIEWED}),

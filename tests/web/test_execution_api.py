@@ -53,7 +53,11 @@ def test_send_with_the_signers_of_the_terms(client, api, make_letter, reference_
     assert response.headers["Location"].endswith(f"/api/letters/{letter_id}/envelope")
     assert answer["status"] == "out"
     assert [(s["name"], s["role"], s["status"], s["email"]) for s in answer["signers"]] == [
-        ("Eliot Protsch", "company", "sent", None), ("John R. Tucker", "executive", "sent", None)]
+        ("Eliot Protsch", "company", "ready", None),
+        ("John R. Tucker", "executive", "ready", None)]
+    # No mail server took an invitation: the links are ready to be handed over, not "sent".
+    assert [s["status_label"] for s in answer["signers"]] == ["Link ready", "Link ready"]
+    assert answer["emails"] == {"sent": [], "failed": [], "error": None}
     links = [s["link"] for s in answer["signers"]]
     assert all(link.startswith("http://localhost/sign/") for link in links)
     assert all(len(link.rsplit("/", 1)[1]) >= 43 for link in links)  # 256 random bits
@@ -68,7 +72,8 @@ def test_send_with_the_signers_of_the_terms(client, api, make_letter, reference_
     assert followed.json["signed"] == 0 and followed.json["total"] == 2
     letter = client.get(f"/api/letters/{letter_id}", headers=api).json
     assert letter["status"] == "out_for_signature"
-    assert letter["signatures"] == {"signed": 0, "total": 2, "envelope_status": "out"}
+    assert letter["signatures"] == {"signed": 0, "total": 2, "envelope_status": "out",
+                                    "ready": 2, "expired": 0}
     assert letter["envelope"] == f"http://localhost/api/letters/{letter_id}/envelope"
     (listed,) = client.get("/api/letters", headers=api).json["letters"]
     assert listed["signatures"] == letter["signatures"]
@@ -84,7 +89,7 @@ def test_send_with_signers_an_order_and_a_lifetime(client, api, make_letter, ref
     answer = response.json
     assert answer["signing_order"] is True
     assert [(s["email"], s["status"]) for s in answer["signers"]] == [
-        ("eliot@capstone.test", "sent"), ("jt@home.test", "created")]
+        ("eliot@capstone.test", "ready"), ("jt@home.test", "created")]
     expires = dt.datetime.fromisoformat(answer["expires_at"])
     assert dt.timedelta(days=4, hours=23) < expires - utcnow() <= dt.timedelta(days=5)
 
@@ -153,7 +158,9 @@ def test_signing_through_the_api_until_executed(app, client, api, sent, referenc
         "Separation letter of John R. Tucker, Capstone Turbine Corporation"
     assert opened.json["letter"]["page_count"] == 3
     assert opened.json["signer"] == {"name": "Eliot Protsch", "role": "company",
-                                     "status": "viewed"}
+                                     "status": "viewed", "status_label": "Viewed",
+                                     "method": None, "signed_at": None, "time_zone": None}
+    assert opened.json["signed_pdf"] is None and opened.json["executed_pdf"] is None
     assert opened.json["can_sign"] and opened.json["waiting_for"] == []
     page = client.get(opened.json["letter"]["pages"][0].removeprefix("http://localhost"))
     assert page.status_code == 200 and page.mimetype == "image/png"
@@ -325,6 +332,8 @@ def test_a_bad_link_is_refused_everywhere_and_changes_nothing(app, client, api, 
         client.post(f"/api/letters/{letter_id}/envelope/void", headers=api, json={"reason": "x"})
         send_letter(letter_id)
     status = BAD_LINKS[case]
+    # A used link still reads: its page and the API show what was signed (200).
+    reads = 200 if case == "used" else status
     before = execution_state(letter_id)
     browser = app.test_client()
     form_token = csrf_token(browser.get("/verify").text)
@@ -343,16 +352,22 @@ def test_a_bad_link_is_refused_everywhere_and_changes_nothing(app, client, api, 
         "api decline": browser.post(f"/api/sign/{token}/decline", json={"reason": "No"}),
     }
     for what, response in answers.items():
-        assert response.status_code == status, (what, response.status_code)
+        expected = reads if what in ("page", "api") else status
+        assert response.status_code == expected, (what, response.status_code)
     assert execution_state(letter_id) == before
     page = answers["page"].text
     if status == 404:
         assert "This signing link is not valid" in page
+    elif case == "used":
+        assert "You signed this letter" in page
+        assert answers["api"].json["can_sign"] is False
+        assert answers["api sign"].json["reason"] == "signed"
+        assert "already been signed" in answers["sign form"].text
     else:
-        reason = {"used": "signed", "previous envelope": "voided"}.get(case, case)
+        reason = {"previous envelope": "voided"}.get(case, case)
         assert answers["api"].json["reason"] == reason
         assert answers["api sign"].json["reason"] == reason
-        assert {"expired": "has expired", "voided": "withdrawn", "signed": "already been signed",
+        assert {"expired": "has expired", "voided": "withdrawn",
                 "declined": "declined"}[reason] in page
     assert "Sign the letter" not in page
 
@@ -560,7 +575,7 @@ def test_one_link_used_twice_at_the_same_moment_signs_once(app, sent):
     assert count(app, Event, type="signed") == 1
     with app.app_context(), get_db().transaction() as session:
         statuses = list(session.scalars(select(Counterpart.status).order_by(Counterpart.id)))
-    assert statuses == ["signed", "sent"]
+    assert statuses == ["signed", "ready"]
 
 
 # --- email -------------------------------------------------------------------------------------
@@ -577,7 +592,16 @@ def test_each_signer_is_emailed_their_own_link(app, client, api, make_letter, re
     assert response.status_code == 201, response.text
     assert response.json["emails"] == {
         "sent": ["Eliot Protsch <eliot@capstone.test>", "John R. Tucker <jt@home.test>"],
-        "error": None}
+        "failed": [], "error": None}
+    # The mail server accepted both invitations: now, and only now, they are "sent".
+    assert [(s["status"], s["status_label"]) for s in response.json["signers"]] == [
+        ("sent", "Sent"), ("sent", "Sent")]
+    assert all(s["emailed_at"] for s in response.json["signers"])
+    record = client.get(f"/api/letters/{letter_id}/audit", headers=api).json
+    emailed = [e for e in record["events"] if e["type"] == "emailed"]
+    assert [e["detail"]["to"] for e in emailed] == ["eliot@capstone.test", "jt@home.test"]
+    assert all(e["detail"]["answer"] == "250 OK" and e["detail"]["at"] for e in emailed)
+    assert [s["status"] for s in record["envelope"]["signers"]] == ["sent", "sent"]
     links = {s["email"]: s["link"] for s in response.json["signers"]}
     assert [email.utils.parseaddr(m["To"]) for m in inbox.messages] == [
         ("Eliot Protsch", "eliot@capstone.test"), ("John R. Tucker", "jt@home.test")]
@@ -605,10 +629,22 @@ def test_a_mail_failure_keeps_the_envelope_and_its_links(app, client, api, staff
         "signers-1-email": ""})
     assert response.status_code == 303
     page = staff.get(response.headers["Location"])
-    assert "The signing emails could not be sent through 127.0.0.1" in page.text
+    assert "The mail server did not take every signing email" in page.text
+    assert "could not be reached" in page.text and "127.0.0.1" in page.text
     assert page.text.count('data-signing-link') == 2
     envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
     assert envelope["status"] == "out"
+    # Nothing was handed to a mail server: both links are still to be handed over.
+    assert [s["status"] for s in envelope["signers"]] == ["ready", "ready"]
+    assert [s["emailed_at"] for s in envelope["signers"]] == [None, None]
+    record = client.get(f"/api/letters/{letter_id}/audit", headers=api).json
+    failed = [e for e in record["events"] if e["type"] == "email_failed"]
+    assert [e["detail"]["to"] for e in failed] == ["eliot@capstone.test"]
+    assert "could not be reached" in failed[0]["detail"]["error"]
+    assert not [e for e in record["events"] if e["type"] == "emailed"]
+    timeline = staff.get(f"/letters/{letter_id}").text
+    assert "Email not accepted" in timeline
+    assert "link ready to be handed over: not emailed" in timeline
 
 
 # --- verify ------------------------------------------------------------------------------------

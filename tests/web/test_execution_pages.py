@@ -154,7 +154,7 @@ def test_signers_sign_without_javascript_and_see_the_outcome(app, staff, signer,
     _, signed = open_and_sign(signer, company, signature_text="Eliot Protsch")
     assert signed.status_code == 303
     done = signer.get(signed.headers["Location"])
-    assert "You signed the letter" in done.text
+    assert "You signed this letter" in done.text
     assert "Still to sign: John R. Tucker" in done.text
     assert "1 of 2 signed" in staff.get(f"/letters/{letter_id}").text
 
@@ -162,10 +162,19 @@ def test_signers_sign_without_javascript_and_see_the_outcome(app, staff, signer,
     _, last = open_and_sign(other, executive, signature_text="John R. Tucker")
     done = other.get(last.headers["Location"])
     assert "The letter is fully executed." in done.text
-    # The used link now explains itself, and changes nothing.
+    assert "the sender can send you a copy" not in done.text.lower()
+    # The used link reads: what was signed, and the copies; it signs no more.
+    before = execution_state(letter_id)
     used = other.get(path_of(executive))
-    assert used.status_code == 410
-    assert "This counterpart is already signed" in used.text
+    assert used.status_code == 200
+    assert "You signed this letter" in used.text and "Sign the letter" not in used.text
+    again = other.post(path_of(executive), data={
+        "csrf_token": csrf_token(other.get("/verify").text), "consent": "yes",
+        "signature_type": "typed",
+        "signature_text": "John R. Tucker"})
+    assert again.status_code == 410
+    assert "This counterpart is already signed" in again.text
+    assert execution_state(letter_id) == before
 
 
 def test_decline_needs_a_reason_and_then_stops_the_letter(staff, signer, sent, execution_state):

@@ -11,7 +11,9 @@ from werkzeug.wrappers import Response
 
 from workflow.envelopes import (
     DEFAULT_LINK_DAYS,
+    PaperChoices,
     parse_signers,
+    undo_paper_counterpart,
     upload_paper_counterpart,
     void_envelope,
 )
@@ -19,7 +21,9 @@ from workflow.errors import NotFoundError
 from workflow.letters import get_letter
 
 from ..database import get_db
+from ..downloads import require_post
 from ..execution import (
+    SentEnvelope,
     assemble_quietly,
     audit_json,
     envelope_record,
@@ -45,7 +49,9 @@ def _signer_json(letter_id: int, signer: dict[str, Any]) -> dict[str, Any]:
     return {
         "counterpart_id": cid, "position": signer["position"], "name": signer["name"],
         "role": signer["role"], "email": signer["email"], "status": signer["status"],
-        "method": signer["method"], "first_viewed_at": iso(signer["first_viewed_at"]),
+        "status_label": signer["status_label"], "waiting": signer["waiting"],
+        "method": signer["method"], "emailed_at": iso(signer["emailed_at"]),
+        "first_viewed_at": iso(signer["first_viewed_at"]),
         "consent_at": iso(signer["consent_at"]), "signed_at": iso(signer["signed_at"]),
         "declined_at": iso(signer["declined_at"]), "decline_reason": signer["decline_reason"],
         "blank_pdf": url_for("api.blank_counterpart", letter_id=letter_id, counterpart_id=cid,
@@ -53,7 +59,21 @@ def _signer_json(letter_id: int, signer: dict[str, Any]) -> dict[str, Any]:
         "signed_pdf": url_for("api.signed_counterpart", letter_id=letter_id,
                               counterpart_id=cid, _external=True)
         if signer["signed_document"] else None,
+        "signed_on": signer["signed_on"].isoformat() if signer["signed_on"] else None,
+        "uploaded_at": iso(signer["uploaded_at"]),
+        "paper": _paper_json(signer["paper"]),
+        "pending_upload": signer["pending_document_id"] is not None,
+        "can_undo_upload": signer["can_undo"],
     }
+
+
+_PAPER_KEYS = ("filename", "sha256", "signature_page", "ink", "ink_accepted_by",
+               "order_override_reason", "order_override_by", "crop_box", "recorded_by")
+
+
+def _paper_json(paper: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The checks of a paper upload as the API states them."""
+    return {key: paper.get(key) for key in _PAPER_KEYS} if paper else None
 
 
 def envelope_json(record: dict[str, Any], links: dict[int, str] | None = None
@@ -118,23 +138,37 @@ def send(letter_id: int) -> tuple[Response, int, dict[str, str]]:
     signing_order = body.get("signing_order", False)
     if not isinstance(signing_order, bool):
         abort(400, "signing_order must be true or false.")
-    link_days = body.get("link_days", DEFAULT_LINK_DAYS)
-    if isinstance(link_days, bool) or not isinstance(link_days, int):
-        abort(400, "link_days must be a whole number of days, from 1 to 365.")
     sent = send_for_signature(letter_id, signers, signing_order=signing_order,
-                              link_days=link_days)
+                              link_days=_link_days(body))
     answer = _envelope_answer(letter_id, sent.links)
-    answer["emails"] = {"sent": sent.emailed, "error": sent.email_error}
+    answer["emails"] = _emails(sent)
     location = url_for(".envelope", letter_id=letter_id, _external=True)
     return jsonify(answer), 201, {"Location": location}
 
 
 @bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/link")
 def new_link(letter_id: int, counterpart_id: int) -> tuple[Response, int]:
-    """Replace a signer's lost link: the answer holds the new one; the old one stops working."""
-    sent = renew_signing_link(letter_id, counterpart_id)
+    """Replace a signer's lost or expired link, for ``{"link_days": 1..365}`` days (30): the
+    answer holds the new link and the signer as they now stand; the old link stops working."""
+    body = json_body() if request.get_data().strip() else {}
+    sent = renew_signing_link(letter_id, counterpart_id, link_days=_link_days(body))
+    answer = _envelope_answer(letter_id)
+    signer = next(s for s in answer["signers"] if s["counterpart_id"] == counterpart_id)
     return jsonify({"counterpart_id": counterpart_id, "link": sent.links[counterpart_id],
-                    "emails": {"sent": sent.emailed, "error": sent.email_error}}), 201
+                    "signer": signer, "expires_at": answer["expires_at"],
+                    "emails": _emails(sent)}), 201
+
+
+def _link_days(body: dict[str, Any]) -> int:
+    link_days = body.get("link_days", DEFAULT_LINK_DAYS)
+    if isinstance(link_days, bool) or not isinstance(link_days, int):
+        abort(400, "link_days must be a whole number of days, from 1 to 365.")
+    return link_days
+
+
+def _emails(sent: SentEnvelope) -> dict[str, Any]:
+    """What the mail server did: ``sent`` (accepted), ``failed`` ([{name, email, error}])."""
+    return {"sent": sent.emailed, "failed": sent.failed, "error": sent.email_error}
 
 
 @bp.get("/letters/<int:letter_id>/envelope")
@@ -158,20 +192,42 @@ def blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
     return send_blank_counterpart(letter_id, counterpart_id)
 
 
-@bp.get("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/signed.pdf")
+# Recorded downloads are POSTs (a GET answers 405 saying so): see web/downloads.py.
+@bp.route("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/signed.pdf",
+          methods=["GET", "POST"])
 def signed_counterpart(letter_id: int, counterpart_id: int) -> Response:
     """A signed counterpart: stamped when signed online, the scan when signed on paper."""
+    require_post()
     return send_signed_counterpart(letter_id, counterpart_id)
+
+
+def _flag(name: str) -> bool:
+    """Read a true/false form field of a multipart request (absent is false), or answer 400."""
+    value = request.form.get(name, "").strip().lower()
+    if value in ("", "false", "0", "no", "off"):
+        return False
+    if value in ("true", "1", "yes", "on"):
+        return True
+    abort(400, f"{name} must be true or false.")
 
 
 @bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/upload")
 def upload(letter_id: int, counterpart_id: int) -> tuple[Response, int]:
-    """Record a counterpart signed on paper from its scan (multipart field ``file``)."""
+    """Record a counterpart signed on paper from its scan, in one request.
+
+    Multipart fields: ``file`` (the PDF), ``signed_on`` (YYYY-MM-DD, required), ``confirm``
+    (true accepts a scan on whose signature line no signature was found), ``override_order``
+    and ``reason`` (record it before earlier signers in a signing order).
+    """
     data, filename = read_upload()
+    choices = PaperChoices(signed_on=request.form.get("signed_on"),
+                           accept_without_ink=_flag("confirm"),
+                           override_order=_flag("override_order"),
+                           reason=request.form.get("reason"))
     with get_db().transaction() as session:
         counterpart, new, all_signed = upload_paper_counterpart(
             session, letter_id, counterpart_id, data, filename, staff_actor(),
-            max_bytes=upload_limit())
+            choices=choices, max_bytes=upload_limit())
         envelope_id = counterpart.envelope_id
     if all_signed:
         assemble_quietly(envelope_id)
@@ -182,6 +238,18 @@ def upload(letter_id: int, counterpart_id: int) -> tuple[Response, int]:
     return jsonify(answer), 201 if new else 200
 
 
+@bp.delete("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/upload")
+def undo_upload(letter_id: int, counterpart_id: int) -> Response:
+    """Undo the paper upload that counted a counterpart as signed (409 once the letter is
+    executed or its executed PDF is being assembled); the scan stays stored."""
+    with get_db().transaction() as session:
+        undo_paper_counterpart(session, letter_id, counterpart_id, staff_actor())
+    answer = _envelope_answer(letter_id)
+    answer["counterpart"] = next(s for s in answer["signers"]
+                                 if s["counterpart_id"] == counterpart_id)
+    return jsonify(answer)
+
+
 @bp.post("/letters/<int:letter_id>/assembly/retry")
 def retry(letter_id: int) -> Response:
     """Assemble the executed PDF again after a failure (or wait for the one under way)."""
@@ -189,15 +257,17 @@ def retry(letter_id: int) -> Response:
     return jsonify(_envelope_answer(letter_id))
 
 
-@bp.get("/letters/<int:letter_id>/executed.pdf")
+@bp.route("/letters/<int:letter_id>/executed.pdf", methods=["GET", "POST"])
 def executed_pdf(letter_id: int) -> Response:
     """The executed PDF: 409 until every counterpart is signed, then the sealed file."""
+    require_post()
     return send_executed_pdf(letter_id)
 
 
-@bp.get("/letters/<int:letter_id>/counterparts.zip")
+@bp.route("/letters/<int:letter_id>/counterparts.zip", methods=["GET", "POST"])
 def counterparts_zip(letter_id: int) -> Response:
     """The executed PDF, every signed counterpart and audit.json, in one zip."""
+    require_post()
     return send_counterparts_zip(letter_id)
 
 

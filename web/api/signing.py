@@ -7,15 +7,16 @@ from __future__ import annotations
 from flask import jsonify, url_for
 from werkzeug.wrappers import Response
 
-from workflow.envelopes import decline_counterpart, sign_counterpart, verify_document, view_signing
+from workflow.envelopes import decline_counterpart, view_signing
 from workflow.models import Letter
 from workflow.states import LetterStatus
 
 from ..auth import public
 from ..database import get_db
-from ..execution import assemble_quietly, get_sealer, signer_actor
+from ..execution import assemble_quietly, sign_through_link, signer_actor
 from ..letters.records import iso
-from ..signing import CONSENT_DISCLOSURE, page_urls, signing_summary
+from ..signing import CONSENT_DISCLOSURE, copy_urls, page_urls, signing_summary
+from ..verify import api_answer
 from . import bp
 from .execution import read_upload
 from .views import json_body
@@ -24,7 +25,11 @@ from .views import json_body
 @bp.get("/sign/<token>")
 @public
 def signing(token: str) -> Response:
-    """The letter and signer behind a link; opening it records the signer's first view."""
+    """The letter and signer behind a link; opening it records the signer's first view.
+
+    Once signed, the link still reads until it expires: ``signed_pdf`` and ``executed_pdf``
+    are the signer's copies (null until each exists), downloaded with the token alone.
+    """
     with get_db().transaction() as session:
         summary = signing_summary(session, view_signing(session, token, signer_actor()))
     count = len(summary["page_sizes"])
@@ -34,11 +39,16 @@ def signing(token: str) -> Response:
                 "page_count": count,
                 "pages": page_urls(token, count, external=True) if readable else [],
                 "pdf": url_for("signing.letter_pdf", token=token, _external=True)
-                if readable else None},
+                if readable else None,
+                "fully_executed": summary["fully_executed"],
+                "still_to_sign": summary["still_to_sign"]},
         signer={"name": summary["name"], "role": summary["role"],
-                "status": summary["status"]},
+                "status": summary["status"], "status_label": summary["status_label"],
+                "method": summary["method"], "signed_at": iso(summary["signed_at"]),
+                "time_zone": summary["time_zone"]},
         can_sign=summary["can_sign"], waiting_for=summary["waiting_for"],
         expires_at=iso(summary["expires_at"]), consent_disclosure=list(CONSENT_DISCLOSURE),
+        **copy_urls(token, summary, external=True),
         page=url_for("signing.sign", token=token, _external=True))
 
 
@@ -55,13 +65,15 @@ def sign(token: str) -> Response:
     """Sign: ``{"consent": true, "signature": {"type": "typed", "text": ...}}`` or drawn."""
     body = json_body()
     with get_db().transaction() as session:
-        counterpart, all_signed = sign_counterpart(
+        counterpart, all_signed = sign_through_link(
             session, token, consent=body.get("consent"), signature=body.get("signature"),
-            actor=signer_actor())
+            time_zone=body.get("time_zone"))
         envelope_id = counterpart.envelope_id
         letter_id = counterpart.envelope.letter_id
         answer = {"status": counterpart.status, "method": counterpart.method,
-                  "signed_at": iso(counterpart.signed_at), "all_signed": all_signed}
+                  "signed_at": iso(counterpart.signed_at), "time_zone": counterpart.time_zone,
+                  "signed_on": counterpart.signed_on.isoformat() if counterpart.signed_on
+                  else None, "all_signed": all_signed}
     if all_signed:
         assemble_quietly(envelope_id)
     status = _letter_status(letter_id)
@@ -87,6 +99,4 @@ def decline(token: str) -> Response:
 def verify() -> Response:
     """Check a PDF (multipart field ``file``): is it an executed letter of ours, unchanged?"""
     data, _ = read_upload()
-    sealer = get_sealer()
-    with get_db().transaction() as session:
-        return jsonify(verify_document(session, data, sealer))
+    return api_answer(data)

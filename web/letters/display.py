@@ -25,6 +25,10 @@ EVENT_LABELS = {
     "executed": "Fully executed",
     "downloaded": "Downloaded",
     "expired": "Link expired",
+    "emailed": "Emailed",
+    "email_failed": "Email not accepted",
+    "link_ready": "Link ready",
+    "new_link": "New link",
 }
 
 
@@ -66,6 +70,29 @@ def terms_sections(spec: TemplateSpec, terms: dict[str, Any]
     return sections
 
 
+def _link_event(event_type: str, detail: dict[str, Any]) -> str:
+    role = f" ({detail['role']})" if detail.get("role") else ""
+    if event_type == "link_ready":
+        text = f"{detail['signer']}{role}: earlier signers have signed; their link is ready " \
+               "to be handed over"
+        if detail.get("emailed_before_their_turn"):
+            text += " (it was emailed before their turn)"
+        return text
+    text = f"To {detail['signer']}{role}"
+    if event_type == "new_link":
+        text = f"For {detail['signer']}{role}: the earlier link no longer works"
+    elif detail.get("reason"):
+        return f"{text}: {detail['reason']}"
+    if detail.get("waiting_for_earlier_signers"):
+        text += ", after the signers before them"
+    delivery = detail.get("delivery")
+    if delivery == "email":
+        text += f"; the link goes by email to {detail.get('email')}"
+    elif delivery == "by_hand":
+        text += "; the link is ready to be handed over (not emailed)"
+    return text
+
+
 def describe_event(event_type: str, detail: dict[str, Any]) -> str:
     """Say in a few words what an event of the audit record did."""
     version = detail.get("version")
@@ -76,14 +103,16 @@ def describe_event(event_type: str, detail: dict[str, Any]) -> str:
         return str(detail.get("document") or "")
     if event_type == "edited" and version:
         return f"Version {version}"
-    if event_type == "sent" and detail.get("signer"):
-        role = f" ({detail['role']})" if detail.get("role") else ""
-        text = f"To {detail['signer']}{role}"
-        if detail.get("reason"):
-            return f"{text}: {detail['reason']}"
-        if detail.get("waiting_for_earlier_signers"):
-            return f"{text}, after the signers before them"
+    if event_type in ("sent", "new_link", "link_ready") and detail.get("signer"):
+        return _link_event(event_type, detail)
+    if event_type == "emailed" and detail.get("to"):
+        text = f"Invitation to {detail['to']} accepted by the mail server"
+        if detail.get("link"):
+            text += f" (its link was {detail['link']})"
         return text
+    if event_type == "email_failed" and detail.get("to"):
+        return (f"Invitation to {detail['to']} not accepted: {detail.get('error', '')}; the "
+                "link is ready to be handed over")
     if event_type == "signed" and detail.get("method"):
         method = detail["method"]
         if method == "paper":

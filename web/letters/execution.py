@@ -2,8 +2,10 @@
 paper copies, void, retry an assembly, and the downloads of signed and executed documents.
 
 The signing links are shown once, on the page staff see right after sending: only their
-SHA-256 is stored, so they travel from the sending request to that page in the session and
-are dropped from it when shown. A lost link is replaced by voiding and sending again.
+SHA-256 is stored, so they travel from the sending request to that page on the server, kept
+for the signed-in session only, encrypted, for a few minutes at most, and deleted once shown
+(see :func:`web.auth.keep_shown_once`); the session cookie never holds them. A lost or
+expired link is replaced with "New link".
 """
 
 from __future__ import annotations
@@ -11,19 +13,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import flash, redirect, request, session, url_for
+from flask import flash, redirect, request, url_for
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response
 
-from workflow.envelopes import upload_paper_counterpart, void_envelope
+from workflow.envelopes import DEFAULT_LINK_DAYS, void_envelope
 from workflow.errors import CounterpartError, NotFoundError
 from workflow.letters import get_letter
 from workflow.states import LetterStatus
 
+from ..auth import keep_shown_once, take_shown_once
 from ..database import get_db
-from ..downloads import send_document
+from ..downloads import require_post, send_document
 from ..execution import (
-    assemble_quietly,
+    SentEnvelope,
     audit_json,
     executed_document,
     file_slug,
@@ -35,7 +38,6 @@ from ..execution import (
     send_signed_counterpart,
     smtp_settings,
     staff_actor,
-    upload_limit,
 )
 from . import bp
 from .forms import SendForm
@@ -54,11 +56,10 @@ def can_send(letter: dict[str, Any], version: dict[str, Any]) -> bool:
 
 
 def issued_links(letter_id: int) -> dict[str, Any] | None:
-    """Take the links just issued for this letter out of the session, to show them once."""
-    issued = session.get(ISSUED_LINKS)
+    """Take the links just issued for this letter off the server, to show them once."""
+    issued = take_shown_once(f"{ISSUED_LINKS}:{letter_id}")
     if not isinstance(issued, dict) or issued.get("letter_id") != letter_id:
         return None
-    session.pop(ISSUED_LINKS)
     return {**issued, "links": {int(cid): url for cid, url in issued["links"].items()}}
 
 
@@ -81,29 +82,45 @@ def send(letter_id: int) -> Response | tuple[str, int]:
     except CounterpartError as exc:
         form.fail(exc)
         return render_letter(letter_id, send_form=form, status=422)
-    session[ISSUED_LINKS] = {"letter_id": letter_id, "envelope_id": sent.envelope_id,
-                             "links": {str(cid): url for cid, url in sent.links.items()},
-                             "emailed": sent.emailed, "email_error": sent.email_error,
-                             "mail_configured": smtp_settings() is not None}
+    _keep_links(letter_id, sent)
     flash("Sent for signature. Copy each signer's link below: it is shown only now.",
           "success")
     return _to_letter(letter_id)
 
 
+def _keep_links(letter_id: int, sent: SentEnvelope) -> None:
+    """Keep the links just issued, with what the mail server did, to show them once."""
+    keep_shown_once(f"{ISSUED_LINKS}:{letter_id}", {
+        "letter_id": letter_id, "envelope_id": sent.envelope_id,
+        "links": {str(cid): url for cid, url in sent.links.items()},
+        "emailed": sent.emailed, "failed": sent.failed, "email_error": sent.email_error,
+        "mail_configured": smtp_settings() is not None})
+
+
+def _link_days(raw: str | None) -> int:
+    """Read the lifetime of a new link from the form: whole days, 1 to 365 (30 if blank)."""
+    if raw is None or not raw.strip():
+        return DEFAULT_LINK_DAYS
+    try:
+        days = int(raw.strip())
+    except ValueError:
+        raise CounterpartError(f"link_days: {raw.strip()[:20]!r} is not a whole number of "
+                               "days; links last between 1 and 365 days.") from None
+    return days
+
+
 @bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/link")
 def new_link(letter_id: int, counterpart_id: int) -> Response:
-    """Replace a signer's lost link and show the new one once."""
+    """Replace a signer's lost or expired link (for ``link_days`` days) and show it once."""
     try:
-        sent = renew_signing_link(letter_id, counterpart_id)
+        sent = renew_signing_link(letter_id, counterpart_id,
+                                  link_days=_link_days(request.form.get("link_days")))
     except NotFoundError:
         raise
     except CounterpartError as exc:
         flash(f"No new link was made: {exc}", "error")
         return _to_letter(letter_id)
-    session[ISSUED_LINKS] = {"letter_id": letter_id, "envelope_id": sent.envelope_id,
-                             "links": {str(cid): url for cid, url in sent.links.items()},
-                             "emailed": sent.emailed, "email_error": sent.email_error,
-                             "mail_configured": smtp_settings() is not None}
+    _keep_links(letter_id, sent)
     flash("A new link was made; the earlier one no longer works. Copy it below: it is shown "
           "only now.", "success")
     return _to_letter(letter_id)
@@ -122,40 +139,6 @@ def void(letter_id: int) -> Response:
     else:
         flash("Voided: the signing links no longer work. You may change the terms or send the "
               "letter again.", "success")
-    return _to_letter(letter_id)
-
-
-@bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/upload")
-def upload(letter_id: int, counterpart_id: int) -> Response:
-    """Record a counterpart signed on paper from its scanned PDF."""
-    upload_file = request.files.get("file")
-    if upload_file is None or not upload_file.filename:
-        flash("Choose the PDF of the signed counterpart to upload.", "error")
-        return _to_letter(letter_id)
-    limit = upload_limit()
-    data = upload_file.read(limit + 1)
-    try:
-        if len(data) > limit:
-            raise CounterpartError(f"{upload_file.filename[:80]} is larger than "
-                                   f"{limit // (1024 * 1024)} MB, the largest file accepted.")
-        with get_db().transaction() as db_session:
-            counterpart, new, all_signed = upload_paper_counterpart(
-                db_session, letter_id, counterpart_id, data, upload_file.filename,
-                staff_actor(), max_bytes=limit)
-            name, envelope_id = counterpart.name, counterpart.envelope_id
-    except NotFoundError:
-        raise
-    except CounterpartError as exc:
-        flash(f"The scan was not accepted: {exc}", "error")
-        return _to_letter(letter_id)
-    if not new:
-        flash(f"This scan of {name}'s counterpart was already uploaded; nothing changed.",
-              "info")
-    elif all_signed and assemble_quietly(envelope_id):
-        flash(f"{name}'s counterpart is signed on paper. Every counterpart is signed: the "
-              "letter is fully executed.", "success")
-    else:
-        flash(f"{name}'s counterpart is signed on paper.", "success")
     return _to_letter(letter_id)
 
 
@@ -181,21 +164,26 @@ def blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
     return send_blank_counterpart(letter_id, counterpart_id)
 
 
-@bp.route("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/signed.pdf")
+# Recorded downloads: the page's buttons POST (a GET answers 405 saying so), see downloads.py.
+@bp.route("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/signed.pdf",
+          methods=["GET", "POST"])
 def signed_counterpart(letter_id: int, counterpart_id: int) -> Response:
     """A signed counterpart: stamped when signed online, the scan when signed on paper."""
+    require_post()
     return send_signed_counterpart(letter_id, counterpart_id)
 
 
-@bp.route("/letters/<int:letter_id>/executed.pdf")
+@bp.route("/letters/<int:letter_id>/executed.pdf", methods=["GET", "POST"])
 def executed_pdf(letter_id: int) -> Response:
     """The sealed executed PDF (waiting for an assembly under way)."""
+    require_post()
     return send_executed_pdf(letter_id)
 
 
-@bp.route("/letters/<int:letter_id>/counterparts.zip")
+@bp.route("/letters/<int:letter_id>/counterparts.zip", methods=["GET", "POST"])
 def counterparts_zip(letter_id: int) -> Response:
     """The executed PDF, each signed counterpart and the audit record, in one zip."""
+    require_post()
     return send_counterparts_zip(letter_id)
 
 
