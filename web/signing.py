@@ -44,12 +44,12 @@ from workflow.states import CounterpartStatus, LetterStatus
 
 from .auth import public
 from .database import get_db
-from .downloads import send_document
+from .downloads import require_post, send_document
 from .execution import assemble_quietly, letter_title, sign_through_link, signer_actor
 from .previews import get_previews
 
 __all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document",
-           "copy_urls"]
+           "copy_urls", "send_signer_copy"]
 
 bp = Blueprint("signing", __name__)
 
@@ -104,14 +104,15 @@ def page_urls(token: str, count: int, *, endpoint: str = "signing.page_image",
             for n in range(1, count + 1)]
 
 
-def copy_urls(token: str, summary: dict[str, Any], *, external: bool = False
+def copy_urls(token: str, summary: dict[str, Any], *, api: bool = False
               ) -> dict[str, str | None]:
-    """Return the addresses of a signer's copies: ``signed_pdf`` and ``executed_pdf``, each
-    None until it exists."""
+    """Return the addresses to POST for a signer's copies: ``signed_pdf`` and
+    ``executed_pdf``, each None until it exists; the API's (full) ones when ``api``."""
+    prefix = "api.signer_" if api else "signing."
     return {
-        "signed_pdf": url_for("signing.signed_copy", token=token, _external=external)
+        "signed_pdf": url_for(f"{prefix}signed_copy", token=token, _external=api)
         if summary["has_signed_copy"] else None,
-        "executed_pdf": url_for("signing.executed_copy", token=token, _external=external)
+        "executed_pdf": url_for(f"{prefix}executed_copy", token=token, _external=api)
         if summary["has_executed_copy"] else None,
     }
 
@@ -260,7 +261,9 @@ def done(token: str) -> Response | tuple[str, int] | str:
     return render_template("signing/done.html", outcome=outcome, public_page=True)
 
 
-def _send_copy(token: str, which: SignerCopy) -> Response:
+def send_signer_copy(token: str, which: SignerCopy) -> Response:
+    """Answer with a signer's copy (``signed`` or ``executed``), recording the download."""
+    require_post()  # recorded: see web/downloads.py
     with get_db().transaction() as session:
         document = signer_document(session, token, which, signer_actor())
         assert document.blob_sha256 is not None
@@ -269,18 +272,19 @@ def _send_copy(token: str, which: SignerCopy) -> Response:
     return send_document(data, filename=filename, media_type="application/pdf", sha256=sha)
 
 
-@bp.get("/sign/<token>/signed.pdf")
+# Recorded downloads: the page's buttons POST (a GET answers 405 saying so), see downloads.py.
+@bp.route("/sign/<token>/signed.pdf", methods=["GET", "POST"])
 @public
 def signed_copy(token: str) -> Response:
     """The signer's own signed counterpart, for the holder of their link once signed."""
-    return _send_copy(token, "signed")
+    return send_signer_copy(token, "signed")
 
 
-@bp.get("/sign/<token>/executed.pdf")
+@bp.route("/sign/<token>/executed.pdf", methods=["GET", "POST"])
 @public
 def executed_copy(token: str) -> Response:
     """The sealed executed letter, for a signer's link once every counterpart is signed."""
-    return _send_copy(token, "executed")
+    return send_signer_copy(token, "executed")
 
 
 @bp.get("/sign/<token>/pages/<int:page>.png")

@@ -15,7 +15,13 @@ from ..auth import public
 from ..database import get_db
 from ..execution import assemble_quietly, sign_through_link, signer_actor
 from ..letters.records import iso
-from ..signing import CONSENT_DISCLOSURE, copy_urls, page_urls, signing_summary
+from ..signing import (
+    CONSENT_DISCLOSURE,
+    copy_urls,
+    page_urls,
+    send_signer_copy,
+    signing_summary,
+)
 from ..verify import api_answer
 from . import bp
 from .execution import read_upload
@@ -28,7 +34,7 @@ def signing(token: str) -> Response:
     """The letter and signer behind a link; opening it records the signer's first view.
 
     Once signed, the link still reads until it expires: ``signed_pdf`` and ``executed_pdf``
-    are the signer's copies (null until each exists), downloaded with the token alone.
+    are the signer's copies (null until each exists), to POST to with the token alone.
     """
     with get_db().transaction() as session:
         summary = signing_summary(session, view_signing(session, token, signer_actor()))
@@ -48,8 +54,23 @@ def signing(token: str) -> Response:
                 "time_zone": summary["time_zone"]},
         can_sign=summary["can_sign"], waiting_for=summary["waiting_for"],
         expires_at=iso(summary["expires_at"]), consent_disclosure=list(CONSENT_DISCLOSURE),
-        **copy_urls(token, summary, external=True),
+        **copy_urls(token, summary, api=True),
         page=url_for("signing.sign", token=token, _external=True))
+
+
+@bp.route("/sign/<token>/signed.pdf", methods=["GET", "POST"])
+@public
+def signer_signed_copy(token: str) -> Response:
+    """POST: the signer's own signed counterpart, once signed (the download is recorded)."""
+    return send_signer_copy(token, "signed")
+
+
+@bp.route("/sign/<token>/executed.pdf", methods=["GET", "POST"])
+@public
+def signer_executed_copy(token: str) -> Response:
+    """POST: the executed letter, once every counterpart is signed (the download is
+    recorded)."""
+    return send_signer_copy(token, "executed")
 
 
 def _letter_status(letter_id: int) -> str:
