@@ -10,8 +10,9 @@ BIN := $(VENV)/bin
 # fonts-wqy-microhei draws Chinese and Japanese names, which Liberation and DejaVu lack.
 DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation fonts-wqy-microhei \
 	poppler-utils python3-venv chromium
-# What only the tests need: Redis for the shared rate-limit test, PostgreSQL for test-postgres.
-TEST_DEB_PACKAGES := redis-server postgresql
+# What only the tests need: Redis for the shared rate-limit test, PostgreSQL for test-postgres,
+# nginx to run the shipped reverse-proxy configuration (deploy/nginx/) in front of the app.
+TEST_DEB_PACKAGES := redis-server postgresql nginx
 HOST ?= 127.0.0.1
 PORT ?= 5000
 

@@ -25,7 +25,8 @@ class ServerProcess:
     """One ``counterpart serve`` process on a free loopback port, stopped on exit."""
 
     def __init__(self, data_dir: Path, database_url: str | None, *, threads: int = 8,
-                 environment: dict[str, str] | None = None) -> None:
+                 environment: dict[str, str] | None = None,
+                 serve_options: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERPART_")}
@@ -39,7 +40,8 @@ class ServerProcess:
         self._log_handle = self.log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from web.cli import main; main()", "serve",
-             "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(threads)],
+             "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(threads),
+             *(serve_options or [])],
             cwd=ROOT, env=env, stdout=self._log_handle, stderr=subprocess.STDOUT)
 
     def wait_until_up(self, timeout: float = 60) -> ServerProcess:

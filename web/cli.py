@@ -1,7 +1,8 @@
 """The ``counterpart`` command: the letter commands of :mod:`workflow.cli`, plus the web app's.
 
 ``serve`` runs the app under waitress; ``migrate``, ``create-user``, ``create-first-admin``,
-``set-password`` and ``create-token`` look after the data folder and its accounts. Each reads
+``set-password``, ``disable-user``, ``enable-user``, ``create-token``, ``list-tokens`` and
+``revoke-token`` look after the data folder and its accounts. Each reads
 the same environment variables as the app (``COUNTERPART_DATA_DIR``,
 ``COUNTERPART_DATABASE_URL``, ...), and the first to touch a new data folder creates and
 migrates it.
@@ -9,6 +10,7 @@ migrates it.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import sys
@@ -19,10 +21,16 @@ from types import FrameType
 import click
 
 from workflow.accounts import (
+    DEFAULT_TOKEN_DAYS,
+    MAX_TOKEN_DAYS,
     count_users,
     create_api_token,
     create_user,
+    disable_user,
+    enable_user,
     generate_password,
+    list_api_tokens,
+    revoke_api_tokens,
     set_password,
 )
 from workflow.cli import cli as workflow_cli
@@ -30,6 +38,7 @@ from workflow.db import Database, open_database
 from workflow.errors import CounterpartError
 
 from .config import ConfigError, config_from_env
+from .server import CONNECTION_LIMIT, DEFAULT_CONNECTIONS_PER_ADDRESS
 
 __all__ = ["cli", "main"]
 
@@ -122,7 +131,7 @@ def create_first_admin(email: str) -> None:
 @click.option("--generate", is_flag=True,
               help="Generate a password and print it instead of asking for one.")
 def set_password_command(email: str, generate: bool) -> None:
-    """Give an account a new password (signing it out everywhere)."""
+    """Give an account a new password (ending its sessions and revoking its API tokens)."""
     password = generate_password() if generate else click.prompt(
         "New password", hide_input=True, confirmation_prompt=True)
     with _database() as database:
@@ -131,7 +140,8 @@ def set_password_command(email: str, generate: bool) -> None:
                 set_password(session, email, password)
         except CounterpartError as exc:
             _fail(str(exc))
-    click.echo(f"The password of {email.strip().lower()} was changed.")
+    click.echo(f"The password of {email.strip().lower()} was changed; its sessions ended and "
+               "its API tokens were revoked.")
     if generate:
         click.echo(f"The new password (shown once): {password}")
 
@@ -139,15 +149,89 @@ def set_password_command(email: str, generate: bool) -> None:
 @cli.command("create-token")
 @click.argument("email")
 @click.option("--label", default="", help="What the token is for, to recognise it later.")
-def create_token(email: str, label: str) -> None:
+@click.option("--days", default=DEFAULT_TOKEN_DAYS, show_default=True,
+              type=click.IntRange(1, MAX_TOKEN_DAYS), help="Days until the token expires.")
+def create_token(email: str, label: str, days: int) -> None:
     """Print a new API token for an account (only its hash is stored)."""
     with _database() as database:
         try:
             with database.transaction() as session:
-                token = create_api_token(session, email, label)
+                token = create_api_token(session, email, label, days=days)
         except CounterpartError as exc:
             _fail(str(exc))
     click.echo(token)
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
+
+
+@cli.command("list-tokens")
+@click.argument("email")
+def list_tokens(email: str) -> None:
+    """List an account's API tokens: label, dates and state (never the tokens themselves)."""
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                tokens = list_api_tokens(session, email)
+        except CounterpartError as exc:
+            _fail(str(exc))
+    if not tokens:
+        click.echo(f"{email.strip().lower()} has no API tokens.")
+        return
+    rows = [("label", "created", "last used", "expires", "state")]
+    rows += [(t.label or "(no label)", _when(t.created_at), _when(t.last_used_at),
+              _when(t.expires_at),
+              f"revoked {_when(t.revoked_at)}" if t.revoked_at else t.state) for t in tokens]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                   + "  " + row[-1])
+
+
+@cli.command("revoke-token")
+@click.argument("email")
+@click.option("--label", default=None, help="Revoke the tokens with this label.")
+@click.option("--all", "revoke_all", is_flag=True, help="Revoke every token of the account.")
+def revoke_token(email: str, label: str | None, revoke_all: bool) -> None:
+    """Revoke an account's API tokens by label, or all of them; they stop working at once."""
+    if (label is None) == (not revoke_all):
+        _fail("Give either --label LABEL or --all.")
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                count = revoke_api_tokens(session, email, label=None if revoke_all else label)
+        except CounterpartError as exc:
+            _fail(str(exc))
+    noun = "token was" if count == 1 else "tokens were"
+    click.echo(f"{count} API {noun} revoked for {email.strip().lower()}.")
+
+
+@cli.command("disable-user")
+@click.argument("email")
+def disable_user_command(email: str) -> None:
+    """Disable an account: no sign-in, its sessions end and its API tokens are revoked."""
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                address = disable_user(session, email).email
+        except CounterpartError as exc:
+            _fail(str(exc))
+    click.echo(f"The account {address} is disabled: its sessions ended and its API tokens "
+               "were revoked.")
+
+
+@cli.command("enable-user")
+@click.argument("email")
+def enable_user_command(email: str) -> None:
+    """Let a disabled account sign in again (make it new API tokens if it needs them)."""
+    with _database() as database:
+        try:
+            with database.transaction() as session:
+                address = enable_user(session, email).email
+        except CounterpartError as exc:
+            _fail(str(exc))
+    click.echo(f"The account {address} may sign in again.")
 
 
 @cli.command()
@@ -156,25 +240,35 @@ def create_token(email: str, label: str) -> None:
               help="Port to listen on (0 picks a free one).")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Requests served at once.")
-def serve(host: str, port: int, threads: int) -> None:
-    """Run the web app under the waitress production server until interrupted."""
-    from waitress.server import create_server
+@click.option("--connections-per-address", default=DEFAULT_CONNECTIONS_PER_ADDRESS,
+              show_default=True, type=click.IntRange(0, CONNECTION_LIMIT),
+              help=f"Connections one client address may hold open, of the {CONNECTION_LIMIT} "
+                   f"the server accepts (0: no limit); a trusted proxy is not counted.")
+def serve(host: str, port: int, threads: int, connections_per_address: int) -> None:
+    """Run the web app under the waitress production server until interrupted.
 
+    Behind a reverse proxy (``COUNTERPART_PROXY_COUNT``), waitress applies the proxy's
+    ``X-Forwarded-*`` headers, and only for requests from ``COUNTERPART_TRUSTED_PROXY``.
+    """
     from . import create_app
     from .documents import get_generator
+    from .server import create_app_server
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        app = create_app()
+        app = create_app({"PROXY_FIX": False})
     except ConfigError as exc:
         _fail(str(exc))
     with app.app_context():
         generator = get_generator()
     generator.warm_up()
-    server = create_server(app, host=host, port=port, threads=threads, ident="Counterpart",
-                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024)
+    server = create_app_server(
+        app, host=host, port=port, threads=threads,
+        max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024,
+        proxy_count=app.config["PROXY_COUNT"], trusted_proxy=app.config["TRUSTED_PROXY"],
+        connections_per_address=connections_per_address)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -184,6 +278,11 @@ def serve(host: str, port: int, threads: int) -> None:
     bound = getattr(server, "effective_port", port)
     click.echo(f"Counterpart is running at http://{url_host}:{bound}/ "
                f"(data in {app.config['DATA_DIR']}; press Ctrl+C to stop)")
+    if app.config["PROXY_COUNT"]:
+        count = app.config["PROXY_COUNT"]
+        proxies = "1 reverse proxy" if count == 1 else f"{count} reverse proxies"
+        click.echo(f"Behind {proxies}: X-Forwarded-* headers are trusted from "
+                   f"{app.config['TRUSTED_PROXY']} only.")
     sys.stdout.flush()
     try:
         server.run()

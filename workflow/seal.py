@@ -6,9 +6,13 @@ creates on first use and keeps in ``<data_dir>/seal/``. A self-signed seal shows
 is the one this system produced and is unchanged; a viewer shows its signer as "not trusted"
 unless the certificate is installed as a trust root.
 
-:func:`check_seal` reads PDFs that anyone may hand in, so pyHanko parses them in a child
-process with a time limit and a memory limit (see :func:`workflow.pdfs.run_sandboxed`): a
-hostile file ends the child, and the caller gets a :class:`SealCheck` saying so.
+:func:`check_seal` reads PDFs that anyone may hand in, so they are parsed in a child process
+with a time limit and a memory limit (see :func:`workflow.pdfs.run_sandboxed`). Before pyHanko
+validates anything, the child measures the file (objects, pages, signature fields, objects per
+object stream, decoded size of its streams) against :data:`CHECK_LIMITS`, which are far above
+what an executed letter needs: pyHanko's work grows with each of them (reading 3,000 fields from
+one object stream took it over a minute), so a file over a limit is refused at once, and the
+caller gets a :class:`SealCheck` naming the limit.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import json
 import os
 import struct
 import sys
-from dataclasses import dataclass
+import zlib
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,7 @@ from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from .errors import CounterpartError, DocumentError
-from .files import write_atomic
+from .files import make_private_file, make_private_folder, write_atomic
 
 __all__ = [
     "Sealer",
@@ -52,13 +57,35 @@ __all__ = [
     "seal_pdf",
     "check_seal",
     "certificate_fingerprint",
+    "CheckLimits",
+    "CHECK_LIMITS",
 ]
 
 SEAL_FIELD = "CounterpartSeal"
 KEY_FILE = "seal-key.pem"
 CERT_FILE = "seal-cert.pem"
-CHECK_TIME_LIMIT = 20.0
+CHECK_TIME_LIMIT = 10.0
 CHECK_MEMORY_LIMIT = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    """The most of each thing a PDF may hold for its seal to be checked.
+
+    An executed letter of this system has about 50 objects, under 20 pages, one signature
+    field (its seal), no object streams and a few hundred KB of decoded streams (more with
+    scans of paper counterparts): each limit leaves room for far larger documents.
+    """
+
+    objects: int = 5_000
+    pages: int = 1_000
+    signature_fields: int = 10
+    form_fields: int = 1_000
+    objects_per_stream: int = 500
+    decoded_bytes: int = 256 * 1024 * 1024
+
+
+CHECK_LIMITS = CheckLimits()
 VALIDITY = timedelta(days=3652)
 
 
@@ -133,13 +160,19 @@ def _load_pkcs12(path: Path, password: bytes | None) -> tuple[Any, x509.Certific
 def _load_or_create_self_signed(folder: Path, organisation: str) -> tuple[Any, x509.Certificate]:
     key_path, cert_path = folder / KEY_FILE, folder / CERT_FILE
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_folder(folder)
+        lock_path = make_private_file(folder / ".lock")
     except OSError as exc:
         raise CounterpartError(f"The seal folder {folder} cannot be created "
                                f"({exc.strerror or exc}).") from exc
+    # Every file of the seal, the certificate too, is its owner's only (0600), like the rest
+    # of the data folder; files kept from before are tightened when the seal is next loaded.
+    for path in (key_path, cert_path):
+        if path.exists():
+            make_private_file(path)
     # Two processes starting at once must not each make a key: one would seal with a
     # certificate the other never sees.
-    with open(folder / ".lock", "a+b") as lock:
+    with open(lock_path, "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not key_path.exists() and not cert_path.exists():
             new_key, new_certificate = _self_signed(organisation)
@@ -150,7 +183,7 @@ def _load_or_create_self_signed(folder: Path, organisation: str) -> tuple[Any, x
                                                          serialization.NoEncryption()))
             os.chmod(key_path, 0o600)
             write_atomic(cert_path, new_certificate.public_bytes(serialization.Encoding.PEM))
-            os.chmod(cert_path, 0o644)
+            os.chmod(cert_path, 0o600)
             return new_key, new_certificate
     for path in (key_path, cert_path):
         if not path.exists():
@@ -242,7 +275,13 @@ def seal_pdf(pdf: bytes, sealer: Sealer, *, reason: str = "Executed in counterpa
 
 @dataclass
 class SealCheck:
-    """What a check of a PDF's seal found, with a sentence for the user."""
+    """What a check of a PDF's seal found, with a sentence for the user.
+
+    ``our_certificate`` says the signature names this system's seal certificate, which anyone
+    can copy: only ``signed_by_us`` (ours, and cryptographically valid) proves our key made it.
+    ``limit`` names the limit a file exceeded (a field of :class:`CheckLimits`, or ``"time"``
+    for the time and memory limits of the check); such a file was not checked.
+    """
 
     sealed: bool
     intact: bool
@@ -251,17 +290,21 @@ class SealCheck:
     signed_at: datetime | None
     modified_after_seal: bool
     message: str
+    our_certificate: bool = False
+    limit: str | None = None
 
 
 def check_seal(pdf: bytes, sealer_cert: asn1_x509.Certificate, *,
                time_limit: float = CHECK_TIME_LIMIT,
-               memory_limit: int = CHECK_MEMORY_LIMIT) -> SealCheck:
+               memory_limit: int = CHECK_MEMORY_LIMIT,
+               limits: CheckLimits = CHECK_LIMITS) -> SealCheck:
     """Check whether a PDF carries an intact seal, and whether it is ours.
 
     ``intact`` is true only when the signature is cryptographically valid and covers the whole
     file: a changed byte or anything appended after the seal makes it false. The PDF is parsed
-    in a child process limited to ``time_limit`` seconds and ``memory_limit`` bytes; a file that
-    cannot be read, or not within the limits, gives ``sealed=False`` with a message.
+    in a child process limited to ``time_limit`` seconds and ``memory_limit`` bytes, and measured
+    against ``limits`` first; a file that cannot be read gives ``sealed=False`` with a message,
+    and one over a limit also names it in ``limit``.
     """
     if not isinstance(pdf, bytes | bytearray):
         raise TypeError("check_seal expects the PDF as bytes")
@@ -272,12 +315,18 @@ def check_seal(pdf: bytes, sealer_cert: asn1_x509.Certificate, *,
 
     code = "from workflow.seal import _check_seal_main\n_check_seal_main()\n"
     cert_der = sealer_cert.dump()
-    result = run_sandboxed(code, [], struct.pack(">I", len(cert_der)) + cert_der + bytes(pdf),
+    settings = json.dumps(asdict(limits)).encode()
+    result = run_sandboxed(code, [], struct.pack(">II", len(cert_der), len(settings)) + cert_der
+                           + settings + bytes(pdf),
                            time_limit=time_limit, memory_limit=memory_limit,
                            pythonpath=Path(__file__).resolve().parents[1])
     if result.answer is None:
-        return _unsealed("This file could not be checked within the time and memory limits; "
-                         "it may be damaged or built to exhaust the server.")
+        check = _unsealed(f"This file could not be checked within the time limit "
+                          f"({time_limit:g} s) and memory limit "
+                          f"({memory_limit // (1024 * 1024)} MB) of a check; it may be damaged "
+                          f"or built to exhaust the server.")
+        check.limit = "time"
+        return check
     answer = dict(result.answer)
     signed_at = answer.pop("signed_at", None)
     return SealCheck(signed_at=datetime.fromisoformat(signed_at) if signed_at else None,
@@ -290,12 +339,15 @@ def _unsealed(message: str) -> SealCheck:
 
 
 def _check_seal_main() -> None:
-    """Run in the child process: read the certificate and PDF from stdin, print the result."""
+    """Run in the child process: read the certificate, limits and PDF from stdin, print the
+    result."""
     data = sys.stdin.buffer.read()
-    (length,) = struct.unpack(">I", data[:4])
-    cert = asn1_x509.Certificate.load(data[4:4 + length])
+    cert_length, settings_length = struct.unpack(">II", data[:8])
+    cert = asn1_x509.Certificate.load(data[8:8 + cert_length])
+    limits = CheckLimits(**json.loads(data[8 + cert_length:8 + cert_length + settings_length]))
+    pdf = data[8 + cert_length + settings_length:]
     try:
-        check = _check_seal_here(data[4 + length:], cert)
+        check = _over_limits(pdf, limits) or _check_seal_here(pdf, cert)
     except MemoryError:
         raise SystemExit(3) from None
     fields_ = dict(check.__dict__)
@@ -337,7 +389,8 @@ def _check_seal_here(pdf: bytes, sealer_cert: asn1_x509.Certificate) -> SealChec
         return SealCheck(sealed=True, intact=False, signed_by_us=False,
                          signer_subject=subject, signed_at=None, modified_after_seal=False,
                          message=f"The seal could not be validated ({type(exc).__name__}); "
-                                 f"treat the document as not intact.")
+                                 f"treat the document as not intact.",
+                         our_certificate=our_certificate)
 
     # Prefer the time-stamp authority's time to the time the signer claims, if the token holds.
     token = status.timestamp_validity
@@ -365,4 +418,140 @@ def _check_seal_here(pdf: bytes, sealer_cert: asn1_x509.Certificate) -> SealChec
         message = f"Sealed by {signer_name}{when}; the document has not changed since."
     return SealCheck(sealed=True, intact=intact, signed_by_us=signed_by_us,
                      signer_subject=subject, signed_at=signed_at, modified_after_seal=modified,
-                     message=message)
+                     message=message, our_certificate=our_certificate)
+
+
+def _over_limits(pdf: bytes, limits: CheckLimits) -> SealCheck | None:
+    """Measure ``pdf`` against ``limits`` before pyHanko reads it; None if within them.
+
+    pypdf reads the cross-reference table and the few objects measured (it reads an object
+    stream once, however many objects are taken from it); pyHanko would read them again for
+    each object. Unreadable files pass: pyHanko's own answer for them is the clearer one.
+    """
+    from pypdf import PdfReader
+    from pypdf.generic import DictionaryObject, IndirectObject, StreamObject
+
+    try:
+        reader = PdfReader(io.BytesIO(pdf), strict=False)
+        plain = [(number, generation) for generation, numbers in reader.xref.items()
+                 for number in numbers]
+        in_streams = dict(reader.xref_objStm)
+    except Exception:
+        return None
+    objects = len(plain) + len(in_streams)
+    if objects > limits.objects:
+        return _refused("objects", f"it has {objects:,} objects, more than the "
+                                   f"{limits.objects:,} checked")
+    per_stream: dict[int, int] = {}
+    for stream_number, _index in in_streams.values():
+        per_stream[stream_number] = per_stream.get(stream_number, 0) + 1
+    crowded = max(per_stream.values(), default=0)
+    try:
+        root = reader.trailer["/Root"].get_object()
+        pages = root["/Pages"].get_object().get("/Count")
+    except Exception:
+        root, pages = None, None
+    if isinstance(pages, int) and pages > limits.pages:
+        return _refused("pages", f"it declares {pages:,} pages, more than the "
+                                 f"{limits.pages:,} checked")
+    decoded = 0
+    for number, generation in plain:
+        try:
+            stream = reader.get_object(IndirectObject(number, generation, reader))
+        except Exception:
+            continue
+        if isinstance(stream, StreamObject):
+            decoded += _decoded_size(stream, limits.decoded_bytes - decoded + 1)
+            if decoded > limits.decoded_bytes:
+                return _refused("decoded_bytes", f"its streams decode to more than "
+                                                 f"{limits.decoded_bytes // (1024 * 1024)} MB")
+    if isinstance(root, DictionaryObject):
+        try:
+            form = root.get("/AcroForm")
+            fields = form.get_object().get("/Fields") if form is not None else None
+            found = _count_fields(fields, limits) if fields is not None else (0, 0)
+        except Exception:
+            found = (0, 0)
+        signature_fields, form_fields = found
+        if signature_fields > limits.signature_fields:
+            return _refused("signature_fields",
+                            f"it has more than {limits.signature_fields} signature fields (an "
+                            f"executed letter of this system has one, its seal)")
+        if form_fields > limits.form_fields:
+            return _refused("form_fields", f"it has more than {limits.form_fields:,} form "
+                                           f"fields")
+    if crowded > limits.objects_per_stream:
+        return _refused("objects_per_stream",
+                        f"one of its object streams holds {crowded:,} objects, more than the "
+                        f"{limits.objects_per_stream:,} checked")
+    return None
+
+
+def _count_fields(fields: Any, limits: CheckLimits) -> tuple[int, int]:
+    """Count (signature fields, form fields) in an AcroForm's field tree, stopping early."""
+    from pypdf.generic import ArrayObject, DictionaryObject
+
+    signature_fields = form_fields = 0
+    seen: set[int] = set()
+    pending: list[tuple[Any, Any]] = [(kid, None) for kid in
+                                      (fields.get_object() if fields is not None else [])]
+    while pending:
+        reference, inherited_type = pending.pop()
+        key = getattr(reference, "idnum", None)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        node = reference.get_object()
+        if not isinstance(node, DictionaryObject):
+            continue
+        form_fields += 1
+        field_type = node.get("/FT", inherited_type)
+        kids = node.get("/Kids")
+        kids = kids.get_object() if kids is not None else None
+        if isinstance(kids, ArrayObject) and kids:
+            pending.extend((kid, field_type) for kid in kids)
+        elif field_type == "/Sig":
+            signature_fields += 1
+        if (signature_fields > limits.signature_fields
+                or form_fields > limits.form_fields):
+            break
+    return signature_fields, form_fields
+
+
+_IMAGE_FILTERS = frozenset({"/DCTDecode", "/JPXDecode", "/CCITTFaxDecode", "/JBIG2Decode"})
+
+
+def _decoded_size(stream: Any, budget: int) -> int:
+    """Return how many bytes ``stream`` decodes to, counting no further than ``budget``.
+
+    Flate streams are inflated a piece at a time and not kept, so a compression bomb costs
+    ``budget`` bytes of work and none of memory; image codecs, which a seal check never
+    decodes, count as their encoded size.
+    """
+    encoded = stream._data if hasattr(stream, "_data") else b""
+    filters = stream.get("/Filter")
+    first = filters[0] if isinstance(filters, list) and filters else filters
+    if first in ("/FlateDecode", "/Fl"):
+        inflater = zlib.decompressobj()
+        total, data = 0, bytes(encoded)
+        try:
+            while data and total <= budget:
+                total += len(inflater.decompress(data, 1024 * 1024))
+                data = inflater.unconsumed_tail
+        except zlib.error:
+            pass
+        return total
+    if first in _IMAGE_FILTERS or first is None:
+        return len(encoded)
+    try:
+        return len(stream.get_data())
+    except Exception:
+        return len(encoded)
+
+
+def _refused(limit: str, reason: str) -> SealCheck:
+    check = _unsealed(f"This PDF was not checked: {reason}. It is not an executed letter of "
+                      f"this system as sealed.")
+    check.limit = limit
+    return check

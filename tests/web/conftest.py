@@ -149,6 +149,7 @@ def app_config(data_dir: Path, converter: PdfConverter,
         # Tests that walk every route fail on purpose many times from one address; the
         # limit itself is tested with its own setting.
         "RATE_LIMIT_FAILURES": "1000 per minute",
+        "RATE_LIMIT_VERIFY": "1000 per minute",
     }
 
 

@@ -9,7 +9,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scans import scan_of
 from sqlalchemy import func, select, update
-from support import letter_words
+from support import acknowledged, letter_words, pdftotext
 
 from workflow import convert
 from workflow import envelopes as env
@@ -52,25 +51,11 @@ def _one_libreoffice(converter, monkeypatch):
     monkeypatch.setattr(convert, "_default", converter)
 
 
-def pdftotext(pdf: bytes) -> str:
-    """The text layer as poppler's pdftotext reads it, whitespace made single."""
-    done = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True)
-    return " ".join(done.stdout.decode("utf-8").split())
-
-
 def outline(pdf: bytes) -> list[tuple[str, int]]:
     reader = pypdf.PdfReader(io.BytesIO(pdf))
     return [(item.title, reader.get_destination_page_number(item)) for item in reader.outline]
 
 
-def acknowledged(words: list[str], day: dt.date | None) -> list[str]:
-    """The model letter's words with the acknowledgement dated ``day`` (None: unsigned)."""
-    blank = ["this", "day", "of", "July,", "2006"]  # the rule of underscores is not a word
-    at = next(i for i in range(len(words)) if words[i:i + 5] == blank)
-    if day is None:
-        return list(words)
-    dated = ["this", ordinal_day(day.day), "day", "of", f"{day:%B},", str(day.year)]
-    return words[:at] + dated + words[at + 5:]
 
 
 def drawn_png() -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import stat
 import threading
+import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from asn1crypto import keys as asn1_keys
@@ -26,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 from pypdf import PdfReader, PdfWriter
 from pypdf.annotations import FreeText
+from pypdf.generic import NameObject, StreamObject
 
 from workflow.errors import CounterpartError
 from workflow.render import render_docx, render_pdf
@@ -33,10 +37,13 @@ from workflow.schema import load_template, sample_terms, validate_terms
 from workflow.seal import (
     CERT_FILE,
     KEY_FILE,
+    CheckLimits,
     check_seal,
     load_or_create_sealer,
     seal_pdf,
 )
+
+CASES = Path(__file__).resolve().parents[1] / "data" / "cases"
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,7 @@ def test_sealed_letter_is_intact_and_ours(letter_pdf, sealer, sealed):
     check = check_seal(sealed, sealer.certificate)
     assert (check.sealed, check.intact, check.signed_by_us, check.modified_after_seal) == (
         True, True, True, False)
+    assert check.our_certificate and check.limit is None
     assert "Counterpart document seal" in check.signer_subject
     assert abs(check.signed_at - datetime.now(UTC)) < timedelta(minutes=5)
     assert "has not changed" in check.message
@@ -95,7 +103,8 @@ def test_a_flipped_byte_breaks_the_seal(sealed, sealer):
     check = check_seal(bytes(tampered), sealer.certificate)
     assert check.intact is False
     assert check.signed_by_us is False
-    assert "broken" in check.message or not check.sealed
+    assert check.sealed and check.our_certificate  # our certificate, but not our seal's bytes
+    assert "broken" in check.message
 
 
 def add_void_note(writer: PdfWriter) -> None:
@@ -126,6 +135,7 @@ def test_a_seal_made_with_another_key_is_not_ours(letter_pdf, sealer, tmp_path):
     assert other.fingerprint != sealer.fingerprint
     check = check_seal(seal_pdf(letter_pdf, other), sealer.certificate)
     assert (check.sealed, check.intact, check.signed_by_us) == (True, True, False)
+    assert check.our_certificate is False
     assert "Someone Else document seal" in check.message
 
 
@@ -146,8 +156,46 @@ def test_an_unsealed_pdf_says_so(letter_pdf, sealer):
 
 def test_a_check_that_runs_out_of_time_is_not_a_seal(sealed, sealer):
     check = check_seal(sealed, sealer.certificate, time_limit=0.01)
-    assert check.sealed is False
-    assert "time and memory limits" in check.message
+    assert check.sealed is False and check.limit == "time"
+    assert "could not be checked within the time limit (0.01 s)" in check.message
+
+
+@pytest.mark.parametrize("limits, limit, words", [
+    (CheckLimits(objects=10), "objects", "objects, more than the 10 checked"),
+    (CheckLimits(pages=2), "pages", "pages, more than the 2 checked"),
+    (CheckLimits(decoded_bytes=1000), "decoded_bytes", "its streams decode to more than"),
+])
+def test_a_seal_over_a_limit_is_not_checked(sealed, sealer, limits, limit, words):
+    check = check_seal(sealed, sealer.certificate, limits=limits)
+    assert check.limit == limit and check.sealed is False
+    assert check.message.startswith("This PDF was not checked: ") and words in check.message
+
+
+def test_three_thousand_signature_fields_in_one_object_stream_are_refused_at_once(sealer):
+    data = (CASES / "verify-3000-signature-fields.pdf").read_bytes()
+    started = time.monotonic()
+    check = check_seal(data, sealer.certificate)
+    assert time.monotonic() - started < 10  # pyHanko alone took over a minute on it
+    assert check.limit == "signature_fields"
+    assert "more than 10 signature fields" in check.message
+    crowded = check_seal(data, sealer.certificate,
+                         limits=CheckLimits(signature_fields=5000, form_fields=5000))
+    assert crowded.limit == "objects_per_stream"
+    assert "one of its object streams holds 3,001 objects" in crowded.message
+
+
+def test_a_compression_bomb_is_measured_without_being_held(letter_pdf, sealer):
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(letter_pdf)))
+    bomb = StreamObject()
+    bomb[NameObject("/Filter")] = NameObject("/FlateDecode")
+    bomb._data = zlib.compress(bytes(600 * 1024 * 1024), 9)  # 600 MB of zeros in 600 KB
+    writer._add_object(bomb)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    # Held whole, the decoded stream alone would not fit in the child's 512 MB.
+    check = check_seal(buffer.getvalue(), sealer.certificate, memory_limit=512 * 1024 * 1024)
+    assert check.limit == "decoded_bytes", check.message
+    assert "its streams decode to more than 256 MB" in check.message
 
 
 def test_the_self_signed_seal_is_made_once_and_kept(data_dir, sealer):
