@@ -6,6 +6,11 @@ the app may keep running), the instance secrets (``secret_key`` and ``seal/``), 
 ``manifest.json`` with the SHA-256 of each file. :func:`restore_backup` checks the manifest
 before it replaces anything, keeps the replaced files beside the new ones, and
 :func:`verify_store` then rechecks every document's SHA-256 and every letter's audit chain.
+
+A backup holds every letter and the instance's secrets, so its folder is its owner's only
+(0700, every file 0600), and so is what a restore puts in the data folder. ``pg_dump`` and
+``pg_restore`` get the database password in their environment (``PGPASSWORD``), never on
+their command line, where any local user could read it in the process list.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from sqlalchemy.engine import make_url
 from .audit import verify_chain
 from .db import Database
 from .errors import CounterpartError
-from .files import write_atomic
+from .files import PRIVATE_FILE_MODE, make_private_file, make_private_folder, write_atomic
 from .models import Blob, Letter
 
 __all__ = ["backup_database", "restore_backup", "verify_store", "StoreCheck", "SECRET_FILES"]
@@ -46,15 +51,33 @@ def _postgres_tool(name: str) -> str:
     return found
 
 
-def _libpq_url(database: Database) -> str:
-    return make_url(database.url).set(drivername="postgresql").render_as_string(
+def _libpq_target(database: Database) -> tuple[str, dict[str, str]]:
+    """Return the libpq address of the database without its password, and the environment
+    that carries the password instead."""
+    url = make_url(database.url)
+    env = dict(os.environ)
+    if url.password is not None:
+        env["PGPASSWORD"] = str(url.password)
+    address = url.set(drivername="postgresql", password=None).render_as_string(
         hide_password=False)
+    return address, env
 
 
-def _run(command: list[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
+def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    # umask: whatever the tool writes is its owner's only.
+    result = subprocess.run(command, capture_output=True, text=True, env=env, umask=0o077)
     if result.returncode != 0:
         raise CounterpartError(f"{what} failed: {result.stderr.strip()[-500:]}")
+
+
+def _make_private_tree(folder: Path) -> None:
+    """Make a folder and everything under it its owner's only (folders 0700, files 0600)."""
+    make_private_folder(folder)
+    for path in folder.rglob("*"):
+        if path.is_dir() and not path.is_symlink():
+            make_private_folder(path)
+        elif path.is_file() and not path.is_symlink():
+            os.chmod(path, PRIVATE_FILE_MODE)
 
 
 def _sha256(path: Path) -> str:
@@ -74,18 +97,20 @@ def backup_database(database: Database, data_dir: Path, destination: Path) -> Pa
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()):
         raise CounterpartError(f"{destination}: the folder is not empty; give a new folder.")
-    destination.mkdir(parents=True, exist_ok=True)
+    make_private_folder(destination)
     if database.is_sqlite:
         source = Path(make_url(database.url).database or "")
-        partial = destination / (DATABASE_FILE + ".part")
+        # Made 0600 before SQLite writes into it (an empty file is an empty database).
+        partial = make_private_file(destination / (DATABASE_FILE + ".part"))
         with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, \
                 sqlite3.connect(partial) as dst:
             src.backup(dst)  # SQLite's online backup: a snapshot, while writers carry on
         final = destination / DATABASE_FILE
     else:
-        partial = destination / (DUMP_FILE + ".part")
+        partial = make_private_file(destination / (DUMP_FILE + ".part"))
+        address, env = _libpq_target(database)
         _run([_postgres_tool("pg_dump"), "--format=custom", "--no-owner",
-              f"--file={partial}", f"--dbname={_libpq_url(database)}"], "pg_dump")
+              f"--file={partial}", f"--dbname={address}"], "pg_dump", env)
         final = destination / DUMP_FILE
     with open(partial, "rb") as handle:
         os.fsync(handle.fileno())
@@ -96,6 +121,7 @@ def backup_database(database: Database, data_dir: Path, destination: Path) -> Pa
             shutil.copytree(path, destination / name)
         elif path.is_file():
             shutil.copy2(path, destination / name)
+    _make_private_tree(destination)  # copies keep their source's mode, maybe an older 0644
     files = {str(p.relative_to(destination)): _sha256(p) for p in _files_under(destination)}
     manifest = {"created_at": dt.datetime.now(dt.UTC).isoformat(), "files": files}
     write_atomic(destination / MANIFEST, json.dumps(manifest, indent=2).encode())
@@ -125,13 +151,14 @@ def restore_backup(source: Path, data_dir: Path, database: Database) -> list[str
         raise CounterpartError(f"{source}: the backup holds no database of this kind (it may "
                                f"be a {other} backup); nothing was restored.")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_folder(data_dir)
     restored = []
     if database.is_sqlite:
         target_db = Path(make_url(database.url).database or data_dir / DATABASE_FILE)
         database.dispose()
         staged = target_db.with_name(target_db.name + ".restoring")
         shutil.copy2(source / DATABASE_FILE, staged)
+        os.chmod(staged, PRIVATE_FILE_MODE)
         for suffix in ("", "-wal", "-shm"):
             old = Path(str(target_db) + suffix)
             if old.exists():
@@ -139,9 +166,10 @@ def restore_backup(source: Path, data_dir: Path, database: Database) -> list[str
         os.replace(staged, target_db)
     else:
         database.dispose()
+        address, env = _libpq_target(database)
         _run([_postgres_tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
-              "--single-transaction", f"--dbname={_libpq_url(database)}",
-              str(source / DUMP_FILE)], "pg_restore")
+              "--single-transaction", f"--dbname={address}",
+              str(source / DUMP_FILE)], "pg_restore", env)
     restored.append(kind)
     for name in SECRET_FILES:
         if not (source / name).exists():
@@ -151,8 +179,10 @@ def restore_backup(source: Path, data_dir: Path, database: Database) -> list[str
             os.replace(target, data_dir / f"{name}.before-restore-{stamp}")
         if (source / name).is_dir():
             shutil.copytree(source / name, target)
+            _make_private_tree(target)
         else:
             shutil.copy2(source / name, target)
+            os.chmod(target, PRIVATE_FILE_MODE)
         restored.append(name)
     return restored
 

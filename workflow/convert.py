@@ -172,6 +172,8 @@ class _Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                # The profile and the documents LibreOffice writes are its owner's only.
+                umask=0o077,
             )
         except OSError as exc:
             raise _StartFailed(f"cannot run {self.python}: {exc.strerror or exc}") from exc
