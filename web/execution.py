@@ -390,6 +390,7 @@ def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
             "signed_document": _document_info(signed),
             # Signed on paper: the date the signer wrote, the upload, and its checks.
             "signed_on": c.signed_on, "uploaded_at": c.uploaded_at,
+            "signed_on_text": long_date(c.signed_on) if c.signed_on else None,
             "paper": dict(c.paper) if c.paper else None,
             "pending_document_id": c.pending_document_id,
             "can_undo": (c.method == "paper" and c.status == CounterpartStatus.SIGNED.value

@@ -138,7 +138,7 @@ def test_a_letter_executed_in_counterparts(browser, served, credentials, referen
     expect(staff.locator(".page-head .badge")).to_have_text("Fully executed")
     expect(staff.locator(".signer .badge")).to_have_text(["Signed", "Signed"])
     with staff.expect_download() as download:
-        staff.get_by_role("link", name="Download executed PDF").click()
+        staff.get_by_role("button", name="Download executed PDF").click()
     saved = tmp_path / download.value.suggested_filename
     download.value.save_as(saved)
     assert saved.name == "john-r-tucker-executed.pdf"

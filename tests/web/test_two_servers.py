@@ -84,8 +84,8 @@ def test_two_servers_execute_each_letter_exactly_once(servers, shared_database, 
 
         executed = {}
         for letter_id in letter_ids:
-            from_a = a.get(f"{first.url}/api/letters/{letter_id}/executed.pdf")
-            from_b = b.get(f"{second.url}/api/letters/{letter_id}/executed.pdf")
+            from_a = a.post(f"{first.url}/api/letters/{letter_id}/executed.pdf")
+            from_b = b.post(f"{second.url}/api/letters/{letter_id}/executed.pdf")
             assert from_a.status_code == from_b.status_code == 200
             assert from_a.content == from_b.content
             executed[letter_id] = from_a.content

@@ -186,9 +186,11 @@ def void(letter_id: int) -> Response:
     return jsonify(_envelope_answer(letter_id))
 
 
-@bp.get("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/blank.pdf")
+@bp.route("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/blank.pdf",
+          methods=["GET", "POST"])
 def blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
     """A signer's counterpart to print and sign on paper."""
+    require_post()  # recorded: see web/downloads.py
     return send_blank_counterpart(letter_id, counterpart_id)
 
 
