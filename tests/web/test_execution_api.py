@@ -5,26 +5,35 @@ signers through a real SMTP server; two signers at the same moment.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email
+import hashlib
 import io
+import json
+import re
 import threading
 import zipfile
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pypdf
 import pytest
+from scans import scan_of
 from serving import free_port
 from sqlalchemy import func, select, update
-from support import letter_words
+from support import acknowledged, letter_words, pdftotext
 
 from web.database import get_db
 from web.execution import get_sealer
 from web.testing import csrf_token
 from workflow.models import Counterpart, Document, Envelope, Event, utcnow
 from workflow.pdfs import extract_pages
+from workflow.render import ordinal_day
 from workflow.seal import check_seal
 
 TYPED = {"consent": True, "signature": {"type": "typed", "text": "Eliot Protsch"}}
+CASES = Path(__file__).resolve().parents[1] / "data" / "cases"
 
 
 def sign(client, token, body=None):
@@ -132,8 +141,8 @@ def test_a_letter_never_sent_has_no_envelope_and_nothing_executed(client, api, m
     response = client.get(f"/api/letters/{letter_id}/envelope", headers=api)
     assert response.status_code == 404
     assert "has not been sent" in response.json["error"]
-    assert client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 409
-    assert client.get(f"/api/letters/{letter_id}/counterparts.zip",
+    assert client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 409
+    assert client.post(f"/api/letters/{letter_id}/counterparts.zip",
                       headers=api).status_code == 409
     assert client.post(f"/api/letters/{letter_id}/envelope/void", headers=api,
                        json={"reason": "x"}).status_code == 409
@@ -170,38 +179,46 @@ def test_signing_through_the_api_until_executed(app, client, api, sent, referenc
     assert signed.json["status"] == "signed" and signed.json["method"] == "typed"
     assert signed.json["letter_status"] == "partially_executed"
     assert signed.json["fully_executed"] is False
-    not_yet = client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api)
+    not_yet = client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api)
     assert not_yet.status_code == 409
     assert "1 of 2 counterparts are signed" in not_yet.json["error"]
-    assert client.get(f"/api/letters/{letter_id}/counterparts.zip",
+    assert client.post(f"/api/letters/{letter_id}/counterparts.zip",
                       headers=api).status_code == 409
 
-    last = sign(client, executive, {"consent": True,
+    last = sign(client, executive, {"consent": True, "time_zone": "Pacific/Auckland",
                                     "signature": {"type": "drawn", "png": drawn_signature}})
     assert last.status_code == 200, last.text
     assert last.json["fully_executed"] is True and last.json["letter_status"] == "fully_executed"
+    # The date of signing is the signer's own calendar date, where they are.
+    assert last.json["time_zone"] == "Pacific/Auckland"
+    signed_on = dt.date.fromisoformat(last.json["signed_on"])
+    signed_at = dt.datetime.fromisoformat(last.json["signed_at"])
+    assert signed_on == signed_at.astimezone(ZoneInfo("Pacific/Auckland")).date()
+    assert signed.json["time_zone"] == "UTC"  # no zone given
 
     envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
     assert envelope["status"] == "completed" and envelope["signed"] == 2
     assert [s["method"] for s in envelope["signers"]] == ["typed", "drawn"]
 
-    executed = client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api)
+    executed = client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api)
     assert executed.status_code == 200
     assert executed.headers["Content-Disposition"].startswith("attachment;")
     reader = pdf_reader(executed.data)
     assert len(reader.pages) >= 6  # 3 letter pages, 2 signature pages, the certificate
-    assert letter_words("\n".join(p.extract_text() for p in reader.pages[:3])) == \
-        reference_words
+    # The conformed copy: the model letter, its acknowledgement dated, each signature noted.
+    conformed = "\n".join(p.extract_text() for p in reader.pages[:3])
+    assert letter_words(re.sub(r"Signed electronically on \w+ \d+, \d{4}", "", conformed)) == \
+        acknowledged(reference_words, signed_on)
     assert reader.pages[3].images and reader.pages[4].images  # both signatures
     with app.app_context():
         check = check_seal(executed.data, get_sealer().certificate)
     assert check.sealed and check.intact and check.signed_by_us
 
-    signed_copy = client.get(envelope["signers"][0]["signed_pdf"]
+    signed_copy = client.post(envelope["signers"][0]["signed_pdf"]
                              .removeprefix("http://localhost"), headers=api)
     assert signed_copy.status_code == 200 and len(pdf_reader(signed_copy.data).pages) == 3
 
-    archive = client.get(f"/api/letters/{letter_id}/counterparts.zip", headers=api)
+    archive = client.post(f"/api/letters/{letter_id}/counterparts.zip", headers=api)
     assert archive.status_code == 200
     with zipfile.ZipFile(io.BytesIO(archive.data)) as opened_zip:
         names = opened_zip.namelist()
@@ -248,6 +265,50 @@ def test_consent_and_a_usable_signature_are_required(client, sent, execution_sta
     assert execution_state(sent["letter_id"]) == before
 
 
+def test_a_tap_is_not_a_signature_and_a_time_zone_must_exist(client, sent, execution_state):
+    token = sent["signers"][0]["token"]
+    client.get(f"/api/sign/{token}")
+    before = execution_state(sent["letter_id"])
+    dot = base64.b64encode((CASES / "drawn-single-tap-dot.png").read_bytes()).decode()
+    tapped = sign(client, token, {"consent": True, "signature": {"type": "drawn", "png": dot}})
+    assert tapped.status_code == 400
+    assert tapped.json["error"].startswith(
+        "signature.png: The drawing is too small to be a signature")
+    for zone in ("Atlantis/Capital", "America/../Europe/Paris", 5):
+        refused = sign(client, token, {**TYPED, "time_zone": zone})
+        assert refused.status_code == 400, zone
+        assert refused.json["error"].startswith("time_zone:"), refused.json
+    assert execution_state(sent["letter_id"]) == before
+    drawing = base64.b64encode((CASES / "drawn-signature.png").read_bytes()).decode()
+    accepted = sign(client, token, {"consent": True, "time_zone": "Europe/Paris", "signature": {
+        "type": "drawn", "png": drawing, "pixel_ratio": 2}})
+    assert accepted.status_code == 200 and accepted.json["method"] == "drawn"
+
+
+def test_a_letter_dated_february_reads_the_true_date_of_signing(client, api, send_letter):
+    body = json.loads((CASES / "acknowledgement-february-letter.json").read_text("utf-8"))
+    created = client.post("/api/letters", headers=api, json=body)
+    assert created.status_code == 201, created.text
+    letter_id = created.json["id"]
+    company, executive = (s["token"] for s in send_letter(letter_id)["signers"])
+    blank = client.get(f"/sign/{executive}/letter.pdf")
+    assert "this ___ day of February, 2026" in pdftotext(blank.data)
+    assert sign(client, company, {**TYPED, "time_zone": "Asia/Tokyo"}).status_code == 200
+    last = sign(client, executive, {"consent": True, "time_zone": "America/Los_Angeles",
+                                    "signature": {"type": "typed", "text": "John R. Tucker"}})
+    assert last.status_code == 200 and last.json["fully_executed"] is True
+    on = dt.date.fromisoformat(last.json["signed_on"])
+
+    executed = client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api).data
+    conformed = pdftotext(extract_pages(executed, [0, 1, 2]))
+    assert f"this {ordinal_day(on.day)} day of {on:%B}, {on.year}" in conformed
+    assert "day of February" not in conformed
+    assert "this ___ day" not in conformed
+    text = pdftotext(executed)
+    assert f"date of signing {on:%B} {on.day}, {on.year} (America/Los_Angeles)" in text
+    assert "(Asia/Tokyo)" in text
+
+
 def test_decline_with_a_reason_through_the_api(client, api, sent, execution_state):
     token = sent["signers"][1]["token"]
     before = execution_state(sent["letter_id"])
@@ -265,7 +326,7 @@ def test_decline_with_a_reason_through_the_api(client, api, sent, execution_stat
     assert other.status_code == 410 and other.json["reason"] == "declined"
 
 
-def test_signing_order_makes_later_signers_wait(client, make_letter, send_letter,
+def test_signing_order_makes_later_signers_wait(client, api, make_letter, send_letter,
                                                 reference_terms, execution_state):
     letter_id = make_letter(reference_terms)
     answer = send_letter(letter_id, signing_order=True)
@@ -281,6 +342,14 @@ def test_signing_order_makes_later_signers_wait(client, make_letter, send_letter
     assert client.get(f"/sign/{executive}/pages/1.png").status_code == 410
     assert execution_state(letter_id) == before
     assert sign(client, company).status_code == 200
+    # Their turn has come, but nobody emailed them: the link is ready to be handed over.
+    envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
+    assert [(s["status"], s["status_label"]) for s in envelope["signers"]] == [
+        ("signed", "Signed"), ("ready", "Link ready")]
+    record = client.get(f"/api/letters/{letter_id}/audit", headers=api).json
+    assert [e["counterpart_id"] for e in record["events"] if e["type"] == "link_ready"] == [
+        envelope["signers"][1]["counterpart_id"]]
+    assert [s["status"] for s in record["envelope"]["signers"]] == ["signed", "ready"]
     turn = client.get(f"/api/sign/{executive}")
     assert turn.json["can_sign"] and turn.json["signer"]["status"] == "viewed"
 
@@ -394,7 +463,7 @@ def test_void_stops_the_links_and_the_letter_can_be_sent_again(client, api, sent
     assert voided.json["status"] == "voided" and voided.json["void_reason"] == "Wrong hourly rate"
     assert [s["status"] for s in voided.json["signers"]] == ["voided", "voided"]
     assert client.post(url, headers=api, json={"reason": "again"}).status_code == 409
-    assert client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 409
+    assert client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 409
 
     # The terms may change again, and the new version is sent with new links.
     changed = client.put(f"/api/letters/{letter_id}/terms", headers=api,
@@ -416,60 +485,205 @@ def test_an_executed_letter_cannot_be_voided(client, api, sent):
 
 # --- paper -------------------------------------------------------------------------------------
 
-def upload(client, api, letter_id, counterpart_id, data: bytes, name: str = "scan.pdf"):
+def today() -> str:
+    return utcnow().date().isoformat()
+
+
+def upload(client, api, letter_id, counterpart_id, data: bytes, name: str = "scan.pdf",
+           **fields: str):
+    fields.setdefault("signed_on", today())
     return client.post(f"/api/letters/{letter_id}/counterparts/{counterpart_id}/upload",
-                       headers=api, data={"file": (io.BytesIO(data), name)},
+                       headers=api, data={"file": (io.BytesIO(data), name), **fields},
                        content_type="multipart/form-data")
+
+
+def blank_of(client, api, letter_id, counterpart_id) -> bytes:
+    blank = client.post(f"/api/letters/{letter_id}/counterparts/{counterpart_id}/blank.pdf",
+                        headers=api)
+    assert blank.status_code == 200
+    return blank.data
 
 
 def test_paper_counterparts(app, client, api, sent, make_letter, reference_terms,
                             execution_state):
     letter_id = sent["letter_id"]
     company, executive = (s["counterpart_id"] for s in sent["signers"])
-    blank = client.get(f"/api/letters/{letter_id}/counterparts/{executive}/blank.pdf",
-                       headers=api)
+    blank = client.post(f"/api/letters/{letter_id}/counterparts/{executive}/blank.pdf",
+                        headers=api)
     assert blank.status_code == 200
     assert blank.headers["Content-Disposition"].startswith("attachment;")
     assert "john-r-tucker-counterpart-2-john-r-tucker-to-sign.pdf" in \
         blank.headers["Content-Disposition"]
     assert len(pdf_reader(blank.data).pages) == 3
-    scan = extract_pages(blank.data, [2])  # the signature page, "signed and scanned"
+    scan = scan_of(blank.data, signed_by=["John R. Tucker"], angle=2.2, paper="a4")
 
     before = execution_state(letter_id)
-    for data, status, message in ((b"GIF89a", 400, "not a PDF"),
-                                  (extract_pages(blank.data, [0, 1]), 400, "2 pages")):
-        refused = upload(client, api, letter_id, executive, data)
-        assert refused.status_code == status and message in refused.json["error"]
+    for data, fields, status, message in (
+            (b"GIF89a", {}, 400, "not a PDF"),
+            (extract_pages(blank.data, [0, 1]), {}, 400, "2 pages"),
+            (scan, {"signed_on": ""}, 400, "signed_on: give the date the signer signed"),
+            (scan, {"signed_on": "2999-01-01"}, 400, "signed_on: 2999-01-01 is in the future"),
+            (scan, {"confirm": "perhaps"}, 400, "confirm must be true or false")):
+        refused = upload(client, api, letter_id, executive, data, **fields)
+        assert refused.status_code == status and message in refused.json["error"], refused.text
+    # The blank itself, its signature page, or a scan of it with nothing written: unsigned.
+    for data, name, message in (
+            (blank.data, "blank.pdf", "blank.pdf is the letter's PDF (the blank counterpart)"),
+            (extract_pages(blank.data, [2]), "page.pdf", "page.pdf is the unsigned counterpart"),
+            (scan_of(blank.data, angle=-1.0, noise=16), "plain.pdf",
+             "plain.pdf is the unsigned counterpart")):
+        refused = upload(client, api, letter_id, executive, data, name)
+        assert refused.status_code == 422, refused.text
+        assert refused.json["code"] == "unsigned_copy" and message in refused.json["error"]
     no_file = client.post(f"/api/letters/{letter_id}/counterparts/{executive}/upload",
                           headers=api, data={}, content_type="multipart/form-data")
     assert no_file.status_code == 400 and "'file'" in no_file.json["error"]
     other_letter = make_letter(reference_terms)
     assert upload(client, api, other_letter, executive, scan).status_code == 404
+    # The download of the blank is on the record; nothing else changed.
     assert execution_state(letter_id) == before
 
-    first = upload(client, api, letter_id, executive, scan)
+    first = upload(client, api, letter_id, executive, scan, "tucker-signed.pdf",
+                   signed_on=today())
     assert first.status_code == 201, first.text
     assert first.json["new"] is True
-    assert first.json["counterpart"]["status"] == "signed"
-    assert first.json["counterpart"]["method"] == "paper"
+    counterpart = first.json["counterpart"]
+    assert (counterpart["status"], counterpart["method"]) == ("signed", "paper")
+    assert counterpart["signed_on"] == today() and counterpart["uploaded_at"]
+    assert counterpart["can_undo_upload"] is True and counterpart["pending_upload"] is False
+    assert counterpart["paper"]["filename"] == "tucker-signed.pdf"
+    assert counterpart["paper"]["ink"] == "found"
+    assert counterpart["paper"]["recorded_by"] == "counsel@example.com"
+    assert counterpart["paper"]["signature_page"] == 0
+    assert len(counterpart["paper"]["crop_box"]) == 4
     again = upload(client, api, letter_id, executive, scan, "scan-again.pdf")
     assert again.status_code == 200 and again.json["new"] is False
-    different = upload(client, api, letter_id, executive, extract_pages(blank.data, [1]))
+    different = upload(client, api, letter_id, executive,
+                       scan_of(blank.data, signed_by=["John R. Tucker"], seed=5))
     assert different.status_code == 409 and "already signed" in different.json["error"]
     assert count(app, Document, kind="scanned_counterpart") == 1
 
-    stored = client.get(f"/api/letters/{letter_id}/counterparts/{executive}/signed.pdf",
-                        headers=api)
+    stored = client.post(f"/api/letters/{letter_id}/counterparts/{executive}/signed.pdf",
+                         headers=api)
     assert stored.data == scan  # byte for byte
-    unsigned = client.get(f"/api/letters/{letter_id}/counterparts/{company}/signed.pdf",
-                          headers=api)
+    unsigned = client.post(f"/api/letters/{letter_id}/counterparts/{company}/signed.pdf",
+                           headers=api)
     assert unsigned.status_code == 409
 
     assert sign(client, sent["signers"][0]["token"]).json["fully_executed"] is True
-    executed = pdf_reader(client.get(f"/api/letters/{letter_id}/executed.pdf",
-                                     headers=api).data)
+    executed = pdf_reader(client.post(f"/api/letters/{letter_id}/executed.pdf",
+                                      headers=api).data)
     certificate = " ".join(" ".join(p.extract_text() for p in executed.pages[5:]).split())
     assert "paper" in certificate and "typed" in certificate
+
+
+def test_no_signature_on_the_line_is_422_until_confirmed(app, client, api, sent):
+    letter_id = sent["letter_id"]
+    executive = sent["signers"][1]["counterpart_id"]
+    blank = blank_of(client, api, letter_id, executive)
+    # Signed by the chair on the chair's line; the executive's line is empty.
+    scan = scan_of(blank, signed_by=["Eliot Protsch"], paper="letter", angle=-1.4)
+    refused = upload(client, api, letter_id, executive, scan, "chair-only.pdf")
+    assert refused.status_code == 422 and refused.json["code"] == "ink_not_found"
+    assert ("No signature was found on John R. Tucker's signature line in chair-only.pdf"
+            in refused.json["error"])
+    assert "accept it anyway" in refused.json["error"]
+    assert count(app, Document, kind="scanned_counterpart") == 0
+    accepted = upload(client, api, letter_id, executive, scan, "chair-only.pdf",
+                      confirm="true")
+    assert accepted.status_code == 201, accepted.text
+    paper = accepted.json["counterpart"]["paper"]
+    assert paper["ink"] == "accepted_without_ink"
+    assert paper["ink_accepted_by"] == "counsel@example.com"
+    events = client.get(f"/api/letters/{letter_id}/audit", headers=api).json["events"]
+    signed = [e for e in events if e["type"] == "signed"][-1]
+    assert signed["detail"]["ink"] == "accepted_without_ink"
+    assert signed["detail"]["ink_accepted_by"] == "counsel@example.com"
+
+
+def test_the_a4_case_keeps_the_signing_order_unless_overridden_on_the_record(
+        app, client, api, make_letter, send_letter, reference_terms, execution_state):
+    letter_id = make_letter(reference_terms)
+    answer = send_letter(letter_id, signing_order=True)
+    executive = answer["signers"][1]["counterpart_id"]
+    case = (CASES / "scan-a4-executive.pdf").read_bytes()
+    before = execution_state(letter_id)
+    refused = upload(client, api, letter_id, executive, case, "scan-a4-executive.pdf")
+    assert refused.status_code == 409 and refused.json["code"] == "signing_order"
+    assert "Eliot Protsch must sign before John R. Tucker" in refused.json["error"]
+    no_reason = upload(client, api, letter_id, executive, case, override_order="true")
+    assert no_reason.status_code == 400 and "reason" in no_reason.json["error"]
+    # Overridden, the scan is checked: its executive's mark lies below the printed name, not
+    # on the signature line, so staff must accept it explicitly.
+    reason = "The chair signs at the next board meeting; the executive leaves today"
+    flagged = upload(client, api, letter_id, executive, case, override_order="true",
+                     reason=reason)
+    assert flagged.status_code == 422 and flagged.json["code"] == "ink_not_found"
+    assert execution_state(letter_id) == before
+    accepted = upload(client, api, letter_id, executive, case, override_order="true",
+                      reason=reason, confirm="true")
+    assert accepted.status_code == 201, accepted.text
+    paper = accepted.json["counterpart"]["paper"]
+    assert paper["order_override_reason"] == reason
+    assert paper["order_override_by"] == "counsel@example.com"
+    assert paper["ink"] == "accepted_without_ink"
+    record = client.get(f"/api/letters/{letter_id}/audit", headers=api).json
+    signed = [e for e in record["events"] if e["type"] == "signed"][-1]
+    assert signed["detail"]["order_override_reason"] == reason
+    assert record["letter"]["status"] == "partially_executed"
+
+
+@pytest.mark.parametrize("case", ["scan-bytes-before-header.pdf",
+                                  "scan-owner-password-only.pdf"])
+def test_pdfs_that_viewers_open_are_accepted(app, client, api, sent, case):
+    letter_id = sent["letter_id"]
+    company = sent["signers"][0]["counterpart_id"]
+    original = (CASES / case).read_bytes()
+    response = upload(client, api, letter_id, company, original, case)
+    assert response.status_code == 201, response.text
+    paper = response.json["counterpart"]["paper"]
+    assert paper["ink"] == "found" and paper["filename"] == case
+    assert paper["sha256"] == hashlib.sha256(original).hexdigest()
+    with app.app_context(), get_db().transaction() as session:
+        kept = session.scalar(select(Document).where(
+            Document.kind == "scanned_counterpart",
+            Document.blob_sha256 == hashlib.sha256(original).hexdigest()))
+        assert kept is not None  # the upload as it came, kept as evidence
+    signed = client.post(f"/api/letters/{letter_id}/counterparts/{company}/signed.pdf",
+                         headers=api)
+    reader = pdf_reader(signed.data)
+    assert not reader.is_encrypted and len(reader.pages) == 1
+
+
+def test_a_paper_upload_is_undone_through_the_api(app, client, api, sent):
+    letter_id = sent["letter_id"]
+    company, executive = (s["counterpart_id"] for s in sent["signers"])
+    url = f"/api/letters/{letter_id}/counterparts/{executive}/upload"
+    blank = blank_of(client, api, letter_id, executive)
+    scan = scan_of(blank, signed_by=["John R. Tucker"])
+    assert upload(client, api, letter_id, executive, scan, "tucker.pdf").status_code == 201
+    undone = client.delete(url, headers=api)
+    assert undone.status_code == 200, undone.text
+    assert undone.json["counterpart"]["status"] == "ready"
+    assert undone.json["counterpart"]["paper"] is None
+    assert undone.json["signed"] == 0
+    assert client.get(f"/api/letters/{letter_id}", headers=api).json["status"] == \
+        "out_for_signature"
+    again = client.delete(url, headers=api)
+    assert again.status_code == 409 and "not signed on paper" in again.json["error"]
+    events = client.get(f"/api/letters/{letter_id}/audit", headers=api).json["events"]
+    undo = [e for e in events if e["type"] == "upload_undone"]
+    assert len(undo) == 1 and undo[0]["actor"] == "counsel@example.com"
+    assert undo[0]["detail"]["file"] == "tucker.pdf" and undo[0]["detail"]["document_id"]
+    assert count(app, Document, kind="scanned_counterpart") == 1  # kept
+
+    # Counted again, then the chair signs: executed, and no longer undone.
+    assert upload(client, api, letter_id, executive, scan, "tucker.pdf").status_code == 201
+    assert sign(client, sent["signers"][0]["token"]).json["fully_executed"] is True
+    late = client.delete(url, headers=api)
+    assert late.status_code == 409 and "no longer be undone" in late.json["error"]
+    assert client.delete(f"/api/letters/{letter_id}/counterparts/{company}/upload",
+                         headers=api).status_code == 409
 
 
 def test_uploads_over_the_size_limit_are_413(app, client, api, sent, execution_state):
@@ -508,7 +722,7 @@ def test_a_failed_assembly_does_not_fail_the_signer_and_can_be_retried(app, clie
     assert "Partially executed" in page.text
     assert "Void this envelope" not in page.text  # every counterpart is signed
 
-    refused = client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api)
+    refused = client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api)
     assert refused.status_code == 503
     assert "could not be assembled" in refused.json["error"]
 
@@ -520,7 +734,7 @@ def test_a_failed_assembly_does_not_fail_the_signer_and_can_be_retried(app, clie
     assert "The executed PDF is assembled and sealed." in page.text
     assert "Fully executed" in page.text
     assert count(app, Document, kind="executed_pdf") == 1
-    assert client.get(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 200
+    assert client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 200
 
 
 def test_retry_through_the_api_waits_for_nothing_when_done(client, api, sent):
@@ -560,7 +774,7 @@ def test_two_signers_at_the_same_moment_make_one_executed_pdf(app, client, api, 
     assert sorted(a.json["all_signed"] for a in answers) == [False, True]
     assert count(app, Document, kind="executed_pdf") == 1
     assert count(app, Event, type="executed") == 1
-    executed = client.get(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api)
+    executed = client.post(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api)
     reader = pdf_reader(executed.data)
     assert reader.pages[3].images and reader.pages[4].images  # both signatures
 
@@ -652,7 +866,7 @@ def test_a_mail_failure_keeps_the_envelope_and_its_links(app, client, api, staff
 def executed_pdf(client, api, sent) -> bytes:
     for signer in sent["signers"]:
         assert sign(client, signer["token"]).status_code == 200
-    return client.get(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api).data
+    return client.post(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api).data
 
 
 def verify(client, data: bytes):
