@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import docx
@@ -31,6 +33,28 @@ def letter_words(text: str) -> list[str]:
         kept.append(line)
     joined = _RULE.sub(" ", "\n".join(kept).translate(_QUOTES))
     return joined.split()
+
+
+def acknowledged(words: list[str], day: dt.date | None) -> list[str]:
+    """A letter's words with its acknowledgement dated ``day``, as a signed letter reads.
+
+    "this ___ day of July, 2006" becomes "this 3rd day of March, 2027" (the rule of underscores
+    is not a word); None keeps the words of the unsigned letter.
+    """
+    blank = ["this", "day", "of", "July,", "2006"]
+    at = next(i for i in range(len(words)) if words[i:i + 5] == blank)
+    if day is None:
+        return list(words)
+    suffix = "th" if 10 <= day.day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(
+        day.day % 10, "th")
+    dated = ["this", f"{day.day}{suffix}", "day", "of", f"{day:%B},", str(day.year)]
+    return words[:at] + dated + words[at + 5:]
+
+
+def pdftotext(pdf: bytes) -> str:
+    """A PDF's text layer as poppler's pdftotext reads it, whitespace made single."""
+    done = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True)
+    return " ".join(done.stdout.decode("utf-8").split())
 
 
 def docx_text(data: bytes) -> str:

@@ -15,12 +15,22 @@
   var preview = form.querySelector("[data-typed-preview]");
   var canvas = form.querySelector("[data-signature-canvas]");
   var pngField = form.querySelector("[data-signature-png]");
+  var ratioField = form.querySelector("[data-signature-ratio]");
+  var zoneField = form.querySelector("[data-time-zone]");
   var clearButton = form.querySelector("[data-signature-clear]");
   var drawnError = form.querySelector("[data-drawn-error]");
   var context = canvas.getContext("2d");
   var INK = "#16226e";  // the ink of typed signatures, so both kinds look alike on paper
   var strokes = [];     // each stroke is a list of [x, y, width] in CSS pixels
   var current = null;
+  var pixelRatio = 1;   // canvas pixels per CSS pixel: the server measures the drawing in CSS pixels
+
+  // The date of signing is the signer's own calendar date: send the browser's time zone.
+  try {
+    zoneField.value = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+  } catch (error) {
+    zoneField.value = "";
+  }
 
   kinds.hidden = false;
 
@@ -73,6 +83,7 @@
     if (!box.width) {
       return;
     }
+    pixelRatio = ratio;
     canvas.width = Math.round(box.width * ratio);
     canvas.height = Math.round(box.height * ratio);
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
@@ -155,6 +166,7 @@
       return;
     }
     pngField.value = canvas.toDataURL("image/png");
+    ratioField.value = String(pixelRatio);
   });
 
   showKind();
