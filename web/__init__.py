@@ -93,10 +93,10 @@ def _finish_config(app: Flask) -> None:
     config["DOCX_TEMPLATE_DIR"] = Path(config["DOCX_TEMPLATE_DIR"])
     if config.get("SEAL_PKCS12"):
         config["SEAL_PKCS12"] = Path(config["SEAL_PKCS12"])
-    make_private_folder(config["DATA_DIR"])
     if config.get("SECRET_KEY"):
-        check_secret_key(config["SECRET_KEY"])  # refuse to start with a weak one
-    else:
+        check_secret_key(config["SECRET_KEY"])  # refuse to start with a weak one, before all
+    make_private_folder(config["DATA_DIR"])
+    if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = load_secret_key(config["DATA_DIR"])
     if config.get("PREFERRED_URL_SCHEME") == "https":
         config["SESSION_COOKIE_SECURE"] = True  # (and per request when it came over https)

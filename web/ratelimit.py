@@ -73,7 +73,8 @@ def _area() -> tuple[str, frozenset[int]] | None:
     path = request.path
     if path.startswith(("/sign/", "/api/sign/")):
         return "signing-link", frozenset({404})
-    if path == "/sign-in" or (path.startswith("/api/") and path != "/api/verify"):
+    if path in ("/sign-in", "/account/password") or \
+            (path.startswith("/api/") and path != "/api/verify"):
         return "sign-in", frozenset({401})
     return None
 
