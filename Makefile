@@ -11,8 +11,9 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation fonts-wqy-microhei \
 	poppler-utils python3-venv chromium
 # What only the tests need: Redis for the shared rate-limit test, PostgreSQL for test-postgres,
-# nginx to run the shipped reverse-proxy configuration (deploy/nginx/) in front of the app.
-TEST_DEB_PACKAGES := redis-server postgresql nginx
+# nginx to run the shipped reverse-proxy configuration (deploy/nginx/) in front of the app, and
+# systemd for systemd-analyze, which checks the shipped service unit (deploy/systemd/).
+TEST_DEB_PACKAGES := redis-server postgresql nginx systemd
 HOST ?= 127.0.0.1
 PORT ?= 5000
 

@@ -26,8 +26,8 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, database_url: str | None, *, threads: int = 8,
                  environment: dict[str, str] | None = None,
-                 serve_options: list[str] | None = None) -> None:
-        self.port = free_port()
+                 serve_options: list[str] | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERPART_")}
         env.update({"COUNTERPART_DATA_DIR": str(data_dir),

@@ -1,0 +1,100 @@
+"""``counterpart serve`` on its own, with no proxy in front: one address cannot take every
+connection, and X-Forwarded-* headers anyone may send change nothing."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+import httpx
+from serving import ServerProcess
+
+from web.testing import csrf_token
+
+SLOW_CONNECTIONS = 110  # more than waitress's 100 connections in all
+PER_ADDRESS = 20
+
+
+def _slow_connection(port: int) -> socket.socket:
+    """Connect and send the start of a request that never ends, as a slow client does."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /sign-in HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    return sock
+
+
+def _closed_by_server(sockets: list[socket.socket], expected: int,
+                      timeout: float = 30) -> list[socket.socket]:
+    """Wait until ``expected`` of the sockets are closed by the server; return those."""
+    closed: list[socket.socket] = []
+    open_ = list(sockets)
+    deadline = time.monotonic() + timeout
+    while len(closed) < expected and time.monotonic() < deadline:
+        readable, _, _ = select.select(open_, [], [], 0.5)
+        for sock in readable:
+            try:
+                ended = sock.recv(1) == b""
+            except ConnectionResetError:
+                ended = True
+            if ended:
+                closed.append(sock)
+                open_.remove(sock)
+    return closed
+
+
+def test_one_address_cannot_hold_every_connection(data_dir, database_url):
+    server = ServerProcess(data_dir, database_url).wait_until_up()
+    sockets: list[socket.socket] = []
+    try:
+        sockets = [_slow_connection(server.port) for _ in range(SLOW_CONNECTIONS)]
+        closed = _closed_by_server(sockets, SLOW_CONNECTIONS - PER_ADDRESS)
+        # The address keeps its share, still open and waiting; the rest were closed at once.
+        assert len(closed) == SLOW_CONNECTIONS - PER_ADDRESS
+        still_open = [s for s in sockets if s not in closed]
+        assert select.select(still_open, [], [], 0.2)[0] == []
+        # Someone else, from another address, is served as usual.
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+                             timeout=15)
+        with other:
+            page = other.get(f"{server.url}/sign-in")
+        assert page.status_code == 200 and "Sign in" in page.text
+        # And the slow address itself gets a connection again once it lets go of some.
+        for sock in still_open[:5]:
+            sock.close()
+        with httpx.Client(timeout=15) as same:
+            assert same.get(f"{server.url}/sign-in").status_code == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
+    assert "127.0.0.1 holds 20 connections, its share" in server.log.read_text()
+
+
+def _failed_sign_in(client: httpx.Client, url: str, forged: dict[str, str]) -> httpx.Response:
+    form = client.get(f"{url}/sign-in", headers=forged)
+    if form.status_code != 200:
+        return form
+    return client.post(f"{url}/sign-in", headers=forged, data={
+        "email": "nobody@example.com", "password": "a wrong password",
+        "csrf_token": csrf_token(form.text)})
+
+
+def test_forwarded_headers_are_ignored_without_a_proxy(data_dir, database_url):
+    server = ServerProcess(data_dir, database_url,
+                           environment={"COUNTERPART_RATE_LIMIT_FAILURES": "3 per minute"})
+    with server, httpx.Client(timeout=15) as client:
+        answers = [_failed_sign_in(client, server.url, {
+            "X-Forwarded-For": f"198.51.100.{n}", "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "forged.example", "Forwarded": f"for=198.51.100.{n}"})
+            for n in range(4)]
+        # Each forged address would be a new client; the real one is counted instead.
+        assert [a.status_code for a in answers] == [401, 401, 401, 429]
+        # Nor is the request taken for HTTPS or for another host.
+        page = client.get(f"{server.url}/", headers={"X-Forwarded-Proto": "https",
+                                                     "X-Forwarded-Host": "forged.example"})
+        assert "Strict-Transport-Security" not in page.headers
+        assert "forged.example" not in page.headers.get("Location", "")
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+                             timeout=15)
+        with other:
+            assert _failed_sign_in(other, server.url, {}).status_code == 401
