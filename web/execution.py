@@ -35,6 +35,7 @@ from workflow.envelopes import (
     audit_record,
     counterpart_of,
     current_envelope,
+    expire_links,
     letter_pdf_for,
     record_delivery,
     reissue_link,
@@ -511,6 +512,7 @@ def send_blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
 def audit_json(letter_id: int) -> dict[str, Any]:
     """Return a letter's audit record as JSON values."""
     with get_db().transaction() as session:
+        expire_links(session)  # links past their date read "expired" here too, as on the page
         return audit_record(session, letter_id)
 
 

@@ -794,8 +794,8 @@ def test_one_link_used_twice_at_the_same_moment_signs_once(app, sent):
 
 # --- email -------------------------------------------------------------------------------------
 
-def test_each_signer_is_emailed_their_own_link(app, client, api, make_letter, reference_terms,
-                                               smtp_inbox):
+def test_each_signer_is_emailed_their_own_link(app, client, api, staff, make_letter,
+                                               reference_terms, smtp_inbox):
     port, inbox = smtp_inbox
     app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_STARTTLS=False,
                       SMTP_FROM="legal@capstone.test")
@@ -816,6 +816,10 @@ def test_each_signer_is_emailed_their_own_link(app, client, api, make_letter, re
     assert [e["detail"]["to"] for e in emailed] == ["eliot@capstone.test", "jt@home.test"]
     assert all(e["detail"]["answer"] == "250 OK" and e["detail"]["at"] for e in emailed)
     assert [s["status"] for s in record["envelope"]["signers"]] == ["sent", "sent"]
+    page = staff.get(f"/letters/{letter_id}").text
+    assert page.count(">Sent</span>") == 2 and "Link ready" not in page
+    assert "Invitation to jt@home.test accepted by the mail server" in page  # the timeline
+    assert "the link goes by email to eliot@capstone.test" in page
     links = {s["email"]: s["link"] for s in response.json["signers"]}
     assert [email.utils.parseaddr(m["To"]) for m in inbox.messages] == [
         ("Eliot Protsch", "eliot@capstone.test"), ("John R. Tucker", "jt@home.test")]

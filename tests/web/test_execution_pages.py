@@ -9,12 +9,19 @@ import io
 import json
 import re
 import zipfile
+from zoneinfo import ZoneInfo
 
 import pytest
 from lxml import html as lxml_html
+from scans import scan_of
+from sqlalchemy import select
+from support import pdftotext
 
+from web.database import get_db
 from web.testing import csrf_token
-from workflow.pdfs import extract_pages
+from workflow.letters import document_bytes
+from workflow.models import Counterpart, Document, utcnow
+from workflow.render import ordinal_day
 
 
 def send_form(page_html: str, **changes: str) -> dict[str, str]:
@@ -83,6 +90,11 @@ def test_the_letter_page_sends_with_the_signers_of_the_terms(staff, make_letter,
         assert link.rsplit("/", 1)[1] not in again.text
     table = staff.get("/letters")
     assert "0 of 2 signed" in table.text
+    # No mail server took an invitation: the links are ready to be handed over, not sent.
+    assert "2 links to hand over" in table.text
+    assert again.text.count(">Link ready</span>") == 2
+    assert again.text.count("link ready to be handed over: not emailed") == 2
+    assert "the link is ready to be handed over (not emailed)" in again.text  # the timeline
 
 
 def test_send_form_mistakes_are_shown_beside_their_field(staff, make_letter, reference_terms,
@@ -226,37 +238,124 @@ def test_the_signing_page_fits_its_rules(signer, sent):
         assert 'url("../../fonts/signature.ttf")' in css.text
 
 
+def test_the_signing_form_sends_the_signers_time_zone(app, signer, sent, execution_state):
+    letter_id = sent["letter_id"]
+    company, executive = (s["link"] for s in sent["signers"])
+    page = signer.get(path_of(executive))
+    tree = lxml_html.fromstring(page.text)
+    (zone,) = tree.xpath("//form[@data-sign-form]//input[@name='time_zone']")
+    assert zone.get("type") == "hidden" and zone.get("value") == ""  # sign.js fills it in
+    (ratio,) = tree.xpath("//form[@data-sign-form]//input[@name='signature_pixel_ratio']")
+    assert ratio.get("type") == "hidden"
+
+    before = execution_state(letter_id)
+    _, refused = open_and_sign(signer, executive, time_zone="Nowhere/Special")
+    assert refused.status_code == 400
+    assert "time_zone: Nowhere/Special is not a time zone" in refused.text
+    assert execution_state(letter_id) == before
+
+    _, signed = open_and_sign(signer, executive, signature_text="John R. Tucker",
+                              time_zone="Asia/Kolkata")
+    assert signed.status_code == 303
+    _, no_script = open_and_sign(app.test_client(), company)  # no JavaScript: no zone
+    assert no_script.status_code == 303
+    with app.app_context(), get_db().transaction() as session:
+        rows = session.scalars(select(Counterpart).order_by(Counterpart.position)).all()
+        assert [c.time_zone for c in rows] == ["UTC", "Asia/Kolkata"]
+        executive_row = rows[1]
+        on = executive_row.signed_on
+        assert on == executive_row.signed_at.astimezone(ZoneInfo("Asia/Kolkata")).date()
+        copy = document_bytes(session, session.get(Document, executive_row.signed_document_id))
+    text = pdftotext(copy)
+    assert f"this {ordinal_day(on.day)} day of {on:%B}, {on.year}" in text
+    assert f"Signed electronically on {on:%B} {on.day}, {on.year}" in text
+
+
 # --- staff: follow, paper, void, downloads ------------------------------------------------
+
+def today() -> str:
+    return utcnow().date().isoformat()
+
+
+def post_scan(staff, page_html: str, letter_id: int, counterpart_id: int, data: bytes,
+              name: str = "scan.pdf", signed_on: str | None = None):
+    return staff.post(f"/letters/{letter_id}/counterparts/{counterpart_id}/upload",
+                      data={"csrf_token": csrf_token(page_html),
+                            "signed_on": today() if signed_on is None else signed_on,
+                            "file": (io.BytesIO(data), name)},
+                      content_type="multipart/form-data")
+
+
+def review_form(page_html: str, **changes: str) -> dict[str, str]:
+    """The values of the review page's "Count this as signed" form, as a browser posts them."""
+    tree = lxml_html.fromstring(page_html)
+    (form,) = tree.xpath("//form[contains(@class, 'paper-review__form')]")
+    values = {name: value for name, value in form.form_values()}
+    values.update(changes)
+    return values
+
+
+def blank_pdf(staff, letter_id: int, counterpart_id: int) -> bytes:
+    page = staff.get(f"/letters/{letter_id}")
+    blank = staff.post(f"/letters/{letter_id}/counterparts/{counterpart_id}/blank.pdf",
+                       data={"csrf_token": csrf_token(page.text)})
+    assert blank.status_code == 200
+    return blank.data
+
 
 def test_paper_upload_from_the_letter_page_then_executed_downloads(app, staff, signer, sent,
                                                                    execution_state):
     letter_id = sent["letter_id"]
     company, executive = sent["signers"]
+    cid = executive["counterpart_id"]
+    blank = blank_pdf(staff, letter_id, cid)
     page = staff.get(f"/letters/{letter_id}")
-    blank = staff.get(f"/letters/{letter_id}/counterparts/{executive['counterpart_id']}"
-                      "/blank.pdf")
-    assert blank.status_code == 200
-    upload_url = f"/letters/{letter_id}/counterparts/{executive['counterpart_id']}/upload"
+    upload_url = f"/letters/{letter_id}/counterparts/{cid}/upload"
     assert f'action="{upload_url}"' in page.text
 
+    # A refusal is shown by the executive's upload control, and the page keeps the date.
     before = execution_state(letter_id)
-    refused = staff.post(upload_url, data={"csrf_token": csrf_token(page.text),
-                                           "file": (io.BytesIO(b"not a pdf"), "scan.pdf")},
-                         content_type="multipart/form-data")
-    assert refused.status_code == 303
-    shown = staff.get(refused.headers["Location"])
-    assert "The scan was not accepted: scan.pdf is not a PDF file" in shown.text
+    refused = post_scan(staff, page.text, letter_id, cid, b"not a pdf", "scan.pdf")
+    assert refused.status_code == 422
+    tree = lxml_html.fromstring(refused.text)
+    (message,) = tree.xpath(f"//form[@id='upload-{cid}']//p[@id='upload-error-{cid}']")
+    assert message.text_content().startswith("The scan was not accepted: scan.pdf is not a "
+                                             "PDF file")
+    assert message.get("role") == "alert" and message.get("data-focus-on-load") is not None
+    (date,) = tree.xpath(f"//input[@id='signed-on-{cid}']")
+    assert date.get("value") == today()
+    assert not tree.xpath(f"//p[@id='upload-error-{company['counterpart_id']}']")
+    undated = post_scan(staff, page.text, letter_id, cid, blank, "dateless.pdf", signed_on="")
+    assert undated.status_code == 422 and "signed_on: give the date" in undated.text
     assert execution_state(letter_id) == before
 
-    scan = extract_pages(blank.data, [2])
-    accepted = staff.post(upload_url, data={"csrf_token": csrf_token(page.text),
-                                            "file": (io.BytesIO(scan), "tucker-signed.pdf")},
-                          content_type="multipart/form-data")
-    shown = staff.get(accepted.headers["Location"])
+    # A scan is previewed before it counts: its signature page beside the blank's.
+    scan = scan_of(blank, signed_by=["John R. Tucker"], angle=-2.4, paper="a4")
+    staged = post_scan(staff, page.text, letter_id, cid, scan, "tucker-signed.pdf")
+    assert staged.status_code == 303 and staged.headers["Location"].endswith(upload_url)
+    review = staff.get(upload_url)
+    assert review.status_code == 200
+    assert "A signature was found on John R. Tucker's signature line." in review.text
+    tree = lxml_html.fromstring(review.text)
+    for selector in ("data-scan-preview", "data-blank-preview"):
+        (image,) = tree.xpath(f"//img[@{selector}]")
+        picture = staff.get(image.get("src"))
+        assert picture.status_code == 200 and picture.mimetype == "image/png"
+        assert picture.data.startswith(b"\x89PNG") and len(picture.data) > 5000
+        assert "private" in picture.headers["Cache-Control"]
+    waiting = staff.get(f"/letters/{letter_id}").text
+    assert "0 of 2 signed" in waiting and "waiting for review" in waiting
+    assert "Scan tucker-signed.pdf, waiting for review" in waiting  # the timeline
+
+    confirmed = staff.post(f"{upload_url}/confirm", data=review_form(review.text))
+    assert confirmed.status_code == 303
+    shown = staff.get(confirmed.headers["Location"])
     assert "John R. Tucker&#39;s counterpart is signed on paper." in shown.text
     assert "1 of 2 signed" in shown.text
     assert "Paper copy uploaded" in shown.text  # the timeline
-    assert "Scan tucker-signed.pdf" in shown.text
+    assert "recorded by counsel@example.com" in shown.text
+    assert "Undo the upload" in shown.text
+    assert staff.get(upload_url).status_code == 303  # nothing waits for review now
 
     open_and_sign(signer, company["link"])
     executed_page = staff.get(f"/letters/{letter_id}")
@@ -264,18 +363,22 @@ def test_paper_upload_from_the_letter_page_then_executed_downloads(app, staff, s
     assert "2 of 2 signed" in executed_page.text
     assert "On paper, recorded by counsel@example.com" in executed_page.text
     assert "Typed signature" in executed_page.text
+    assert "Undo the upload" not in executed_page.text
     assert "send-form" not in executed_page.text and "Void this envelope" not in \
         executed_page.text
     assert "2 of 2 signed" in staff.get("/letters").text
 
-    executed = staff.get(f"/letters/{letter_id}/executed.pdf")
+    # Recorded downloads are the page's POST buttons.
+    token = csrf_token(executed_page.text)
+    assert f'action="/letters/{letter_id}/executed.pdf"' in executed_page.text
+    executed = staff.post(f"/letters/{letter_id}/executed.pdf", data={"csrf_token": token})
     assert executed.status_code == 200 and executed.data.startswith(b"%PDF-")
     assert executed.headers["Content-Disposition"] == \
         "attachment; filename=john-r-tucker-executed.pdf"
-    signed = staff.get(f"/letters/{letter_id}/counterparts/{executive['counterpart_id']}"
-                       "/signed.pdf")
+    signed = staff.post(f"/letters/{letter_id}/counterparts/{cid}/signed.pdf",
+                        data={"csrf_token": token})
     assert signed.data == scan
-    archive = staff.get(f"/letters/{letter_id}/counterparts.zip")
+    archive = staff.post(f"/letters/{letter_id}/counterparts.zip", data={"csrf_token": token})
     with zipfile.ZipFile(io.BytesIO(archive.data)) as opened:
         assert opened.namelist() == ["john-r-tucker-executed.pdf",
                                      "counterpart-1-eliot-protsch-signed.pdf",
@@ -288,7 +391,94 @@ def test_paper_upload_from_the_letter_page_then_executed_downloads(app, staff, s
         "attachment; filename=john-r-tucker-audit.json"
     assert json.loads(audit.data)["envelope"]["executed_pdf_sha256"]
     timeline = staff.get(f"/letters/{letter_id}").text
-    assert timeline.count(">Downloaded<") == 3
+    # The blank printed to sign, the executed PDF, the signed counterpart, the zip.
+    assert timeline.count(">Downloaded<") == 4
+
+
+def test_a_scan_without_a_signature_needs_a_second_explicit_click(staff, sent):
+    letter_id = sent["letter_id"]
+    cid = sent["signers"][1]["counterpart_id"]
+    blank = blank_pdf(staff, letter_id, cid)
+    page = staff.get(f"/letters/{letter_id}")
+    chair_only = scan_of(blank, signed_by=["Eliot Protsch"], angle=1.2, paper="letter")
+    assert post_scan(staff, page.text, letter_id, cid, chair_only, "chair.pdf").status_code \
+        == 303
+    url = f"/letters/{letter_id}/counterparts/{cid}/upload"
+    review = staff.get(url)
+    assert "No signature was found on John R. Tucker's signature line" in review.text
+    assert "Accept without a signature found" not in review.text
+    first = staff.post(f"{url}/confirm", data=review_form(review.text))
+    assert first.status_code == 422
+    assert "No signature was found on John R. Tucker&#39;s signature line in chair.pdf" in \
+        first.text
+    tree = lxml_html.fromstring(first.text)
+    (message,) = tree.xpath("//p[@id='confirm-error']")
+    assert message.get("data-focus-on-load") is not None
+    (accept,) = tree.xpath("//button[@name='accept_without_ink']")
+    assert accept.text_content() == "Accept without a signature found"
+    assert "0 of 2 signed" in staff.get(f"/letters/{letter_id}").text
+    second = staff.post(f"{url}/confirm", data=review_form(first.text,
+                                                           accept_without_ink="yes"))
+    assert second.status_code == 303
+    shown = staff.get(second.headers["Location"]).text
+    assert "1 of 2 signed" in shown
+    assert "accepted without a signature found</strong> by counsel@example.com" in shown
+    assert "On paper, recorded by counsel@example.com, accepted without a signature found" in \
+        shown  # the timeline
+
+
+def test_a_scan_is_discarded_or_undone_from_the_page(staff, sent, execution_state):
+    letter_id = sent["letter_id"]
+    cid = sent["signers"][1]["counterpart_id"]
+    blank = blank_pdf(staff, letter_id, cid)
+    page = staff.get(f"/letters/{letter_id}")
+    scan = scan_of(blank, signed_by=["John R. Tucker"])
+    url = f"/letters/{letter_id}/counterparts/{cid}/upload"
+    post_scan(staff, page.text, letter_id, cid, scan, "first.pdf")
+    review = staff.get(url)
+    discarded = staff.post(f"{url}/discard", data={
+        "csrf_token": csrf_token(review.text),
+        "document_id": review_form(review.text)["document_id"]})
+    shown = staff.get(discarded.headers["Location"]).text
+    assert "The scan of John R. Tucker&#39;s counterpart was discarded; it did not count." in \
+        shown
+    assert "Paper copy discarded" in shown and "Review the scan" not in shown
+
+    post_scan(staff, page.text, letter_id, cid, scan, "second.pdf")
+    staff.post(f"{url}/confirm", data=review_form(staff.get(url).text))
+    signed_page = staff.get(f"/letters/{letter_id}").text
+    assert "1 of 2 signed" in signed_page
+    undone = staff.post(f"{url}/undo", data={"csrf_token": csrf_token(signed_page)})
+    shown = staff.get(undone.headers["Location"]).text
+    assert ("The paper upload of John R. Tucker&#39;s counterpart was undone; it is open to "
+            "sign again.") in shown
+    assert "0 of 2 signed" in shown and "Paper upload undone" in shown
+    assert "John R. Tucker: the scan second.pdf no longer counts" in shown
+    state = execution_state(letter_id)
+    assert state["letter"] == "out_for_signature"
+    assert [status for _, status, *_ in state["counterparts"]] == ["ready", "ready"]
+
+
+def test_the_signing_order_is_overridden_on_the_page_with_a_reason(staff, make_letter,
+                                                                   send_letter,
+                                                                   reference_terms):
+    letter_id = make_letter(reference_terms)
+    cid = send_letter(letter_id, signing_order=True)["signers"][1]["counterpart_id"]
+    blank = blank_pdf(staff, letter_id, cid)
+    page = staff.get(f"/letters/{letter_id}")
+    post_scan(staff, page.text, letter_id, cid, scan_of(blank, signed_by=["John R. Tucker"]))
+    url = f"/letters/{letter_id}/counterparts/{cid}/upload"
+    review = staff.get(url)
+    assert "Eliot Protsch must sign before John R. Tucker" in review.text
+    refused = staff.post(f"{url}/confirm", data=review_form(review.text))
+    assert refused.status_code == 409 and "override the order and give a reason" in \
+        refused.text
+    counted = staff.post(f"{url}/confirm", data=review_form(
+        refused.text, override_order="yes", reason="The chair signs next week"))
+    assert counted.status_code == 303
+    shown = staff.get(counted.headers["Location"]).text
+    assert "signing order overridden by counsel@example.com: “The chair signs next week”" in \
+        shown
 
 
 def test_void_from_the_letter_page(staff, signer, sent, execution_state):
@@ -314,12 +504,14 @@ def test_void_from_the_letter_page(staff, signer, sent, execution_state):
 
 def test_downloads_before_execution_are_refused(staff, sent):
     letter_id = sent["letter_id"]
+    token = csrf_token(staff.get(f"/letters/{letter_id}").text)
     for url in (f"/letters/{letter_id}/executed.pdf", f"/letters/{letter_id}/counterparts.zip",
                 f"/letters/{letter_id}/counterparts/{sent['signers'][0]['counterpart_id']}"
                 "/signed.pdf"):
-        response = staff.get(url)
+        response = staff.post(url, data={"csrf_token": token})
         assert response.status_code == 409, url
-    assert staff.get(f"/letters/{letter_id}/counterparts/999999/blank.pdf").status_code == 404
+    assert staff.post(f"/letters/{letter_id}/counterparts/999999/blank.pdf",
+                      data={"csrf_token": token}).status_code == 404
 
 
 # --- verify ------------------------------------------------------------------------------
@@ -328,7 +520,7 @@ def test_the_verify_page_answers_in_words(app, client, api, sent):
     for signer_answer in sent["signers"]:
         client.post(f"/api/sign/{signer_answer['token']}", json={
             "consent": True, "signature": {"type": "typed", "text": "Signed"}})
-    executed = client.get(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api).data
+    executed = client.post(f"/api/letters/{sent['letter_id']}/executed.pdf", headers=api).data
     visitor = app.test_client()
     form = visitor.get("/verify")
     assert form.status_code == 200 and 'type="file"' in form.text

@@ -123,3 +123,21 @@ def test_links_that_cannot_be_renewed_say_why(client, api, sent):
     voided = client.post(url, headers=api)
     assert voided.status_code == 409
     assert "voided; its links cannot be renewed. Send the letter again" in voided.json["error"]
+
+
+def test_a_renewed_link_is_sent_once_the_mail_server_accepts_it(app, client, api, sent,
+                                                                 smtp_inbox):
+    port, inbox = smtp_inbox
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_STARTTLS=False)
+    letter_id = sent["letter_id"]
+    company = sent["signers"][0]  # the one with an email address
+    _expire(app, letter_id)
+    renewed = client.post(f"/api/letters/{letter_id}/counterparts/"
+                          f"{company['counterpart_id']}/link", headers=api, json={})
+    assert renewed.status_code == 201, renewed.text
+    assert renewed.json["emails"]["sent"] == ["Eliot Protsch <eliot@capstone.test>"]
+    assert renewed.json["signer"]["status"] == "sent" and renewed.json["signer"]["emailed_at"]
+    (message,) = inbox.messages
+    assert renewed.json["link"] in message.get_payload(decode=True).decode()
+    expires = dt.datetime.fromisoformat(renewed.json["expires_at"])
+    assert dt.timedelta(days=29, hours=23) < expires - utcnow() <= dt.timedelta(days=30)
