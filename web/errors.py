@@ -82,13 +82,13 @@ def _readable_size(count: int) -> str:
     return f"{count / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
 
 
-def _answer(code: int, message: str, **extra: str) -> Response:
+def _answer(status: int, message: str, **extra: str) -> Response:
     if wants_json():
         response = jsonify(error=message, **extra)
     else:
         response = make_response(render_template(
-            "error.html", code=code, title=TITLES.get(code, "Error"), message=message))
-    response.status_code = code
+            "error.html", code=status, title=TITLES.get(status, "Error"), message=message))
+    response.status_code = status
     return response
 
 

@@ -21,6 +21,8 @@ EVENT_LABELS = {
     "signed": "Signed",
     "declined": "Declined",
     "uploaded": "Paper copy uploaded",
+    "upload_discarded": "Paper copy discarded",
+    "upload_undone": "Paper upload undone",
     "voided": "Voided",
     "executed": "Fully executed",
     "downloaded": "Downloaded",
@@ -117,10 +119,21 @@ def describe_event(event_type: str, detail: dict[str, Any]) -> str:
         method = detail["method"]
         if method == "paper":
             recorded_by = detail.get("recorded_by")
-            return "On paper" + (f", recorded by {recorded_by}" if recorded_by else "")
+            text = "On paper" + (f", recorded by {recorded_by}" if recorded_by else "")
+            if detail.get("ink") == "accepted_without_ink":
+                text += ", accepted without a signature found"
+            if detail.get("order_override_reason"):
+                text += f", out of order: {detail['order_override_reason']}"
+            return text
         return f"{str(method).capitalize()} signature"
     if event_type == "uploaded" and detail.get("file"):
-        return f"Scan {detail['file']}"
+        waiting = ", waiting for review" if detail.get("pending") else ""
+        return f"Scan {detail['file']}{waiting}"
+    if event_type == "upload_undone" and detail.get("signer"):
+        scan = f"the scan {detail['file']}" if detail.get("file") else "the scan"
+        return f"{detail['signer']}: {scan} no longer counts"
+    if event_type == "upload_discarded" and detail.get("signer"):
+        return f"{detail['signer']}: the scan waiting for review was set aside"
     if event_type in ("executed", "downloaded") and detail.get("document"):
         return str(detail["document"])
     reason = detail.get("reason")

@@ -172,8 +172,11 @@ def show(letter_id: int) -> tuple[str, int]:
 
 
 def render_letter(letter_id: int, number: int | None = None, *,
-                  send_form: SendForm | None = None, status: int = 200) -> tuple[str, int]:
-    """Render the letter page; ``send_form`` shows the signing form as posted, with errors."""
+                  send_form: SendForm | None = None, upload_error: dict[str, Any] | None = None,
+                  status: int = 200) -> tuple[str, int]:
+    """Render the letter page; ``send_form`` shows the signing form as posted, with errors;
+    ``upload_error`` (counterpart_id, message, signed_on) shows a refused paper upload by its
+    signer's upload control."""
     with get_db().transaction() as session:
         expire_links(session)  # links past their date read "expired", in the record too
         letter = letter_detail(session, letter_id, number)
@@ -196,6 +199,7 @@ def render_letter(letter_id: int, number: int | None = None, *,
                            pages=pages, pending=pending,
                            terms=terms_sections(spec, version["terms"]),
                            envelope=envelope, send_form=send_form,
+                           upload_error=upload_error,
                            issued=issued_links(letter_id)), status
 
 

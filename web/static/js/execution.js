@@ -1,5 +1,6 @@
 // The letter page's signing links: a "Copy" button beside each link shown after sending.
 // Without JavaScript (or without clipboard access) the link stays in a read-only box to select.
+// A refused paper upload's message is brought into view and focused.
 (function () {
   "use strict";
 
@@ -32,4 +33,12 @@
   document.querySelectorAll("[data-signing-link]").forEach(function (input) {
     input.addEventListener("focus", function () { input.select(); });
   });
+
+  // A refused upload or confirmation: its message sits by the control that was used; bring it
+  // into view and give it the focus, so it is read where the person is looking.
+  var refusal = document.querySelector("[data-focus-on-load]");
+  if (refusal) {
+    refusal.scrollIntoView({ block: "center" });
+    refusal.focus({ preventScroll: true });
+  }
 })();
