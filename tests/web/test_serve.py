@@ -10,6 +10,7 @@ import time
 import httpx
 from serving import ServerProcess
 
+from web import create_app
 from web.testing import csrf_token
 
 SLOW_CONNECTIONS = 110  # more than waitress's 100 connections in all
@@ -98,3 +99,18 @@ def test_forwarded_headers_are_ignored_without_a_proxy(data_dir, database_url):
                              timeout=15)
         with other:
             assert _failed_sign_in(other, server.url, {}).status_code == 401
+
+
+def test_the_app_applies_forwarded_headers_only_when_its_server_does_not(app_config):
+    """Under another WSGI server ProxyFix reads the headers; ``counterpart serve`` turns it
+    off (PROXY_FIX=False) because waitress has applied them already, from its proxy only."""
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"}
+    for proxy_fix, scheme_seen in ((True, True), (False, False)):
+        app = create_app({**app_config, "PROXY_COUNT": 1, "PROXY_FIX": proxy_fix})
+        try:
+            page = app.test_client().get("/sign-in", headers=forwarded)
+        finally:
+            app.extensions["counterpart.documents"].close()
+            app.extensions["counterpart.db"].dispose()
+        assert page.status_code == 200
+        assert ("Strict-Transport-Security" in page.headers) is scheme_seen
