@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from .audit import verify_chain
 from .db import Database
@@ -58,8 +58,8 @@ def _libpq_target(database: Database) -> tuple[str, dict[str, str]]:
     env = dict(os.environ)
     if url.password is not None:
         env["PGPASSWORD"] = str(url.password)
-    address = url.set(drivername="postgresql", password=None).render_as_string(
-        hide_password=False)
+    address = URL.create("postgresql", username=url.username, host=url.host, port=url.port,
+                         database=url.database, query=url.query).render_as_string()
     return address, env
 
 

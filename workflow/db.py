@@ -11,6 +11,7 @@ tightened to it), and the SQLite database 0600 before SQLite first opens it, so 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +52,26 @@ def database_url_for(data_dir: Path, url: str | None = None) -> str:
     return url or f"sqlite:///{Path(data_dir).resolve() / 'counterpart.db'}"
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _make_private_database(database_file: Path) -> None:
+    """Make the database file 0600 before SQLite opens it: SQLite gives its -wal and -shm files
+    the database's own mode. Files left readable by an older version are tightened too."""
+    make_private_file(database_file)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = Path(f"{database_file}{suffix}")
+        if companion.exists():
+            make_private_file(companion)
+
+
+def _configure_sqlite(engine: Engine, database_file: Path) -> None:
+    made_private = threading.Event()
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(*_args: Any) -> None:
+        # On the first connection, not when the Database is made: making one creates nothing.
+        if not made_private.is_set():
+            _make_private_database(database_file)
+            made_private.set()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own is deferred).
@@ -85,18 +105,12 @@ class Database:
                 raise ValueError("Use a SQLite file, not an in-memory database.")
             database_file = Path(parsed.database)
             database_file.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
-            # SQLite gives its -wal and -shm files the database's mode: make that 0600 first.
-            make_private_file(database_file)
-            for suffix in ("-wal", "-shm", "-journal"):
-                companion = Path(f"{database_file}{suffix}")
-                if companion.exists():
-                    make_private_file(companion)
             kwargs["poolclass"] = NullPool
         else:
             kwargs["pool_pre_ping"] = True
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, Path(str(parsed.database)))
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
