@@ -2,7 +2,9 @@
 
 Prints a table: .docx render; PDF with the long-lived converter against a fresh
 ``soffice --convert-to pdf`` per file (the baseline); a 100-letter batch with LibreOffice
-start-up included; signing one counterpart; assembling and sealing a two-signer letter.
+start-up included; signing one counterpart (the letter rendered again with the date of
+signing, converted by the warm LibreOffice, stamped and stored); assembling and sealing a
+two-signer letter (the conformed copy rendered and converted too).
 Not a test: the machine is noisy, so read the ratios.
 """
 
@@ -24,8 +26,11 @@ from workflow.schema import load_template, sample_terms, validate_terms
 TARGET_RENDER_S = 0.050
 TARGET_WARM_SPEEDUP = 10.0
 TARGET_BATCH_PER_LETTER_S = 0.15
-TARGET_SIGN_S = 0.200
-TARGET_ASSEMBLY_S = 0.600
+# Signing and assembly each convert the letter once with the warm LibreOffice: their targets
+# are that conversion, as measured in the same run, plus a budget for the rest (render, stamp
+# and store; for assembly also the certificate, the merge and the seal).
+TARGET_SIGN_EXTRA_S = 0.250
+TARGET_ASSEMBLY_EXTRA_S = 0.600
 
 
 def median_time(action, runs: int) -> float:
@@ -51,8 +56,12 @@ def write_batch_csv(path: Path, spec, count: int) -> None:
             writer.writerow(row)
 
 
-def bench_execution(work: Path, spec, terms) -> list[tuple[str, str, str, str]]:
-    """Time signing one counterpart and assembling and sealing a two-signer letter."""
+def bench_execution(work: Path, spec, terms, warm_s: float) -> list[tuple[str, str, str, str]]:
+    """Time signing one counterpart and assembling and sealing a two-signer letter.
+
+    Both convert with one warm LibreOffice, as the web app's does; starting it is not timed.
+    ``warm_s`` is one warm conversion in this run, which each target includes.
+    """
     from workflow import envelopes
     from workflow.db import open_database
     from workflow.letters import create_letter, generate_document, pending_documents
@@ -63,13 +72,13 @@ def bench_execution(work: Path, spec, terms) -> list[tuple[str, str, str, str]]:
     staff = envelopes.Actor("bench@example.com", "127.0.0.1", "bench")
     signature = {"type": "typed", "text": "Eliot Protsch"}
     runs = 9
-    with PdfConverter(processes=1) as converter:
-        with database.transaction() as session:
-            letter_ids = [create_letter(session, spec.name, sample_terms(spec), None).id
-                          for _ in range(runs + 1)]
-            pending = pending_documents(session)
-        for document_id in pending:
-            generate_document(database, document_id, converter)
+    converter = PdfConverter(processes=1)
+    with database.transaction() as session:
+        letter_ids = [create_letter(session, spec.name, sample_terms(spec), None).id
+                      for _ in range(runs + 1)]
+        pending = pending_documents(session)
+    for document_id in pending:
+        generate_document(database, document_id, converter)
 
     def send(letter_id: int) -> tuple[str, list[str]]:
         with database.transaction() as session:
@@ -79,27 +88,37 @@ def bench_execution(work: Path, spec, terms) -> list[tuple[str, str, str, str]]:
     def sign(token: str) -> bool:
         with database.transaction() as session:
             return envelopes.sign_counterpart(session, token, consent=True,
-                                              signature=signature, actor=staff)[1]
+                                              signature=signature, actor=staff,
+                                              time_zone="America/Los_Angeles",
+                                              converter=converter)[1]
 
     sign_times, assembly_times = [], []
-    for letter_id in letter_ids[:runs]:
-        envelope_id, tokens = send(letter_id)
-        started = time.perf_counter()
-        sign(tokens[0])
-        sign_times.append(time.perf_counter() - started)
-        sign(tokens[1])
-        started = time.perf_counter()
-        assert envelopes.assemble_envelope(database, envelope_id, sealer) is not None
-        assembly_times.append(time.perf_counter() - started)
-    database.dispose()
+    try:
+        for letter_id in letter_ids[:runs]:
+            envelope_id, tokens = send(letter_id)
+            started = time.perf_counter()
+            sign(tokens[0])
+            sign_times.append(time.perf_counter() - started)
+            sign(tokens[1])
+            started = time.perf_counter()
+            assert envelopes.assemble_envelope(database, envelope_id, sealer,
+                                               converter) is not None
+            assembly_times.append(time.perf_counter() - started)
+    finally:
+        converter.close()
+        database.dispose()
     sign_s, assembly_s = statistics.median(sign_times), statistics.median(assembly_times)
+    sign_target = warm_s + TARGET_SIGN_EXTRA_S
+    assembly_target = warm_s + TARGET_ASSEMBLY_EXTRA_S
     return [
-        (f"sign one counterpart: stamp and store (median of {runs})",
-         f"{sign_s * 1000:.0f} ms", f"< {TARGET_SIGN_S * 1000:.0f} ms",
-         "met" if sign_s < TARGET_SIGN_S else "MISSED"),
-        (f"assemble and seal a two-signer letter (median of {runs})",
-         f"{assembly_s * 1000:.0f} ms", f"< {TARGET_ASSEMBLY_S * 1000:.0f} ms",
-         "met" if assembly_s < TARGET_ASSEMBLY_S else "MISSED"),
+        (f"sign one counterpart: render, convert, stamp, store (median of {runs})",
+         f"{sign_s * 1000:.0f} ms",
+         f"< PDF + {TARGET_SIGN_EXTRA_S * 1000:.0f} ms = {sign_target * 1000:.0f} ms",
+         "met" if sign_s < sign_target else "MISSED"),
+        (f"assemble (conformed copy converted) and seal two signers (median of {runs})",
+         f"{assembly_s * 1000:.0f} ms",
+         f"< PDF + {TARGET_ASSEMBLY_EXTRA_S * 1000:.0f} ms = {assembly_target * 1000:.0f} ms",
+         "met" if assembly_s < assembly_target else "MISSED"),
     ]
 
 
@@ -147,7 +166,7 @@ def main() -> int:
                      f"< {TARGET_BATCH_PER_LETTER_S * 1000:.0f} ms/letter",
                      "met" if per_letter < TARGET_BATCH_PER_LETTER_S else "MISSED"))
 
-        rows.extend(bench_execution(work, spec, terms))
+        rows.extend(bench_execution(work, spec, terms, warm_s))
 
     widths = [max(len(r[i]) for r in rows + [("step", "time", "target", "result")])
               for i in range(4)]
