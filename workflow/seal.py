@@ -446,11 +446,13 @@ def _over_limits(pdf: bytes, limits: CheckLimits) -> SealCheck | None:
     for stream_number, _index in in_streams.values():
         per_stream[stream_number] = per_stream.get(stream_number, 0) + 1
     crowded = max(per_stream.values(), default=0)
+    root: Any = None
+    pages: Any = None
     try:
         root = reader.trailer["/Root"].get_object()
         pages = root["/Pages"].get_object().get("/Count")
     except Exception:
-        root, pages = None, None
+        pass
     if isinstance(pages, int) and pages > limits.pages:
         return _refused("pages", f"it declares {pages:,} pages, more than the "
                                  f"{limits.pages:,} checked")
