@@ -17,7 +17,6 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
-    make_response,
     redirect,
     render_template,
     request,
@@ -46,7 +45,7 @@ from .auth import public
 from .database import get_db
 from .downloads import require_post, send_document
 from .execution import assemble_quietly, letter_title, sign_through_link, signer_actor
-from .previews import get_previews
+from .previews import get_previews, send_page_picture
 
 __all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document",
            "copy_urls", "send_signer_copy"]
@@ -295,10 +294,7 @@ def page_image(token: str, page: int) -> Response:
     png = get_previews().png(sha, page, lambda: _blob(sha), color=True)
     if png is None:
         abort(404, f"The letter has no page {page}.")
-    response = make_response(png)
-    response.mimetype = "image/png"
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
+    return send_page_picture(png)
 
 
 @bp.get("/sign/<token>/letter.pdf")
