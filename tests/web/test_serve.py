@@ -8,9 +8,11 @@ import socket
 import time
 
 import httpx
+import pytest
 from serving import ServerProcess
 
 from web import create_app
+from web.config import ConfigError, config_from_env
 from web.testing import csrf_token
 
 SLOW_CONNECTIONS = 110  # more than waitress's 100 connections in all
@@ -114,3 +116,12 @@ def test_the_app_applies_forwarded_headers_only_when_its_server_does_not(app_con
             app.extensions["counterpart.db"].dispose()
         assert page.status_code == 200
         assert ("Strict-Transport-Security" in page.headers) is scheme_seen
+
+
+def test_the_trusted_proxy_is_an_address_written_one_way():
+    assert config_from_env({})["TRUSTED_PROXY"] == "127.0.0.1"
+    for written, read in (("10.0.0.5", "10.0.0.5"), ("[::1]", "::1"),
+                          ("0:0:0:0:0:0:0:1", "::1"), ("*", "*")):
+        assert config_from_env({"COUNTERPART_TRUSTED_PROXY": written})["TRUSTED_PROXY"] == read
+    with pytest.raises(ConfigError, match="COUNTERPART_TRUSTED_PROXY must be an IP address"):
+        config_from_env({"COUNTERPART_TRUSTED_PROXY": "proxy.internal"})
