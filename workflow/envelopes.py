@@ -76,7 +76,8 @@ __all__ = [
     "MAX_UPLOAD_BYTES", "record_delivery", "signer_document", "link_shows_letter",
     "signer_time_zone", "PaperChoices", "PendingScan", "stage_paper_counterpart",
     "pending_paper_upload", "confirm_paper_counterpart", "discard_paper_upload",
-    "undo_paper_counterpart",
+    "undo_paper_counterpart", "CheckedScan", "check_paper_scan", "paper_scan_target",
+    "pending_scan_bytes",
 ]
 
 ROLES = ("company", "executive", "witness", "other")
@@ -672,17 +673,53 @@ class PendingScan:
 
 
 @dataclass(frozen=True)
-class _Examined:
-    """An upload that passed the file checks, and what comparing it with the blank found."""
+class CheckedScan:
+    """A scan that passed the file checks, and what comparing it with the blank found.
 
+    Made by :func:`check_paper_scan` outside any transaction (it takes a second or two), then
+    handed to the function that records the upload.
+    """
+
+    signer: str
+    sha256: str
     processing_pdf: bytes
+    """The upload itself, or its readable copy (header first, decrypted)."""
     check: paper.ScanCheck
 
 
+def paper_scan_target(session: Session, letter_id: int, counterpart_id: int
+                      ) -> tuple[bytes, str]:
+    """Return the letter PDF a counterpart was sent with and its signer's name: what a scan
+    for it is checked against."""
+    counterpart = counterpart_of(session, letter_id, counterpart_id)
+    return letter_pdf_for(session, counterpart.envelope), counterpart.name
+
+
+def check_paper_scan(letter_pdf: bytes, signer_name: str, data: bytes, filename: str, *,
+                     max_bytes: int = MAX_UPLOAD_BYTES) -> CheckedScan:
+    """Check a scan of a counterpart: a readable PDF with the page count of the letter or one
+    page, then its signature page against the blank's for the signer's ink.
+
+    Untrusted bytes are read and drawn in limited child processes. Raises DocumentError naming
+    the file; what the ink check found is in the answer, for the caller to act on.
+    """
+    name = pdfs.display_name(filename)
+    letter_pages = pdfs.page_count(letter_pdf)
+    upload = pdfs.read_upload(data, filename=filename, allowed_page_counts={letter_pages, 1},
+                              max_bytes=max_bytes)
+    spot = pdfs.find_signature_spot(letter_pdf, signer_name)
+    width_pt = spot.page_box[2] - spot.page_box[0]
+    pages = paper.rasterise_upload(upload.pdf, width_px=round(width_pt * paper.PIXELS_PER_POINT),
+                                   name=name)
+    return CheckedScan(signer_name, hashlib.sha256(data).hexdigest(), upload.pdf,
+                       paper.check_scan(letter_pdf, pages, signer_name))
+
+
 def _examine_scan(session: Session, envelope: Envelope, counterpart: Counterpart, data: bytes,
-                  filename: str, max_bytes: int) -> _Examined:
-    """Check a scan for a counterpart: a readable PDF, not the system's own document nor its
-    unsigned pages. Raises DocumentError or ScanCheckError naming the file."""
+                  filename: str, max_bytes: int, checked: CheckedScan | None) -> CheckedScan:
+    """Refuse a scan that is the system's own document or its unsigned pages, and return its
+    checks (made now unless ``checked`` already holds them for these bytes and this signer).
+    Raises DocumentError or ScanCheckError naming the file."""
     name = pdfs.display_name(filename)
     digest = hashlib.sha256(data).hexdigest()
     copy = paper.system_copy_of(session, digest)
@@ -694,21 +731,15 @@ def _examine_scan(session: Session, envelope: Envelope, counterpart: Counterpart
         raise ScanCheckError(f"{name} is {what}, not a scan of a counterpart signed on paper. "
                              f"Upload the scan of the pages {counterpart.name} signed.",
                              "unsigned_copy")
-    letter_pdf = letter_pdf_for(session, envelope)
-    letter_pages = pdfs.page_count(letter_pdf)
-    upload = pdfs.read_upload(data, filename=filename, allowed_page_counts={letter_pages, 1},
-                              max_bytes=max_bytes)
-    spot = pdfs.find_signature_spot(letter_pdf, counterpart.name)
-    width_pt = spot.page_box[2] - spot.page_box[0]
-    pages = paper.rasterise_upload(upload.pdf, width_px=round(width_pt * paper.PIXELS_PER_POINT),
-                                   name=name)
-    check = paper.check_scan(letter_pdf, pages, counterpart.name)
-    if check.unchanged:
+    if checked is None or checked.sha256 != digest or checked.signer != counterpart.name:
+        checked = check_paper_scan(letter_pdf_for(session, envelope), counterpart.name, data,
+                                   filename, max_bytes=max_bytes)
+    if checked.check.unchanged:
         raise ScanCheckError(
             f"{name} is the unsigned counterpart: its signature page has nothing written on it "
             f"that the blank counterpart does not have. Upload the scan of the pages "
             f"{counterpart.name} signed.", "unsigned_copy")
-    return _Examined(upload.pdf, check)
+    return checked
 
 
 def _ink_refusal(name: str, counterpart: Counterpart, check: paper.ScanCheck) -> ScanCheckError:
@@ -749,7 +780,8 @@ def _check_paper_open(session: Session, counterpart: Counterpart, envelope: Enve
 
 
 def _count_paper(session: Session, envelope: Envelope, counterpart: Counterpart, *,
-                 original: Document, examined: _Examined, filename: str, choices: PaperChoices,
+                 original: Document, examined: CheckedScan, filename: str,
+                 choices: PaperChoices,
                  signed_on: dt.date, uploaded_at: dt.datetime, actor: Actor,
                  now: dt.datetime) -> bool:
     """Count a checked scan as the signer's signature; return whether all are now signed."""
@@ -810,12 +842,15 @@ def _same_paper_upload(counterpart: Counterpart, digest: str) -> bool:
 def upload_paper_counterpart(session: Session, letter_id: int, counterpart_id: int,
                              data: bytes, filename: str, actor: Actor, *,
                              choices: PaperChoices, max_bytes: int = MAX_UPLOAD_BYTES,
-                             now: dt.datetime | None = None) -> tuple[Counterpart, bool, bool]:
+                             checked: CheckedScan | None = None, now: dt.datetime | None = None
+                             ) -> tuple[Counterpart, bool, bool]:
     """Record a counterpart signed on paper from its scanned PDF, in one step.
 
     The scan counts when its checks pass (:mod:`workflow.paper`): it is not the system's own
     document or its unsigned pages, the signer's line has ink (or ``choices`` accepts it
     without), and the signing order allows it (or ``choices`` overrides it with a reason).
+    ``checked`` is :func:`check_paper_scan`'s answer for these bytes, made before the
+    transaction so that it is not held open meanwhile; without it the checks run here.
     Returns the counterpart, whether this upload was new (the same file again is one upload),
     and whether every counterpart is now signed.
     """
@@ -828,7 +863,8 @@ def upload_paper_counterpart(session: Session, letter_id: int, counterpart_id: i
     _check_paper_open(session, counterpart, envelope, now)
     signed_on = _signed_on(session, envelope, choices.signed_on, now)
     _order_override(counterpart, envelope, choices)
-    examined = _examine_scan(session, envelope, counterpart, data, filename, max_bytes)
+    examined = _examine_scan(session, envelope, counterpart, data, filename, max_bytes,
+                             checked)
     replaced = counterpart.pending_document_id
     original = _store_document(session, envelope, "scanned_counterpart", data,
                                _counterpart_filename(envelope, counterpart, "scan"))
@@ -846,13 +882,15 @@ def upload_paper_counterpart(session: Session, letter_id: int, counterpart_id: i
 
 def stage_paper_counterpart(session: Session, letter_id: int, counterpart_id: int, data: bytes,
                             filename: str, actor: Actor, *, signed_on: Any,
-                            max_bytes: int = MAX_UPLOAD_BYTES, now: dt.datetime | None = None
-                            ) -> PendingScan:
+                            max_bytes: int = MAX_UPLOAD_BYTES,
+                            checked: CheckedScan | None = None,
+                            now: dt.datetime | None = None) -> PendingScan:
     """Store a scan uploaded on the letter page for staff to review; it does not count yet.
 
     The file checks run now (a copy of the system's documents or the unsigned pages is refused
-    at once); the ink check's finding is kept with the upload for the preview. A scan already
-    waiting for the counterpart is replaced (both stay stored).
+    at once; ``checked`` as for :func:`upload_paper_counterpart`); the ink check's finding is
+    kept with the upload for the preview. A scan already waiting for the counterpart is
+    replaced (both stay stored).
     """
     now = now or utcnow()
     counterpart = counterpart_of(session, letter_id, counterpart_id)
@@ -860,7 +898,8 @@ def stage_paper_counterpart(session: Session, letter_id: int, counterpart_id: in
     session.refresh(counterpart)
     _check_paper_open(session, counterpart, envelope, now)
     day = _signed_on(session, envelope, signed_on, now)
-    examined = _examine_scan(session, envelope, counterpart, data, filename, max_bytes)
+    examined = _examine_scan(session, envelope, counterpart, data, filename, max_bytes,
+                             checked)
     replaced = counterpart.pending_document_id
     document = _store_document(session, envelope, "scanned_counterpart", data,
                                _counterpart_filename(envelope, counterpart, "scan"))
@@ -908,10 +947,12 @@ def pending_paper_upload(session: Session, letter_id: int, counterpart_id: int
 
 def confirm_paper_counterpart(session: Session, letter_id: int, counterpart_id: int,
                               actor: Actor, *, document_id: int, choices: PaperChoices,
+                              checked: CheckedScan | None = None,
                               now: dt.datetime | None = None) -> tuple[Counterpart, bool]:
     """Count the scan awaiting confirmation as the signer's signature on paper.
 
-    The checks run again on the stored scan, as :func:`upload_paper_counterpart` runs them.
+    The checks run again on the stored scan, as :func:`upload_paper_counterpart` runs them
+    (``checked`` likewise, from :func:`pending_scan_bytes` and :func:`check_paper_scan`).
     ``document_id`` must be the scan the staff member reviewed (a newer upload replaces it).
     Returns the counterpart and whether every counterpart is now signed.
     """
@@ -932,12 +973,23 @@ def confirm_paper_counterpart(session: Session, letter_id: int, counterpart_id: 
     assert original is not None
     signed_on = _signed_on(session, envelope, choices.signed_on, now)
     examined = _examine_scan(session, envelope, counterpart, document_bytes(session, original),
-                             pending.filename, MAX_UPLOAD_BYTES)
+                             pending.filename, MAX_UPLOAD_BYTES, checked)
     all_signed = _count_paper(session, envelope, counterpart, original=original,
                               examined=examined, filename=pending.filename, choices=choices,
                               signed_on=signed_on, uploaded_at=pending.uploaded_at,
                               actor=actor, now=now)
     return counterpart, all_signed
+
+
+def pending_scan_bytes(session: Session, letter_id: int, counterpart_id: int
+                       ) -> tuple[bytes, str] | None:
+    """Return the bytes and file name of the scan awaiting review, if any, to check it."""
+    pending = pending_paper_upload(session, letter_id, counterpart_id)
+    if pending is None:
+        return None
+    document = session.get(Document, pending.document_id)
+    assert document is not None
+    return document_bytes(session, document), pending.filename
 
 
 def discard_paper_upload(session: Session, letter_id: int, counterpart_id: int, actor: Actor,

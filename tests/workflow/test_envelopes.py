@@ -34,7 +34,13 @@ from workflow.errors import (
     SigningOrderError,
     StateError,
 )
-from workflow.letters import create_letter, generate_document, pending_documents, revise_terms
+from workflow.letters import (
+    create_letter,
+    generate_document,
+    pending_documents,
+    revise_terms,
+    store_blob,
+)
 from workflow.models import Counterpart, Document, Envelope, Letter
 from workflow.pdfs import PaperSignature, extract_pages, find_signature_spot, stamp_signatures
 from workflow.render import ordinal_day
@@ -567,6 +573,30 @@ def test_paper_counterparts(database, letter_id, sealer):
     assert [s["method"] for s in record["envelope"]["signers"]] == ["typed", "paper"]
     assert record["chain"]["ok"]
     assert len(pypdf.PdfReader(io.BytesIO(executed)).pages) >= 6
+
+
+def test_the_systems_own_documents_are_not_signed_scans(database, letter_id):
+    envelope_id, (company, _) = send(database, letter_id)
+    sign(database, company)
+    with database.transaction() as session:
+        envelope = session.get(Envelope, envelope_id)
+        stamped = env.document_bytes(session, session.get(
+            Document, envelope.counterparts[0].signed_document_id))
+        executive_id = envelope.counterparts[1].id
+        # An executed PDF of this system, stored as the assembly stores one.
+        executed = b"%PDF-1.7\n% an executed letter\n"
+        session.add(Document(letter_id=letter_id, version_id=envelope.version_id,
+                             kind="executed_pdf", status="ready",
+                             blob_sha256=store_blob(session, executed), size=len(executed),
+                             media_type="application/pdf", filename="executed.pdf"))
+    for data, name, message in (
+            (stamped, "stamped.pdf", "stamped.pdf is a counterpart this system stamped when it "
+                                     "was signed online"),
+            (executed, "sealed.pdf", "sealed.pdf is an executed PDF this system sealed")):
+        with pytest.raises(ScanCheckError, match=message) as refused:
+            upload_paper(database, letter_id, executive_id, data, name)
+        assert refused.value.code == "unsigned_copy"
+    assert counterpart_row(database, executive_id).status == "ready"
 
 
 def test_no_ink_on_the_signers_line_is_refused_until_staff_accept_it(database, letter_id):

@@ -37,6 +37,7 @@ from ..execution import (
     staff_actor,
     upload_limit,
 )
+from ..letters.paper import check_upload
 from ..letters.records import iso
 from . import bp
 from .views import json_body
@@ -226,10 +227,11 @@ def upload(letter_id: int, counterpart_id: int) -> tuple[Response, int]:
                            accept_without_ink=_flag("confirm"),
                            override_order=_flag("override_order"),
                            reason=request.form.get("reason"))
+    checked = check_upload(letter_id, counterpart_id, data, filename, upload_limit())
     with get_db().transaction() as session:
         counterpart, new, all_signed = upload_paper_counterpart(
             session, letter_id, counterpart_id, data, filename, staff_actor(),
-            choices=choices, max_bytes=upload_limit())
+            choices=choices, max_bytes=upload_limit(), checked=checked)
         envelope_id = counterpart.envelope_id
     if all_signed:
         assemble_quietly(envelope_id)

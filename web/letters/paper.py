@@ -17,13 +17,17 @@ from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
 from workflow.envelopes import (
+    CheckedScan,
     PaperChoices,
     PendingScan,
+    check_paper_scan,
     confirm_paper_counterpart,
     counterpart_of,
     discard_paper_upload,
     letter_pdf_for,
+    paper_scan_target,
     pending_paper_upload,
+    pending_scan_bytes,
     stage_paper_counterpart,
     undo_paper_counterpart,
 )
@@ -37,7 +41,16 @@ from ..database import get_db
 from ..execution import assemble_quietly, staff_actor, upload_limit
 from . import bp
 
-__all__ = ["status_of"]
+__all__ = ["status_of", "check_upload"]
+
+
+def check_upload(letter_id: int, counterpart_id: int, data: bytes, filename: str,
+                 max_bytes: int) -> CheckedScan:
+    """Check a scan for a counterpart before the transaction that records it, so that the
+    second or two this takes holds no lock."""
+    with get_db().transaction() as session:
+        letter_pdf, signer = paper_scan_target(session, letter_id, counterpart_id)
+    return check_paper_scan(letter_pdf, signer, data, filename, max_bytes=max_bytes)
 
 
 def status_of(error: CounterpartError) -> int:
@@ -69,10 +82,11 @@ def upload(letter_id: int, counterpart_id: int) -> Response | tuple[str, int]:
         if len(data) > limit:
             raise CounterpartError(f"{upload_file.filename[:80]} is larger than "
                                    f"{limit // (1024 * 1024)} MB, the largest file accepted.")
+        checked = check_upload(letter_id, counterpart_id, data, upload_file.filename, limit)
         with get_db().transaction() as session:
             stage_paper_counterpart(session, letter_id, counterpart_id, data,
                                     upload_file.filename, staff_actor(), signed_on=signed_on,
-                                    max_bytes=limit)
+                                    max_bytes=limit, checked=checked)
     except NotFoundError:
         raise
     except CounterpartError as exc:
@@ -121,9 +135,14 @@ def confirm_upload(letter_id: int, counterpart_id: int) -> Response | tuple[str,
                            reason=values["reason"])
     try:
         with get_db().transaction() as session:
+            waiting = pending_scan_bytes(session, letter_id, counterpart_id)
+        checked = (check_upload(letter_id, counterpart_id, waiting[0], waiting[1],
+                                len(waiting[0])) if waiting else None)
+        with get_db().transaction() as session:
             counterpart, all_signed = confirm_paper_counterpart(
                 session, letter_id, counterpart_id, staff_actor(),
-                document_id=form.get("document_id", -1, type=int), choices=choices)
+                document_id=form.get("document_id", -1, type=int), choices=choices,
+                checked=checked)
             name, envelope_id = counterpart.name, counterpart.envelope_id
     except NotFoundError:
         raise
