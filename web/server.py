@@ -73,6 +73,8 @@ class ConnectionsPerAddress:
             pass
         now = time.monotonic()
         if now - self._warned.get(address, -WARNING_INTERVAL) >= WARNING_INTERVAL:
+            if len(self._warned) >= 10_000:  # many addresses at once: start counting again
+                self._warned.clear()
             self._warned[address] = now
             log.warning("%s holds %d connections, its share: further ones are closed at once",
                         address, self.limit)
@@ -96,9 +98,10 @@ def create_app_server(app: Any, *, host: str, port: int, threads: int,
     }
     exempt: frozenset[str] = frozenset()
     if proxy_count:
+        # Dropped headers are not logged: anyone could fill the log by sending them.
         options.update(trusted_proxy=trusted_proxy, trusted_proxy_count=proxy_count,
                        trusted_proxy_headers=set(FORWARDED_HEADERS),
-                       log_untrusted_proxy_headers=True)
+                       log_untrusted_proxy_headers=False)
         if trusted_proxy == "*":
             connections_per_address = 0  # every client arrives through some proxy
         else:
