@@ -60,8 +60,11 @@ PIXELS_PER_POINT = 2.0
 # the line's width plus a margin each side (signatures start early and run long).
 INK_BAND_HEIGHT = 50.0
 INK_BAND_MARGIN = 18.0
-# Below the line, ink counts down to just above the printed name.
-INK_BELOW_LINE = 4.0
+# Below the line: some people sign under their printed name, so ink counts down to this far
+# below it (the printed words themselves are not new marks).
+INK_BELOW_NAME = 40.0
+# A run of underscores at least this wide is another signer's line: its band is theirs.
+SIGNATURE_LINE_MIN_WIDTH = 72.0
 # A new mark: at least this dark (0 paper, 1 the darkest print) after a light blur, in a
 # connected patch of at least this many square points.
 MARK_DARKNESS = 0.35
@@ -306,15 +309,19 @@ def ink_region(spot: SignatureSpot) -> Box:
     """Return the band where a signer's ink is looked for, in PDF points on their page."""
     line, name = spot.line_box, spot.name_box
     page = spot.page_box
-    return (max(page[0], line[0] - INK_BAND_MARGIN),
-            max(page[1], line[1] - INK_BELOW_LINE, name[3] + 0.5),
-            min(page[2], line[2] + INK_BAND_MARGIN),
+    return (max(page[0], min(line[0], name[0]) - INK_BAND_MARGIN),
+            max(page[1], name[1] - INK_BELOW_NAME),
+            min(page[2], max(line[2], name[2]) + INK_BAND_MARGIN),
             min(page[3], line[3] + INK_BAND_HEIGHT))
 
 
 def _fill_in_blanks(letter_pdf: bytes, spot: SignatureSpot) -> list[Box]:
-    """Boxes of the other blanks on the signature page ("this ___ day of"): handwriting there
-    is not a signature. Runs of three or more underscores, with room above for the writing."""
+    """Boxes of the other blanks on the signature page: handwriting there is not this signer's.
+
+    Runs of three or more underscores other than this signer's line: a short one is a blank
+    to fill in ("this ___ day of"), with room above for the writing; a long one is another
+    signer's line, with its whole band.
+    """
     document = pdfium.PdfDocument(letter_pdf)
     boxes: list[Box] = []
     try:
@@ -334,7 +341,11 @@ def _fill_in_blanks(letter_pdf: bytes, spot: SignatureSpot) -> list[Box]:
                 box = (min(c[0] for c in chars), min(c[1] for c in chars),
                        max(c[2] for c in chars), max(c[3] for c in chars))
                 if abs(box[1] - spot.line_box[1]) > 1 or abs(box[0] - spot.line_box[0]) > 1:
-                    boxes.append((box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 14))
+                    if box[2] - box[0] >= SIGNATURE_LINE_MIN_WIDTH:
+                        boxes.append((box[0] - INK_BAND_MARGIN, box[1] - 3,
+                                      box[2] + INK_BAND_MARGIN, box[3] + INK_BAND_HEIGHT))
+                    else:
+                        boxes.append((box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 14))
             index = end + 1
         text.close()
         page.close()

@@ -613,20 +613,15 @@ def test_the_a4_case_keeps_the_signing_order_unless_overridden_on_the_record(
     assert "Eliot Protsch must sign before John R. Tucker" in refused.json["error"]
     no_reason = upload(client, api, letter_id, executive, case, override_order="true")
     assert no_reason.status_code == 400 and "reason" in no_reason.json["error"]
-    # Overridden, the scan is checked: its executive's mark lies below the printed name, not
-    # on the signature line, so staff must accept it explicitly.
+    # Overridden with a reason, the scan counts at once: the executive's ink is on it.
     reason = "The chair signs at the next board meeting; the executive leaves today"
-    flagged = upload(client, api, letter_id, executive, case, override_order="true",
-                     reason=reason)
-    assert flagged.status_code == 422 and flagged.json["code"] == "ink_not_found"
-    assert execution_state(letter_id) == before
     accepted = upload(client, api, letter_id, executive, case, override_order="true",
-                      reason=reason, confirm="true")
+                      reason=reason)
     assert accepted.status_code == 201, accepted.text
     paper = accepted.json["counterpart"]["paper"]
     assert paper["order_override_reason"] == reason
     assert paper["order_override_by"] == "counsel@example.com"
-    assert paper["ink"] == "accepted_without_ink"
+    assert paper["ink"] == "found"
     record = client.get(f"/api/letters/{letter_id}/audit", headers=api).json
     signed = [e for e in record["events"] if e["type"] == "signed"][-1]
     assert signed["detail"]["order_override_reason"] == reason

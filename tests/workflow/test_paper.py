@@ -131,13 +131,16 @@ def test_a_page_of_another_document_does_not_match(letter_pdf):
 
 # --- the handed cases -------------------------------------------------------------------------
 
-def test_the_a4_case_has_the_chairs_ink_and_none_on_the_executives_line(letter_pdf):
+def test_the_a4_case_has_ink_for_both_signers_each_in_their_own_block(letter_pdf):
     scan = (CASES / "scan-a4-executive.pdf").read_bytes()
     chair = check(letter_pdf, scan, CHAIR)
     executive = check(letter_pdf, scan, EXECUTIVE)
     assert chair.matched and chair.ink_found
-    # Its second mark lies below the executive's printed name, not on their signature line.
-    assert executive.matched and not executive.ink_found and not executive.unchanged
+    # The executive signed under their printed name, as people do: that is their ink.
+    assert executive.matched and executive.ink_found and not executive.unchanged
+    spot = find_signature_spot(letter_pdf, EXECUTIVE)
+    assert executive.crop_box[3] <= spot.name_box[1] + 1  # found below the name
+    assert chair.crop_box[1] > spot.line_box[3] + 40  # the chair's ink is far above it
 
 
 def test_bytes_before_the_header_are_skipped_for_processing():
