@@ -258,7 +258,7 @@ def test_letter_page_previews_every_pdf_page(staff, letter_id):
         assert response.mimetype == "image/png"
         picture = Image.open(io.BytesIO(response.data))
         assert picture.size == (850, 1100)
-        assert "private" in response.headers["Cache-Control"]
+        assert response.headers["Cache-Control"] == "no-store"  # never kept by a browser
 
 
 def test_page_picture_is_not_blank(staff, letter_id):
