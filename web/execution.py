@@ -30,6 +30,7 @@ from workflow.envelopes import (
     DEFAULT_LINK_DAYS,
     MAX_UPLOAD_BYTES,
     Actor,
+    SignedCopy,
     SignerSpec,
     assemble_envelope,
     audit_record,
@@ -37,10 +38,10 @@ from workflow.envelopes import (
     current_envelope,
     expire_links,
     letter_pdf_for,
+    prepare_signature,
     record_delivery,
     reissue_link,
     send_envelope,
-    sign_counterpart,
     token_hash,
 )
 from workflow.errors import ConversionError, CounterpartError, StateError
@@ -64,7 +65,7 @@ from .downloads import require_post, send_document
 __all__ = [
     "get_sealer", "staff_actor", "signer_actor", "signing_link", "letter_title",
     "SentEnvelope", "send_for_signature", "smtp_settings", "assemble_quietly",
-    "sign_through_link",
+    "prepare_signed_copy",
     "envelope_record", "signature_progress", "executed_document", "send_executed_pdf",
     "send_signed_counterpart", "send_blank_counterpart", "send_counterparts_zip",
     "audit_json", "upload_limit", "file_slug", "OPEN_STATUSES",
@@ -267,17 +268,18 @@ def renew_signing_link(letter_id: int, counterpart_id: int, *,
 
 # --- signing and assembly -------------------------------------------------------------------
 
-def sign_through_link(session: Session, token: str, *, consent: Any, signature: Any,
-                      time_zone: Any) -> tuple[Counterpart, bool]:
-    """Sign a counterpart for the holder of its link, with the app's LibreOffice.
+def prepare_signed_copy(token: str, *, consent: Any, signature: Any,
+                        time_zone: Any) -> SignedCopy:
+    """Make the counterpart a link's holder signs, with the app's LibreOffice.
 
-    The signed copy is the letter rendered again and converted; if LibreOffice fails, nothing
-    is signed and the answer is 503 (try again), not the signer's mistake.
+    Call it outside any transaction, then record the copy with
+    :func:`workflow.envelopes.record_signature`: the conversion holds up no other request. If
+    LibreOffice fails, nothing is signed and the answer is 503 (try again), not the signer's
+    mistake.
     """
     try:
-        return sign_counterpart(session, token, consent=consent, signature=signature,
-                                actor=signer_actor(), time_zone=time_zone,
-                                converter=get_generator().converter)
+        return prepare_signature(get_db(), token, consent=consent, signature=signature,
+                                 time_zone=time_zone, converter=get_generator().converter)
     except ConversionError as exc:
         raise ServiceUnavailable(f"Your signed copy could not be made just now ({exc}); "
                                  "nothing was signed. Please try again in a minute.") from exc

@@ -32,6 +32,7 @@ from workflow.envelopes import (
     decline_counterpart,
     envelope_for_token,
     link_shows_letter,
+    record_signature,
     signer_document,
     view_signing,
 )
@@ -44,7 +45,7 @@ from workflow.states import CounterpartStatus, LetterStatus
 from .auth import public
 from .database import get_db
 from .downloads import require_post, send_document
-from .execution import assemble_quietly, letter_title, sign_through_link, signer_actor
+from .execution import assemble_quietly, letter_title, prepare_signed_copy, signer_actor
 from .previews import get_previews, send_page_picture
 
 __all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document",
@@ -204,11 +205,12 @@ def sign_submit(token: str) -> Response | tuple[str, int]:
     """Sign with the consent and signature of the form; on success, show the confirmation."""
     form = request.form
     try:
+        # The browser's time zone (sign.js fills it in); without JavaScript, UTC.
+        copy = prepare_signed_copy(token, consent=form.get("consent") == "yes",
+                                   signature=_signature_from_form(form),
+                                   time_zone=form.get("time_zone"))
         with get_db().transaction() as session:
-            # The browser's time zone (sign.js fills it in); without JavaScript, UTC.
-            counterpart, all_signed = sign_through_link(
-                session, token, consent=form.get("consent") == "yes",
-                signature=_signature_from_form(form), time_zone=form.get("time_zone"))
+            counterpart, all_signed = record_signature(session, token, copy, signer_actor())
             envelope_id = counterpart.envelope_id
     except (LinkError, NotFoundError):
         raise

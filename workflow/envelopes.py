@@ -74,7 +74,8 @@ __all__ = [
     "claim_assembly", "retry_assembly", "audit_record", "token_hash",
     "expire_links", "reissue_link", "counterpart_of", "ROLES", "DEFAULT_LINK_DAYS",
     "MAX_UPLOAD_BYTES", "record_delivery", "signer_document", "link_shows_letter",
-    "signer_time_zone", "PaperChoices", "PendingScan", "stage_paper_counterpart",
+    "signer_time_zone", "SignedCopy", "prepare_signature", "record_signature",
+    "PaperChoices", "PendingScan", "stage_paper_counterpart",
     "pending_paper_upload", "confirm_paper_counterpart", "discard_paper_upload",
     "undo_paper_counterpart", "CheckedScan", "check_paper_scan", "paper_scan_target",
     "pending_scan_bytes",
@@ -555,23 +556,37 @@ def _ready_to_sign(session: Session, counterpart: Counterpart, envelope: Envelop
         raise LinkError(f"Please wait: {', '.join(waiting)} must sign first.", "waiting")
 
 
-def sign_counterpart(session: Session, token: str, *, consent: Any, signature: Any,
-                     actor: Actor, time_zone: Any = None,
-                     converter: PdfConverter | None = None,
-                     now: dt.datetime | None = None) -> tuple[Counterpart, bool]:
-    """Sign a counterpart through its link: consent, adopt a signature, make the signed copy.
+@dataclass(frozen=True)
+class SignedCopy:
+    """A signer's counterpart, made and not yet recorded: what they adopted, and the PDF.
 
-    The date of signing is the calendar date of ``now`` in the signer's ``time_zone`` (an IANA
-    name from their browser; UTC when absent). The signed copy is the letter rendered again
-    from its version's own template with that date in it (the executive's acknowledgement
-    reads "this 3rd day of March, 2027"), converted to PDF by ``converter`` (the process-wide
-    LibreOffice when None), with the signature stamped on the signer's line. Returns the
-    counterpart and whether every counterpart of the envelope is now signed (the caller then
-    runs :func:`assemble_envelope` after committing).
+    ``signed_on`` is the calendar date of ``at`` (the moment of signing) in ``time_zone``.
     """
-    now = now or utcnow()
-    # Check what the signer sent and make the signed copy before locking the envelope: the
-    # conversion takes a moment, and the lock holds up the envelope's other signers.
+
+    counterpart_id: int
+    method: str
+    signature_png: bytes
+    time_zone: str
+    signed_on: dt.date
+    at: dt.datetime
+    pdf: bytes
+
+
+@dataclass(frozen=True)
+class _CopyToMake:
+    counterpart_id: int
+    signer_name: str
+    method: str
+    signature_png: bytes
+    time_zone: str
+    signed_on: dt.date
+    at: dt.datetime
+    docx: bytes
+
+
+def _copy_to_make(session: Session, token: str, consent: Any, signature: Any, time_zone: Any,
+                  now: dt.datetime) -> _CopyToMake:
+    """Check the link and what the signer sent; render their counterpart's .docx."""
     counterpart, envelope = envelope_for_token(session, token)
     _ready_to_sign(session, counterpart, envelope, now)
     if consent is not True:
@@ -581,36 +596,91 @@ def sign_counterpart(session: Session, token: str, *, consent: Any, signature: A
     signed_on = now.astimezone(zone).date()
     version = session.get(LetterVersion, envelope.version_id)
     assert version is not None
-    letter_pdf = render_pdf(render_version(session, version, {counterpart.role: signed_on}),
-                            converter)
-    stamped = pdfs.stamp_signature(letter_pdf, signer_name=counterpart.name,
-                                   signature_png=png, signed_on=signed_on)
+    docx = render_version(session, version, {counterpart.role: signed_on})
+    return _CopyToMake(counterpart.id, counterpart.name, method, png, zone_name, signed_on, now,
+                       docx)
 
-    session.expire_all()  # read again under the lock what another signer may have changed
+
+def _made(copy: _CopyToMake, converter: PdfConverter | None) -> SignedCopy:
+    letter_pdf = render_pdf(copy.docx, converter)
+    stamped = pdfs.stamp_signature(letter_pdf, signer_name=copy.signer_name,
+                                   signature_png=copy.signature_png, signed_on=copy.signed_on)
+    return SignedCopy(copy.counterpart_id, copy.method, copy.signature_png, copy.time_zone,
+                      copy.signed_on, copy.at, stamped)
+
+
+def prepare_signature(db: Database, token: str, *, consent: Any, signature: Any,
+                      time_zone: Any = None, converter: PdfConverter | None = None,
+                      now: dt.datetime | None = None) -> SignedCopy:
+    """Make a signer's counterpart before recording it with :func:`record_signature`.
+
+    The date of signing is the calendar date of ``now`` in the signer's ``time_zone`` (an IANA
+    name from their browser; UTC when absent). The counterpart is the letter rendered again
+    from its version's own template with that date in it (the executive's acknowledgement
+    reads "this 3rd day of March, 2027"), converted to PDF by ``converter`` (the process-wide
+    LibreOffice when None), with the signature stamped on the signer's line. The link and
+    what the signer sent are checked in a short transaction; the conversion runs outside any,
+    so that it holds up no one. Raises what :func:`sign_counterpart` raises; records nothing.
+    """
+    now = now or utcnow()
+    with db.transaction() as session:
+        copy = _copy_to_make(session, token, consent, signature, time_zone, now)
+    return _made(copy, converter)
+
+
+def record_signature(session: Session, token: str, copy: SignedCopy, actor: Actor
+                     ) -> tuple[Counterpart, bool]:
+    """Record a counterpart made by :func:`prepare_signature` as signed, at ``copy.at``.
+
+    The link is checked again under the envelope's lock: of two requests with one link, one
+    signs, the other gets LinkError. Returns the counterpart and whether every counterpart of
+    the envelope is now signed (the caller then runs :func:`assemble_envelope` after
+    committing).
+    """
+    now = copy.at
     counterpart, envelope = envelope_for_token(session, token, lock=True)
+    if counterpart.id != copy.counterpart_id:
+        raise ValueError("the signed copy was made for another counterpart")
     _ready_to_sign(session, counterpart, envelope, now)
     if counterpart.first_viewed_at is None:
         counterpart.first_viewed_at = now
     _mark_signed(session, counterpart, now)
-    document = _store_document(session, envelope, "signed_counterpart", stamped,
+    document = _store_document(session, envelope, "signed_counterpart", copy.pdf,
                                _counterpart_filename(envelope, counterpart, "signed"))
-    counterpart.method = method
+    counterpart.method = copy.method
     counterpart.consent_at = now
-    counterpart.time_zone = zone_name
-    counterpart.signed_on = signed_on
+    counterpart.time_zone = copy.time_zone
+    counterpart.signed_on = copy.signed_on
     counterpart.ip = actor.ip
     counterpart.user_agent = (actor.user_agent or "")[:512] or None
-    counterpart.signature_sha256 = store_blob(session, png)
+    counterpart.signature_sha256 = store_blob(session, copy.signature_png)
     counterpart.signed_document_id = document.id
     common: dict[str, Any] = dict(actor=counterpart.name, ip=actor.ip, user_agent=actor.user_agent,
                   envelope_id=envelope.id, counterpart_id=counterpart.id, at=now)
     record_event(session, envelope.letter_id, "consented", **common,
                  detail={"disclosure": "electronic signature consent"})
     record_event(session, envelope.letter_id, "signed", **common,
-                 detail={"method": method, "document_sha256": document.blob_sha256,
+                 detail={"method": copy.method, "document_sha256": document.blob_sha256,
                          "signature_sha256": counterpart.signature_sha256,
-                         "time_zone": zone_name, "signed_on": signed_on.isoformat()})
+                         "time_zone": copy.time_zone, "signed_on": copy.signed_on.isoformat()})
     return counterpart, _after_signature(session, envelope, now)
+
+
+def sign_counterpart(session: Session, token: str, *, consent: Any, signature: Any,
+                     actor: Actor, time_zone: Any = None,
+                     converter: PdfConverter | None = None,
+                     now: dt.datetime | None = None) -> tuple[Counterpart, bool]:
+    """Sign a counterpart through its link: consent, adopt a signature, make and record it.
+
+    :func:`prepare_signature` then :func:`record_signature`, in the caller's transaction: the
+    conversion then runs inside it (on SQLite, holding the database's write lock), so a web
+    request prepares first instead. Returns the counterpart and whether every counterpart of
+    the envelope is now signed.
+    """
+    now = now or utcnow()
+    copy = _made(_copy_to_make(session, token, consent, signature, time_zone, now), converter)
+    session.expire_all()  # read again under the lock what another signer may have changed
+    return record_signature(session, token, copy, actor)
 
 
 def decline_counterpart(session: Session, token: str, *, reason: Any, actor: Actor,

@@ -387,6 +387,24 @@ def test_the_executed_letter_shows_a_paper_signature_from_its_scan(database, let
         assert words in certificate, words
 
 
+def test_a_signed_copy_is_made_outside_the_transaction_then_recorded_once(database, letter_id):
+    _, (company, _) = send(database, letter_id)
+    copies = [env.prepare_signature(database, company, consent=True, time_zone="Asia/Tokyo",
+                                    signature={"type": "typed", "text": "Eliot Protsch"})
+              for _ in range(2)]
+    with database.transaction() as session:
+        # Making the copies recorded nothing.
+        assert {c.status for c in session.scalars(select(Counterpart))} == {"ready"}
+        assert session.scalar(select(func.count()).select_from(Document).where(
+            Document.kind == "signed_counterpart")) == 0
+        counterpart, complete = env.record_signature(session, company, copies[0], SIGNER)
+        assert (counterpart.status, complete) == ("signed", False)
+        assert counterpart.signed_at == copies[0].at and counterpart.time_zone == "Asia/Tokyo"
+    with database.transaction() as session, pytest.raises(LinkError, match="already been signed"):
+        env.record_signature(session, company, copies[1], SIGNER)
+    assert "Signed electronically on" in pdftotext(signed_copy(database, company))
+
+
 def test_a_link_signs_once(database, letter_id):
     _, (company, _) = send(database, letter_id)
     sign(database, company)

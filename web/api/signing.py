@@ -7,13 +7,13 @@ from __future__ import annotations
 from flask import jsonify, url_for
 from werkzeug.wrappers import Response
 
-from workflow.envelopes import decline_counterpart, view_signing
+from workflow.envelopes import decline_counterpart, record_signature, view_signing
 from workflow.models import Letter
 from workflow.states import LetterStatus
 
 from ..auth import public
 from ..database import get_db
-from ..execution import assemble_quietly, sign_through_link, signer_actor
+from ..execution import assemble_quietly, prepare_signed_copy, signer_actor
 from ..letters.records import iso
 from ..signing import (
     CONSENT_DISCLOSURE,
@@ -85,10 +85,10 @@ def _letter_status(letter_id: int) -> str:
 def sign(token: str) -> Response:
     """Sign: ``{"consent": true, "signature": {"type": "typed", "text": ...}}`` or drawn."""
     body = json_body()
+    copy = prepare_signed_copy(token, consent=body.get("consent"),
+                               signature=body.get("signature"), time_zone=body.get("time_zone"))
     with get_db().transaction() as session:
-        counterpart, all_signed = sign_through_link(
-            session, token, consent=body.get("consent"), signature=body.get("signature"),
-            time_zone=body.get("time_zone"))
+        counterpart, all_signed = record_signature(session, token, copy, signer_actor())
         envelope_id = counterpart.envelope_id
         letter_id = counterpart.envelope.letter_id
         answer = {"status": counterpart.status, "method": counterpart.method,
