@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
-from typing import Any
+from typing import Any, overload
 
 from flask import abort, request
 from werkzeug.routing import IntegerConverter, Map, ValidationError
@@ -66,6 +66,11 @@ def parse_whole_number(raw: str, name: str, *, minimum: int = 0,
     return int(text)
 
 
+@overload
+def query_number(name: str, default: int, *, minimum: int = ..., maximum: int = ...) -> int: ...
+@overload
+def query_number(name: str, default: None = None, *, minimum: int = ...,
+                 maximum: int = ...) -> int | None: ...
 def query_number(name: str, default: int | None = None, *, minimum: int = 1,
                  maximum: int = MAX_ID) -> int | None:
     """Return the query parameter ``name`` as a bounded whole number, ``default`` when it is

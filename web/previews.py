@@ -121,5 +121,5 @@ def send_page_picture(png: bytes, *, etag: str | None = None) -> Response:
     response.headers["Cache-Control"] = "no-store"
     if etag:
         response.set_etag(etag)
-        response = response.make_conditional(request)
+        response.make_conditional(request)  # (answers 304 itself when the ETag matches)
     return response

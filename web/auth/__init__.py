@@ -27,6 +27,7 @@ from flask import (
     session,
     url_for,
 )
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from workflow.accounts import user_for_token
@@ -84,7 +85,7 @@ def _cookie_token() -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def sign_in_user(db_session: Any, user: User) -> None:
+def sign_in_user(db_session: Session, user: User) -> None:
     """Start a fresh server-side session for a user inside the caller's transaction.
 
     The browser's earlier session, if any, ends, and the cookie is cleared first, so nothing
