@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 import zlib
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image, ImageDraw
 from pypdf import PdfReader, PdfWriter
 from support import letter_words, pdftotext
 
-from workflow.errors import DocumentError
+from workflow.errors import DocumentError, TemplateError
 from workflow.pdfs import (
     DRAWN_MIN_EXTENT,
     DRAWN_MIN_INK,
@@ -126,6 +127,26 @@ def test_signature_page_index_and_extraction(letter_pdf):
 
 
 # --- stamping ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ("{{ date_signed.__globals__ }}", "the sandbox forbids"),
+    ("{{ date_signed.__code__.co_consts }}", "the sandbox forbids"),
+    ("{{ date_signed('executive', '2027-03-03') }}", "the second argument is the date"),
+])
+def test_the_date_of_signing_function_stays_in_the_sandbox(spec, valid_terms, payload,
+                                                           message):
+    with zipfile.ZipFile(spec.docx_path) as source:
+        parts = {item: source.read(item) for item in source.namelist()}
+    parts["word/document.xml"] = parts["word/document.xml"].replace(
+        b"Dear {{ executive_first_name }},", f"Dear {payload},".encode())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+    with pytest.raises(TemplateError, match=f"separation_letter.docx: .*{message}"):
+        render_docx(spec, valid_terms, signing={"executive": date(2027, 3, 3)},
+                    template=buffer.getvalue())
 
 
 def test_chair_signature_lands_above_the_chairs_name_only(letter_pdf, chair_signed):
