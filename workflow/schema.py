@@ -23,10 +23,13 @@ from .formatting import long_date, shares
 
 __all__ = [
     "Field",
+    "Party",
     "TemplateSpec",
     "DEFAULT_TEMPLATE_DIR",
     "FIELD_TYPES",
     "load_template",
+    "fill_pattern",
+    "pattern_terms",
     "list_templates",
     "validate_terms",
     "terms_to_json",
@@ -89,21 +92,80 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Party:
+    """One party that signs documents made from a template: ``[[parties]]`` in the schema.
+
+    ``role`` is the key the template's signing fields name (``sign_here('company')``);
+    ``name_term`` the term that holds the name printed under the party's signature line;
+    ``email_term`` optionally a term that holds their email. The schema lists parties in
+    signing order.
+    """
+
+    role: str
+    label: str
+    name_term: str
+    email_term: str | None = None
+
+
+@dataclass(frozen=True)
 class TemplateSpec:
-    """A .docx template and the schema of its terms."""
+    """A .docx template and the schema of its terms.
+
+    ``document_title`` and ``file_stem`` are patterns with ``{term}`` placeholders (see
+    :func:`fill_pattern`); ``list_columns`` are the terms staff see in the letters table.
+    """
 
     name: str
     title: str
     description: str
     docx_path: Path
     schema_path: Path
-    signers: tuple[str, ...]
     groups: dict[str, str]
     fields: dict[str, Field] = field(default_factory=dict)
+    parties: tuple[Party, ...] = ()
+    document_title: str = ""
+    file_stem: str = ""
+    list_columns: tuple[str, ...] = ()
+
+    @property
+    def signers(self) -> tuple[str, ...]:
+        """The parties' roles, in signing order."""
+        return tuple(p.role for p in self.parties)
+
+    def party(self, role: str) -> Party:
+        """Return the party of a role, or raise KeyError."""
+        for p in self.parties:
+            if p.role == role:
+                return p
+        raise KeyError(role)
 
     def fields_in_group(self, group: str) -> list[Field]:
         """List the fields of one form section, in schema order."""
         return [f for f in self.fields.values() if f.group == group]
+
+
+_PLACEHOLDER_RE = re.compile(r"\{([a-z][a-z0-9_]{0,63})\}")
+
+
+def pattern_terms(pattern: str) -> list[str]:
+    """Return the term names a ``{term}`` pattern uses, in order."""
+    return _PLACEHOLDER_RE.findall(pattern)
+
+
+def fill_pattern(pattern: str, values: Mapping[str, Any]) -> str:
+    """Fill a ``{term}`` pattern with values as text ("Letter of {name}" -> "Letter of Ann").
+
+    Dates are written as the letter writes them ("July 24, 2006"); ``{{`` and ``}}`` stand
+    for literal braces. A term missing from ``values`` raises KeyError.
+    """
+    def value(match: re.Match[str]) -> str:
+        item = values[match.group(1)]
+        if isinstance(item, dt.date):
+            return long_date(item)
+        return "" if item is None else str(item)
+
+    text = _PLACEHOLDER_RE.sub(value, pattern.replace("{{", "\x00").replace("}}", "\x01"))
+    return " ".join(text.replace("\x00", "{").replace("\x01", "}").split())
 
 
 # --- derivations ----------------------------------------------------------------------------
@@ -193,11 +255,61 @@ def _parse_spec(name: str, raw: dict[str, Any], docx_path: Path, schema_path: Pa
             if not match or match.group(1) not in DERIVATIONS:
                 raise TemplateError(f"{where}: field {f.key} has derivation {f.derive!r}; "
                                     f"use one of {', '.join(DERIVATIONS)}.")
+    if "signers" in meta:
+        raise TemplateError(f"{where}: [template] signers is replaced by [[parties]] tables "
+                            "(role, label, name, and optionally email).")
+    parties = _parse_parties(where, raw.get("parties", []), fields)
+    document_title = str(meta.get("document_title") or meta.get("title", name))
+    file_stem = str(meta.get("file_stem") or name.replace("_", "-"))
+    list_columns = tuple(meta.get("list_columns", ()))
+    for what, pattern in (("document_title", document_title), ("file_stem", file_stem)):
+        for term in pattern_terms(pattern):
+            if term not in fields:
+                raise TemplateError(f"{where}: [template] {what} uses {{{term}}}, which is not "
+                                    "a field.")
+    for term in list_columns:
+        if term not in fields:
+            raise TemplateError(f"{where}: [template] list_columns names {term!r}, which is "
+                                "not a field.")
     return TemplateSpec(
         name=name, title=meta.get("title", name), description=meta.get("description", ""),
-        docx_path=docx_path, schema_path=schema_path,
-        signers=tuple(meta.get("signers", ())), groups=groups, fields=fields,
+        docx_path=docx_path, schema_path=schema_path, groups=groups, fields=fields,
+        parties=parties, document_title=document_title, file_stem=file_stem,
+        list_columns=list_columns,
     )
+
+
+_PARTY_KEYS = {"role", "label", "name", "email"}
+
+
+def _parse_parties(where: str, raw: Any, fields: Mapping[str, Field]) -> tuple[Party, ...]:
+    if not isinstance(raw, list):
+        raise TemplateError(f"{where}: parties must be [[parties]] tables.")
+    parties: list[Party] = []
+    for index, item in enumerate(raw, start=1):
+        at = f"{where}: party {index}"
+        if not isinstance(item, dict):
+            raise TemplateError(f"{at} must be a table with role, label and name.")
+        unknown = set(item) - _PARTY_KEYS
+        if unknown:
+            raise TemplateError(f"{at} has unknown settings {sorted(unknown)}.")
+        role = item.get("role")
+        if not isinstance(role, str) or not _NAME_RE.match(role):
+            raise TemplateError(f"{at}: role must be lower_snake_case, as in \"company\".")
+        if any(p.role == role for p in parties):
+            raise TemplateError(f"{at}: role {role!r} is declared twice.")
+        name_term = item.get("name")
+        if name_term not in fields or fields[name_term].type != "text":
+            raise TemplateError(f"{at} ({role}): name must be a text field holding the name "
+                                f"printed under the signature line, not {name_term!r}.")
+        email_term = item.get("email")
+        if email_term is not None and (email_term not in fields
+                                       or fields[email_term].type != "text"):
+            raise TemplateError(f"{at} ({role}): email must be a text field, not "
+                                f"{email_term!r}.")
+        parties.append(Party(role=role, label=str(item.get("label") or role.capitalize()),
+                             name_term=name_term, email_term=email_term))
+    return tuple(parties)
 
 
 # --- parsing single values ------------------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
+from pathlib import Path
 
 import jsonschema
 import pytest
 
 from workflow.errors import NotFoundError, TemplateError, TermsError
 from workflow.schema import (
+    fill_pattern,
     json_schema,
     list_templates,
     load_template,
@@ -183,3 +186,57 @@ def test_broken_schema_is_refused_with_its_file_name(tmp_path):
     (tmp_path / "broken.toml").write_text("not = [valid")
     with pytest.raises(TemplateError, match="broken.toml: not valid TOML"):
         load_template("broken", tmp_path)
+
+
+def _schema_with(tmp_path, extra: str, template: str = "") -> Path:
+    text = f"""
+[template]
+title = "Tiny"
+{template}
+[groups]
+main = "Main"
+[fields.party_name]
+label = "Name"
+group = "main"
+type = "text"
+[fields.start_date]
+label = "Start"
+group = "main"
+type = "date"
+{extra}
+"""
+    (tmp_path / "tiny.toml").write_text(text, encoding="utf-8")
+    (tmp_path / "tiny.docx").write_bytes(b"")
+    return tmp_path
+
+
+def test_parties_title_file_stem_and_columns_are_read(tmp_path):
+    folder = _schema_with(tmp_path, '[[parties]]\nrole = "client"\nlabel = "The client"\n'
+                          'name = "party_name"\n',
+                          'document_title = "Agreement with {party_name} of {start_date}"\n'
+                          'file_stem = "{party_name} agreement"\n'
+                          'list_columns = ["party_name"]\n')
+    spec = load_template("tiny", folder)
+    assert spec.signers == ("client",)
+    assert spec.party("client").name_term == "party_name"
+    assert spec.list_columns == ("party_name",)
+    title = fill_pattern(spec.document_title, {"party_name": "Zoë  Dupré",
+                                                "start_date": dt.date(2027, 3, 3)})
+    assert title == "Agreement with Zoë Dupré of March 3, 2027"
+
+
+@pytest.mark.parametrize("extra, template, message", [
+    ('[[parties]]\nrole = "client"\nname = "nobody"\n', "", "name must be a text field"),
+    ('[[parties]]\nrole = "client"\nname = "start_date"\n', "", "name must be a text field"),
+    ('[[parties]]\nrole = "Client"\nname = "party_name"\n', "", "role must be lower_snake"),
+    ('[[parties]]\nrole = "a"\nname = "party_name"\n[[parties]]\nrole = "a"\n'
+     'name = "party_name"\n', "", "declared twice"),
+    ('[[parties]]\nrole = "a"\nname = "party_name"\nsigns = 1\n', "", "unknown settings"),
+    ("", 'document_title = "Deal of {price}"', "document_title uses {price}"),
+    ("", 'list_columns = ["price"]', "list_columns names 'price'"),
+    ("", 'signers = ["a"]', "replaced by [[parties]]"),
+])
+def test_bad_parties_and_patterns_are_refused_by_name(tmp_path, extra, template, message):
+    folder = _schema_with(tmp_path, extra, template)
+    with pytest.raises(TemplateError, match=re.escape(message)):
+        load_template("tiny", folder)
