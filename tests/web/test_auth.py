@@ -23,7 +23,9 @@ def _urls(app, prefix_api: bool):
             continue
         if getattr(app.view_functions[rule.endpoint], "is_public", False):
             continue
-        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: ROUTE_VALUES[m.group(1)], rule.rule)
+        # A variable without an example of its own (a new id) gets "1".
+        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: ROUTE_VALUES.get(m.group(1), "1"),
+                     rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield rule.endpoint, method, url
 

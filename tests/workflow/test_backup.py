@@ -88,6 +88,10 @@ def test_backup_and_restore_commands(tmp_path, reference_terms, monkeypatch, dat
                                      restore_url):
     database = open_database(tmp_path / "live", database_url)
     add_letters(database, reference_terms, 2)
+    with database.transaction() as session:
+        # Each version's .docx (two letters, two versions each) and the template, kept once.
+        stored = session.scalar(select(func.count()).select_from(Blob))
+    assert stored == 5
     database.dispose()
     runner = CliRunner()
     monkeypatch.setenv("COUNTERPART_DATA_DIR", str(tmp_path / "live"))
@@ -99,4 +103,4 @@ def test_backup_and_restore_commands(tmp_path, reference_terms, monkeypatch, dat
     monkeypatch.setenv("COUNTERPART_DATABASE_URL", restore_url)
     result = runner.invoke(cli, ["restore", str(tmp_path / "backup")])
     assert result.exit_code == 0, result.output
-    assert "verified 4 documents and the audit chains of 2 letters" in result.output
+    assert f"verified {stored} documents and the audit chains of 2 letters" in result.output
