@@ -12,6 +12,7 @@ __all__ = [
     "CounterpartError",
     "TermsError",
     "TemplateError",
+    "TemplateProblems",
     "ConversionError",
     "DocumentError",
     "NotFoundError",
@@ -43,6 +44,15 @@ class TermsError(CounterpartError):
 
 class TemplateError(CounterpartError):
     """A .docx template or its schema cannot be used."""
+
+
+class TemplateProblems(TemplateError):
+    """A template or its schema is refused; ``problems`` lists every reason, each a sentence
+    naming the variable, field, party or part of the document it concerns."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(" ".join(self.problems))
 
 
 class ConversionError(CounterpartError):

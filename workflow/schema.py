@@ -18,8 +18,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from .errors import NotFoundError, TemplateError, TermsError
-from .formatting import long_date, shares
+from .errors import NotFoundError, TemplateError, TemplateProblems, TermsError
+from .formatting import join_and, long_date, money, shares
 
 __all__ = [
     "Field",
@@ -27,7 +27,13 @@ __all__ = [
     "TemplateSpec",
     "DEFAULT_TEMPLATE_DIR",
     "FIELD_TYPES",
+    "LIST_TYPES",
+    "DERIVATIONS",
     "load_template",
+    "parse_schema",
+    "spec_to_raw",
+    "schema_toml",
+    "term_text",
     "fill_pattern",
     "pattern_terms",
     "list_templates",
@@ -38,7 +44,8 @@ __all__ = [
 ]
 
 DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
-FIELD_TYPES = ("text", "date", "integer", "decimal", "boolean", "date_list")
+FIELD_TYPES = ("text", "date", "integer", "decimal", "boolean", "date_list", "text_list")
+LIST_TYPES = ("date_list", "text_list")
 DEFAULT_MAX_LENGTH = 200
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _DERIVE_RE = re.compile(r"^\s*([a-z_]+)\(\s*([a-z0-9_,\s]*)\)\s*$")
@@ -79,7 +86,7 @@ class Field:
     @property
     def required(self) -> bool:
         """Whether a value must be given (derived fields and lists need not be)."""
-        return self.derive is None and self.type != "date_list"
+        return self.derive is None and self.type not in LIST_TYPES
 
     @property
     def derived_from(self) -> tuple[str, ...]:
@@ -189,6 +196,12 @@ DERIVATIONS: dict[str, Callable[..., Any]] = {
     "add_months": _add_months,
     "whole_years_between": _whole_years_between,
 }
+# Each derivation's argument types and the type of the value it makes.
+DERIVATION_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "next_day": (("date",), "date"),
+    "add_months": (("date", "integer"), "date"),
+    "whole_years_between": (("date", "date"), "integer"),
+}
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -208,74 +221,197 @@ def load_template(name: str, template_dir: Path = DEFAULT_TEMPLATE_DIR) -> Templ
     if not schema_path.is_file() or not docx_path.is_file():
         raise NotFoundError(f"There is no template named {name!r} in {template_dir}.")
     try:
-        raw = tomllib.loads(schema_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = schema_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise TemplateError(f"{schema_path.name}: not valid TOML ({exc}).") from exc
+    return parse_schema(name, text, docx_path=docx_path, schema_path=schema_path)
+
+
+def parse_schema(name: str, text: str, *, docx_path: Path | None = None,
+                 schema_path: Path | None = None) -> TemplateSpec:
+    """Read a template's TOML schema text; raise TemplateProblems listing every problem.
+
+    ``docx_path`` and ``schema_path`` default to the bare names ``NAME.docx`` and
+    ``NAME.toml``, which messages use (a template stored in the database has no files).
+    """
+    docx_path = docx_path or Path(f"{name}.docx")
+    schema_path = schema_path or Path(f"{name}.toml")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateProblems([f"{schema_path.name}: not valid TOML ({exc})."]) from exc
     return _parse_spec(name, raw, docx_path, schema_path)
+
+
+def _text_setting(where: str, spec: Mapping[str, Any], key: str) -> str | None:
+    value = spec.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TemplateError(f"{where}: {key} must be text, not {value!r}.")
+    return value
+
+
+def _whole_setting(where: str, spec: Mapping[str, Any], key: str, default: int,
+                   least: int) -> int:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise TemplateError(f"{where}: {key} must be a whole number of at least {least}, "
+                            f"not {value!r}.")
+    return value
+
+
+def _number_setting(where: str, spec: Mapping[str, Any], key: str) -> Decimal | None:
+    if key not in spec:
+        return None
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TemplateError(f"{where}: {key} must be a number, not {value!r}.")
+    number = Decimal(str(value))
+    if not number.is_finite():
+        raise TemplateError(f"{where}: {key} must be a finite number.")
+    return number
+
+
+def _parse_field(where: str, key: str, spec: Any, groups: Mapping[str, str]) -> Field:
+    at = f"{where}: field {key}"
+    if not _NAME_RE.match(key):
+        raise TemplateError(f"{where}: field name {key!r} must be lower_snake_case.")
+    if not isinstance(spec, dict):
+        raise TemplateError(f"{at} must be a table of settings ([fields.{key}]).")
+    unknown = set(spec) - _FIELD_KEYS
+    if unknown:
+        raise TemplateError(f"{at} has unknown settings {sorted(unknown)}.")
+    if spec.get("type") not in FIELD_TYPES:
+        raise TemplateError(f"{at} has type {spec.get('type')!r}; "
+                            f"use one of {', '.join(FIELD_TYPES)}.")
+    group = spec.get("group", "")
+    if group not in groups:
+        raise TemplateError(f"{at} is in group {group!r}, which [groups] does not name.")
+    texts = {k: _text_setting(at, spec, k) for k in (
+        "label", "help", "derive", "at_most", "before", "after", "on_or_after")}
+    if not isinstance(spec.get("unique", False), bool):
+        raise TemplateError(f"{at}: unique must be true or false.")
+    places = spec.get("decimal_places")
+    if places is not None:
+        places = _whole_setting(at, spec, "decimal_places", 0, 0)
+    return Field(
+        key=key, label=(texts["label"] or key).strip() or key, type=spec["type"], group=group,
+        help=texts["help"] or "", example=spec.get("example"), derive=texts["derive"],
+        max_length=_whole_setting(at, spec, "max_length", DEFAULT_MAX_LENGTH, 1),
+        decimal_places=places, at_most=texts["at_most"], before=texts["before"],
+        after=texts["after"], on_or_after=texts["on_or_after"],
+        unique=bool(spec.get("unique", False)),
+        min_items=_whole_setting(at, spec, "min_items", 0, 0),
+        max_items=_whole_setting(at, spec, "max_items", 50, 1),
+        min=_number_setting(at, spec, "min"), max=_number_setting(at, spec, "max"),
+    )
+
+
+def _rule_problems(where: str, f: Field, fields: Mapping[str, Field]) -> list[str]:
+    """Say what is wrong with a field's rules: unknown fields, or rules of the wrong type."""
+    at = f"{where}: field {f.key}"
+    problems = []
+    for ref in (f.at_most, f.before, f.after, f.on_or_after, *f.derived_from):
+        if ref is not None and ref not in fields:
+            problems.append(f"{at} refers to unknown field {ref!r}.")
+    if problems:
+        return problems
+    for rule in ("before", "after", "on_or_after"):
+        ref = getattr(f, rule)
+        if ref is None:
+            continue
+        if f.type not in ("date", "date_list") or fields[ref].type != "date":
+            problems.append(f"{at}: {rule} compares dates; it needs a date field (or a list "
+                            f"of dates) and another date field, not {f.type} and "
+                            f"{fields[ref].type}.")
+    if f.at_most is not None and (f.type not in ("integer", "decimal")
+                                  or fields[f.at_most].type not in ("integer", "decimal")):
+        problems.append(f"{at}: at_most compares numbers; {f.key} and {f.at_most} must both "
+                        "be integer or decimal fields.")
+    if (f.min is not None or f.max is not None) and f.type not in ("integer", "decimal"):
+        problems.append(f"{at}: min and max are for integer and decimal fields.")
+    if f.decimal_places is not None and f.type != "decimal":
+        problems.append(f"{at}: decimal_places is for decimal fields.")
+    if f.min is not None and f.max is not None and f.min > f.max:
+        problems.append(f"{at}: min is more than max.")
+    if f.min_items > f.max_items:
+        problems.append(f"{at}: min_items is more than max_items.")
+    if f.derive:
+        match = _DERIVE_RE.match(f.derive)
+        if not match or match.group(1) not in DERIVATIONS:
+            problems.append(f"{at} has derivation {f.derive!r}; use one of "
+                            f"{', '.join(DERIVATIONS)}.")
+        else:
+            arguments, result = DERIVATION_TYPES[match.group(1)]
+            given = tuple(fields[a].type for a in f.derived_from)
+            if given != arguments or f.type != result:
+                problems.append(f"{at}: {match.group(1)} takes {', '.join(arguments)} and "
+                                f"gives a {result}, not {', '.join(given) or 'nothing'} to a "
+                                f"{f.type}.")
+    return problems
 
 
 def _parse_spec(name: str, raw: dict[str, Any], docx_path: Path, schema_path: Path) -> TemplateSpec:
     where = schema_path.name
+    problems: list[str] = []
     meta = raw.get("template", {})
-    groups = dict(raw.get("groups", {}))
+    if not isinstance(meta, dict):
+        problems.append(f"{where}: [template] must be a table.")
+        meta = {}
+    groups = raw.get("groups", {})
+    if not isinstance(groups, dict) or not all(isinstance(v, str) for v in groups.values()):
+        problems.append(f'{where}: [groups] must map each group to its title, as in '
+                        f'main = "Terms".')
+        groups = {}
+    groups = dict(groups)
     raw_fields = raw.get("fields")
     if not isinstance(raw_fields, dict) or not raw_fields:
-        raise TemplateError(f"{where}: no [fields.*] tables.")
+        raise TemplateProblems([*problems, f"{where}: no [fields.*] tables."])
     fields: dict[str, Field] = {}
     for key, spec in raw_fields.items():
-        if not _NAME_RE.match(key):
-            raise TemplateError(f"{where}: field name {key!r} must be lower_snake_case.")
-        unknown = set(spec) - _FIELD_KEYS
-        if unknown:
-            raise TemplateError(f"{where}: field {key} has unknown settings {sorted(unknown)}.")
-        if spec.get("type") not in FIELD_TYPES:
-            raise TemplateError(f"{where}: field {key} has type {spec.get('type')!r}; "
-                                f"use one of {', '.join(FIELD_TYPES)}.")
-        group = spec.get("group", "")
-        if group not in groups:
-            raise TemplateError(f"{where}: field {key} is in group {group!r}, "
-                                "which [groups] does not name.")
-        numbers = {k: Decimal(str(spec[k])) for k in ("min", "max") if k in spec}
-        fields[key] = Field(
-            key=key, label=spec.get("label", key), type=spec["type"], group=group,
-            help=spec.get("help", ""), example=spec.get("example"), derive=spec.get("derive"),
-            max_length=int(spec.get("max_length", DEFAULT_MAX_LENGTH)),
-            decimal_places=spec.get("decimal_places"), at_most=spec.get("at_most"),
-            before=spec.get("before"), after=spec.get("after"),
-            on_or_after=spec.get("on_or_after"), unique=bool(spec.get("unique", False)),
-            min_items=int(spec.get("min_items", 0)), max_items=int(spec.get("max_items", 50)),
-            **numbers,
-        )
+        try:
+            fields[key] = _parse_field(where, key, spec, groups)
+        except TemplateError as exc:
+            problems.append(str(exc))
     for f in fields.values():
-        for ref in (f.at_most, f.before, f.after, f.on_or_after, *f.derived_from):
-            if ref is not None and ref not in fields:
-                raise TemplateError(f"{where}: field {f.key} refers to unknown field {ref!r}.")
-        if f.derive:
-            match = _DERIVE_RE.match(f.derive)
-            if not match or match.group(1) not in DERIVATIONS:
-                raise TemplateError(f"{where}: field {f.key} has derivation {f.derive!r}; "
-                                    f"use one of {', '.join(DERIVATIONS)}.")
+        problems += _rule_problems(where, f, fields)
     if "signers" in meta:
-        raise TemplateError(f"{where}: [template] signers is replaced by [[parties]] tables "
-                            "(role, label, name, and optionally email).")
-    parties = _parse_parties(where, raw.get("parties", []), fields)
-    document_title = str(meta.get("document_title") or meta.get("title", name))
-    file_stem = str(meta.get("file_stem") or name.replace("_", "-"))
-    list_columns = tuple(meta.get("list_columns", ()))
+        problems.append(f"{where}: [template] signers is replaced by [[parties]] tables "
+                        "(role, label, name, and optionally email).")
+    parties: tuple[Party, ...] = ()
+    try:
+        parties = _parse_parties(where, raw.get("parties", []), fields)
+    except TemplateError as exc:
+        problems.append(str(exc))
+    texts = {}
+    for key in ("title", "description", "document_title", "file_stem"):
+        try:
+            texts[key] = _text_setting(f"{where}: [template]", meta, key)
+        except TemplateError as exc:
+            problems.append(str(exc))
+            texts[key] = None
+    title = texts["title"] or name
+    document_title = texts["document_title"] or title
+    file_stem = texts["file_stem"] or name.replace("_", "-")
+    list_columns = meta.get("list_columns", [])
+    if not isinstance(list_columns, list) or not all(isinstance(c, str) for c in list_columns):
+        problems.append(f"{where}: [template] list_columns must be a list of field names.")
+        list_columns = []
     for what, pattern in (("document_title", document_title), ("file_stem", file_stem)):
         for term in pattern_terms(pattern):
             if term not in fields:
-                raise TemplateError(f"{where}: [template] {what} uses {{{term}}}, which is not "
-                                    "a field.")
+                problems.append(f"{where}: [template] {what} uses {{{term}}}, which is not "
+                                "a field.")
     for term in list_columns:
         if term not in fields:
-            raise TemplateError(f"{where}: [template] list_columns names {term!r}, which is "
-                                "not a field.")
+            problems.append(f"{where}: [template] list_columns names {term!r}, which is "
+                            "not a field.")
+    if problems:
+        raise TemplateProblems(problems)
     return TemplateSpec(
-        name=name, title=meta.get("title", name), description=meta.get("description", ""),
+        name=name, title=title, description=texts["description"] or "",
         docx_path=docx_path, schema_path=schema_path, groups=groups, fields=fields,
         parties=parties, document_title=document_title, file_stem=file_stem,
-        list_columns=list_columns,
+        list_columns=tuple(list_columns),
     )
 
 
@@ -299,11 +435,13 @@ def _parse_parties(where: str, raw: Any, fields: Mapping[str, Field]) -> tuple[P
         if any(p.role == role for p in parties):
             raise TemplateError(f"{at}: role {role!r} is declared twice.")
         name_term = item.get("name")
-        if name_term not in fields or fields[name_term].type != "text":
+        if not isinstance(name_term, str) or name_term not in fields \
+                or fields[name_term].type != "text":
             raise TemplateError(f"{at} ({role}): name must be a text field holding the name "
                                 f"printed under the signature line, not {name_term!r}.")
         email_term = item.get("email")
-        if email_term is not None and (email_term not in fields
+        if email_term is not None and (not isinstance(email_term, str)
+                                       or email_term not in fields
                                        or fields[email_term].type != "text"):
             raise TemplateError(f"{at} ({role}): email must be a text field, not "
                                 f"{email_term!r}.")
@@ -331,20 +469,24 @@ def _parse_date(value: Any) -> dt.date:
     raise _Invalid("must be a date written YYYY-MM-DD")
 
 
+def _parse_text(value: Any, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("must be text")
+    text = value.strip()
+    if not text:
+        raise _Invalid("is required")
+    bad = [c for c in text if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")]
+    if bad:
+        raise _Invalid(f"contains a control character (U+{ord(bad[0]):04X}); "
+                       "remove it and type the text again")
+    if len(text) > max_length:
+        raise _Invalid(f"is {len(text)} characters long; the limit is {max_length}")
+    return text
+
+
 def _parse_value(f: Field, value: Any) -> Any:
     if f.type == "text":
-        if not isinstance(value, str):
-            raise _Invalid("must be text")
-        text = value.strip()
-        if not text:
-            raise _Invalid("is required")
-        bad = [c for c in text if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")]
-        if bad:
-            raise _Invalid(f"contains a control character (U+{ord(bad[0]):04X}); "
-                           "remove it and type the text again")
-        if len(text) > f.max_length:
-            raise _Invalid(f"is {len(text)} characters long; the limit is {f.max_length}")
-        return text
+        return _parse_text(value, f.max_length)
     if f.type == "date":
         return _parse_date(value)
     if f.type == "integer":
@@ -395,6 +537,18 @@ def _parse_value(f: Field, value: Any) -> Any:
             except _Invalid as exc:
                 raise _Invalid(f"date {index} {exc}") from None
         return dates
+    if f.type == "text_list":
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(";")) if v]
+        if not isinstance(value, list | tuple):
+            raise _Invalid("must be a list of texts")
+        texts = []
+        for index, item in enumerate(value, start=1):
+            try:
+                texts.append(_parse_text(item, f.max_length))
+            except _Invalid as exc:
+                raise _Invalid(f"item {index} {exc}") from None
+        return texts
     raise AssertionError(f.type)
 
 
@@ -413,17 +567,19 @@ def _check_bounds(f: Field, value: Any) -> None:
                            and value <= 0 else f"must be at least {_plain(f.min)}")
         if f.max is not None and value > f.max:
             raise _Invalid(f"must be at most {_plain(f.max)}")
-    if f.type == "date_list":
+    if f.type in LIST_TYPES:
+        noun = "date" if f.type == "date_list" else "item"
         if len(value) < f.min_items:
-            raise _Invalid(f"needs at least {f.min_items} date(s)")
+            raise _Invalid(f"needs at least {f.min_items} {noun}(s)")
         if len(value) > f.max_items:
-            raise _Invalid(f"may list at most {f.max_items} dates")
+            raise _Invalid(f"may list at most {f.max_items} {noun}s")
         if f.unique:
-            seen: set[dt.date] = set()
-            for day in value:
-                if day in seen:
-                    raise _Invalid(f"lists {long_date(day)} twice")
-                seen.add(day)
+            seen: set[Any] = set()
+            for item in value:
+                if item in seen:
+                    shown = long_date(item) if isinstance(item, dt.date) else f"“{item}”"
+                    raise _Invalid(f"lists {shown} twice")
+                seen.add(item)
 
 
 def _plain(number: Decimal) -> str:
@@ -452,7 +608,7 @@ def validate_terms(spec: TemplateSpec, raw: Mapping[str, Any]) -> dict[str, Any]
                 errors[f.key] = "is required"
             elif f.type == "text" and value is not None:
                 errors[f.key] = "is required"
-            elif f.type == "date_list":
+            elif f.type in LIST_TYPES:
                 values[f.key] = []
             continue
         try:
@@ -520,7 +676,7 @@ def terms_to_json(spec: TemplateSpec, terms: Mapping[str, Any]) -> dict[str, Any
         elif isinstance(value, Decimal):
             out[key] = _decimal_text(value)
         elif isinstance(value, list):
-            out[key] = [v.isoformat() for v in value]
+            out[key] = [v.isoformat() if isinstance(v, dt.date) else v for v in value]
         else:
             out[key] = value
     return out
@@ -533,7 +689,7 @@ def _decimal_text(value: Decimal) -> str:
 
 
 def sample_terms(spec: TemplateSpec) -> dict[str, Any]:
-    """Return the example terms of a template (for the separation letter, the 2006 letter's)."""
+    """Return the example terms of a template (its schema's ``example`` values)."""
     return {f.key: f.example for f in spec.fields.values() if f.example is not None}
 
 
@@ -556,6 +712,11 @@ def json_schema(spec: TemplateSpec) -> dict[str, Any]:
         elif f.type == "date_list":
             prop.update(type="array", items={"type": "string", "format": "date"},
                         minItems=f.min_items, maxItems=f.max_items, uniqueItems=f.unique)
+        elif f.type == "text_list":
+            prop.update(type="array", items={"type": "string", "minLength": 1,
+                                             "maxLength": f.max_length,
+                                             "pattern": r"^[^\u0000-\u001f\u007f]*$"},
+                        minItems=f.min_items, maxItems=f.max_items, uniqueItems=f.unique)
         if f.type in ("integer", "decimal"):
             if f.min is not None:
                 prop["minimum"] = int(f.min) if f.type == "integer" else float(f.min)
@@ -577,3 +738,106 @@ def json_schema(spec: TemplateSpec) -> dict[str, Any]:
         "required": [f.key for f in spec.fields.values() if f.required],
         "additionalProperties": False,
     }
+
+
+def term_text(f: Field, value: Any) -> str:
+    """Write a typed term as a letter would: "July 24, 2006", "$500", "2,000,000", "A and B"."""
+    if value is None:
+        return ""
+    if f.type == "date" and isinstance(value, dt.date):
+        return long_date(value)
+    if f.type == "integer" and isinstance(value, int):
+        return shares(value)
+    if f.type == "decimal" and isinstance(value, Decimal):
+        return money(value)
+    if f.type == "boolean":
+        return "Yes" if value else "No"
+    if f.type in LIST_TYPES and isinstance(value, list):
+        return join_and(long_date(v) if isinstance(v, dt.date) else str(v) for v in value)
+    return str(value)
+
+
+# --- writing a schema -----------------------------------------------------------------------
+
+_FIELD_DEFAULTS: dict[str, Any] = {
+    "help": "", "example": None, "derive": None, "min": None, "max": None,
+    "max_length": DEFAULT_MAX_LENGTH, "decimal_places": None, "at_most": None, "before": None,
+    "after": None, "on_or_after": None, "unique": False, "min_items": 0, "max_items": 50,
+}
+
+
+def _plain_number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def spec_to_raw(spec: TemplateSpec) -> dict[str, Any]:
+    """Return a spec as the tables of its TOML schema (only settings that differ from defaults)."""
+    meta: dict[str, Any] = {"title": spec.title}
+    if spec.description:
+        meta["description"] = spec.description
+    meta["document_title"] = spec.document_title
+    meta["file_stem"] = spec.file_stem
+    meta["list_columns"] = list(spec.list_columns)
+    fields: dict[str, Any] = {}
+    for f in spec.fields.values():
+        table: dict[str, Any] = {"label": f.label, "group": f.group, "type": f.type}
+        for key, default in _FIELD_DEFAULTS.items():
+            value = getattr(f, key)
+            if value != default:
+                table[key] = _plain_number(value) if isinstance(value, Decimal) else value
+        fields[f.key] = table
+    parties = []
+    for p in spec.parties:
+        party = {"role": p.role, "label": p.label, "name": p.name_term}
+        if p.email_term:
+            party["email"] = p.email_term
+        parties.append(party)
+    return {"template": meta, "parties": parties, "groups": dict(spec.groups),
+            "fields": fields}
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Decimal):
+        return repr(_plain_number(value))
+    if isinstance(value, dt.date):
+        return _toml_value(value.isoformat())
+    if isinstance(value, str):
+        out = []
+        for c in value:
+            if c in _TOML_ESCAPES:
+                out.append(_TOML_ESCAPES[c])
+            elif ord(c) < 0x20 or ord(c) == 0x7F:
+                out.append(f"\\u{ord(c):04X}")
+            else:
+                out.append(c)
+        return '"' + "".join(out) + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"a schema holds no {type(value).__name__} values")
+
+
+def schema_toml(raw: Mapping[str, Any]) -> str:
+    """Write a schema's tables (see :func:`spec_to_raw`) as TOML that :func:`parse_schema` reads."""
+    lines: list[str] = []
+
+    def table(header: str, values: Mapping[str, Any]) -> None:
+        lines.append(header)
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items()
+                     if value is not None)
+        lines.append("")
+
+    table("[template]", raw.get("template", {}))
+    for party in raw.get("parties", []):
+        table("[[parties]]", party)
+    table("[groups]", raw.get("groups", {}))
+    for key, values in raw.get("fields", {}).items():
+        table(f"[fields.{key}]", values)
+    return "\n".join(lines)
