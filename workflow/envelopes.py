@@ -58,6 +58,7 @@ from .letters import (
 )
 from .models import Counterpart, Document, Envelope, Letter, LetterVersion, utcnow
 from .render import render_pdf
+from .schema import TemplateSpec, load_template
 from .seal import Sealer, seal_pdf
 from .states import (
     OPEN_COUNTERPART_STATUSES,
@@ -69,10 +70,11 @@ from .states import (
 
 __all__ = [
     "SignerSpec", "Actor", "IssuedLink", "SigningView", "send_envelope", "default_signers",
+    "check_signer_roles", "party_label",
     "current_envelope", "envelope_for_token", "view_signing", "sign_counterpart",
     "decline_counterpart", "upload_paper_counterpart", "void_envelope", "assemble_envelope",
     "claim_assembly", "retry_assembly", "audit_record", "token_hash",
-    "expire_links", "reissue_link", "counterpart_of", "ROLES", "DEFAULT_LINK_DAYS",
+    "expire_links", "reissue_link", "counterpart_of", "DEFAULT_LINK_DAYS",
     "MAX_UPLOAD_BYTES", "record_delivery", "signer_document", "link_shows_letter",
     "signer_time_zone", "SignedCopy", "prepare_signature", "record_signature",
     "PaperChoices", "PendingScan", "stage_paper_counterpart",
@@ -81,12 +83,12 @@ __all__ = [
     "pending_scan_bytes",
 ]
 
-ROLES = ("company", "executive", "witness", "other")
 DEFAULT_LINK_DAYS = 30
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_SIGNERS = 10
 STALE_ASSEMBLY = dt.timedelta(minutes=3)
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _OPEN = tuple(sorted(OPEN_COUNTERPART_STATUSES))
 
 
@@ -101,7 +103,8 @@ class Actor:
 
 @dataclass(frozen=True)
 class SignerSpec:
-    """A signer as staff name them when sending."""
+    """A signer as staff name them when sending: the party's role in the template (one of
+    its schema's ``[[parties]]``), the signer's name and an optional email."""
 
     role: str
     name: str
@@ -152,14 +155,66 @@ def _clean_text(value: Any, what: str, limit: int) -> str:
     return text
 
 
-def default_signers(terms: Mapping[str, Any]) -> list[SignerSpec]:
-    """Name the signers a separation letter has: the company's chair, then the executive."""
-    return [SignerSpec("company", str(terms["chair_name"])),
-            SignerSpec("executive", str(terms["executive_full_name"]))]
+def _spec_of(version: LetterVersion) -> TemplateSpec:
+    """The schema of the template a letter version was made from (its parties)."""
+    return load_template(version.template_name)
+
+
+def party_label(session: Session, counterpart: Counterpart) -> str:
+    """Name a counterpart's party as its template's schema does ("The executive"); the role
+    itself when the schema no longer declares it."""
+    version = session.get(LetterVersion, counterpart.envelope.version_id)
+    try:
+        return _spec_of(version).party(counterpart.role).label if version else counterpart.role
+    except (KeyError, CounterpartError):
+        return counterpart.role
+
+
+def default_signers(spec: TemplateSpec, terms: Mapping[str, Any]) -> list[SignerSpec]:
+    """Name the signers of a document from its template's parties, in signing order.
+
+    Each party's name is the term its schema names (``name``), its email the term of
+    ``email`` when there is one and it holds an address. A term missing from ``terms`` leaves
+    the name (or email) empty, for staff to type.
+    """
+    signers = []
+    for party in spec.parties:
+        name = terms.get(party.name_term)
+        email = terms.get(party.email_term) if party.email_term else None
+        email = email.strip().lower() if isinstance(email, str) and \
+            _EMAIL_RE.match(email.strip()) else None
+        signers.append(SignerSpec(party.role, str(name).strip() if name else "", email))
+    return signers
+
+
+def check_signer_roles(spec: TemplateSpec, signers: Sequence[SignerSpec]) -> None:
+    """Refuse signers that are not the template's parties, each exactly once.
+
+    Raises CounterpartError naming ``signers[i].role`` (a role the template does not have, or
+    one given twice) or ``signers`` (a party without a signer).
+    """
+    roles = ", ".join(f"{p.role} ({p.label})" for p in spec.parties) or "none"
+    seen: dict[str, int] = {}
+    for index, signer in enumerate(signers):
+        if signer.role not in spec.signers:
+            raise CounterpartError(f"signers[{index}].role: {signer.role!r} is not a party of "
+                                   f"this template; its parties are {roles}.")
+        if signer.role in seen:
+            raise CounterpartError(f"signers[{index}].role: {signer.role!r} is already signer "
+                                   f"{seen[signer.role] + 1}; each party signs once.")
+        seen[signer.role] = index
+    missing = [p for p in spec.parties if p.role not in seen]
+    if missing:
+        names = ", ".join(f"{p.role} ({p.label})" for p in missing)
+        raise CounterpartError(f"signers: every party signs; give a signer for {names}.")
 
 
 def parse_signers(raw: Any) -> list[SignerSpec]:
-    """Check the signers staff typed; errors name the signer and the field."""
+    """Check the signers staff typed; errors name the signer and the field.
+
+    Roles are checked against the template's parties when the letter is sent
+    (:func:`check_signer_roles`).
+    """
     if not isinstance(raw, list) or not raw:
         raise CounterpartError("signers: give at least one signer.")
     if len(raw) > MAX_SIGNERS:
@@ -170,8 +225,9 @@ def parse_signers(raw: Any) -> list[SignerSpec]:
         if not isinstance(item, Mapping):
             raise CounterpartError(f"{where}: must be an object with role, name and email.")
         role = item.get("role")
-        if role not in ROLES:
-            raise CounterpartError(f"{where}.role: must be one of {', '.join(ROLES)}.")
+        if not isinstance(role, str) or not _ROLE_RE.match(role):
+            raise CounterpartError(f"{where}.role: give the role of one of the template's "
+                                   "parties, such as \"company\".")
         name = _clean_text(item.get("name"), f"{where}.name", 200)
         email = item.get("email") or None
         if email is not None:
@@ -224,15 +280,20 @@ def send_envelope(session: Session, letter_id: int, signers: Sequence[SignerSpec
         raise StateError("The letter's PDF is not ready; generate it before sending.")
     from .letters import version_terms
 
-    chosen = list(signers) if signers else default_signers(version_terms(version))
-    letter_pdf = document_bytes(session, pdf_doc)
+    spec = _spec_of(version)
+    chosen = list(signers) if signers else default_signers(spec, version_terms(version))
     for index, signer in enumerate(chosen):
-        try:
-            pdfs.find_signature_spot(letter_pdf, signer.name)
-        except DocumentError:
+        if not signer.name:
+            raise CounterpartError(f"signers[{index}].name is required.")
+    check_signer_roles(spec, chosen)
+    fields = pdfs.signing_fields(document_bytes(session, pdf_doc))
+    for index, signer in enumerate(chosen):
+        if signer.role not in fields.signatures:
             raise CounterpartError(
-                f"signers[{index}].name: {signer.name!r} does not appear under a signature "
-                "line of the letter; use the name printed in its signature block.") from None
+                f"signers[{index}].role: the letter's PDF has no signature field for "
+                f"{signer.role!r}, so it cannot be signed; its template needs "
+                f"{{{{ sign_here('{signer.role}') }}}} (make a new version from a template "
+                f"that has it).")
     letter.status = transition(letter.status, LetterStatus.OUT_FOR_SIGNATURE).value
     letter.updated_at = now
     envelope = Envelope(
@@ -575,7 +636,7 @@ class SignedCopy:
 @dataclass(frozen=True)
 class _CopyToMake:
     counterpart_id: int
-    signer_name: str
+    role: str
     method: str
     signature_png: bytes
     time_zone: str
@@ -597,13 +658,13 @@ def _copy_to_make(session: Session, token: str, consent: Any, signature: Any, ti
     version = session.get(LetterVersion, envelope.version_id)
     assert version is not None
     docx = render_version(session, version, {counterpart.role: signed_on})
-    return _CopyToMake(counterpart.id, counterpart.name, method, png, zone_name, signed_on, now,
+    return _CopyToMake(counterpart.id, counterpart.role, method, png, zone_name, signed_on, now,
                        docx)
 
 
 def _made(copy: _CopyToMake, converter: PdfConverter | None) -> SignedCopy:
     letter_pdf = render_pdf(copy.docx, converter)
-    stamped = pdfs.stamp_signature(letter_pdf, signer_name=copy.signer_name,
+    stamped = pdfs.stamp_signature(letter_pdf, role=copy.role,
                                    signature_png=copy.signature_png, signed_on=copy.signed_on)
     return SignedCopy(copy.counterpart_id, copy.method, copy.signature_png, copy.time_zone,
                       copy.signed_on, copy.at, stamped)
@@ -735,7 +796,7 @@ class PendingScan:
     signature_page: int
     """The 0-based page of the scan that matches the blank's signature page."""
     blank_page: int
-    """The 0-based page of the letter that holds the signer's signature block."""
+    """The 0-based page of the letter that holds the signer's signature field."""
     ink_found: bool
     matched: bool
     signed_on: dt.date | None
@@ -750,25 +811,30 @@ class CheckedScan:
     handed to the function that records the upload.
     """
 
-    signer: str
+    role: str
+    """The party whose signature field the scan was checked at."""
     sha256: str
     processing_pdf: bytes
     """The upload itself, or its readable copy (header first, decrypted)."""
     check: paper.ScanCheck
+    inert_pdf: bytes | None = None
+    """The scan's pages redrawn as pictures (:func:`workflow.paper.inert_copy`): what the
+    executed letter is assembled from."""
 
 
 def paper_scan_target(session: Session, letter_id: int, counterpart_id: int
                       ) -> tuple[bytes, str]:
-    """Return the letter PDF a counterpart was sent with and its signer's name: what a scan
+    """Return the letter PDF a counterpart was sent with and its party's role: what a scan
     for it is checked against."""
     counterpart = counterpart_of(session, letter_id, counterpart_id)
-    return letter_pdf_for(session, counterpart.envelope), counterpart.name
+    return letter_pdf_for(session, counterpart.envelope), counterpart.role
 
 
-def check_paper_scan(letter_pdf: bytes, signer_name: str, data: bytes, filename: str, *,
+def check_paper_scan(letter_pdf: bytes, role: str, data: bytes, filename: str, *,
                      max_bytes: int = MAX_UPLOAD_BYTES) -> CheckedScan:
     """Check a scan of a counterpart: a readable PDF with the page count of the letter or one
-    page, then its signature page against the blank's for the signer's ink.
+    page, then its signature page against the blank's for the ink of the party ``role`` at
+    their signature field.
 
     Untrusted bytes are read and drawn in limited child processes. Raises DocumentError naming
     the file; what the ink check found is in the answer, for the caller to act on.
@@ -777,12 +843,13 @@ def check_paper_scan(letter_pdf: bytes, signer_name: str, data: bytes, filename:
     letter_pages = pdfs.page_count(letter_pdf)
     upload = pdfs.read_upload(data, filename=filename, allowed_page_counts={letter_pages, 1},
                               max_bytes=max_bytes)
-    spot = pdfs.find_signature_spot(letter_pdf, signer_name)
-    width_pt = spot.page_box[2] - spot.page_box[0]
+    field = pdfs.signing_field(letter_pdf, role)
+    width_pt = field.page_box[2] - field.page_box[0]
     pages = paper.rasterise_upload(upload.pdf, width_px=round(width_pt * paper.PIXELS_PER_POINT),
                                    name=name)
-    return CheckedScan(signer_name, hashlib.sha256(data).hexdigest(), upload.pdf,
-                       paper.check_scan(letter_pdf, pages, signer_name))
+    return CheckedScan(role, hashlib.sha256(data).hexdigest(), upload.pdf,
+                       paper.check_scan(letter_pdf, pages, role),
+                       paper.inert_copy(upload.pdf, name=name))
 
 
 def _examine_scan(session: Session, envelope: Envelope, counterpart: Counterpart, data: bytes,
@@ -801,8 +868,8 @@ def _examine_scan(session: Session, envelope: Envelope, counterpart: Counterpart
         raise ScanCheckError(f"{name} is {what}, not a scan of a counterpart signed on paper. "
                              f"Upload the scan of the pages {counterpart.name} signed.",
                              "unsigned_copy")
-    if checked is None or checked.sha256 != digest or checked.signer != counterpart.name:
-        checked = check_paper_scan(letter_pdf_for(session, envelope), counterpart.name, data,
+    if checked is None or checked.sha256 != digest or checked.role != counterpart.role:
+        checked = check_paper_scan(letter_pdf_for(session, envelope), counterpart.role, data,
                                    filename, max_bytes=max_bytes)
     if checked.check.unchanged:
         raise ScanCheckError(
@@ -868,6 +935,11 @@ def _count_paper(session: Session, envelope: Envelope, counterpart: Counterpart,
         signed = _store_document(session, envelope, "scanned_counterpart",
                                  examined.processing_pdf,
                                  _counterpart_filename(envelope, counterpart, "scan-readable"))
+    # The executed letter is assembled from an inert copy: the pages redrawn as pictures.
+    inert = _store_document(session, envelope, "inert_scan",
+                            examined.inert_pdf if examined.inert_pdf is not None
+                            else paper.inert_copy(examined.processing_pdf, name=name),
+                            _counterpart_filename(envelope, counterpart, "scan-inert"))
     counterpart.method = "paper"
     counterpart.signed_document_id = signed.id
     counterpart.pending_document_id = None
@@ -882,6 +954,7 @@ def _count_paper(session: Session, envelope: Envelope, counterpart: Counterpart,
         "order_override_reason": reason, "order_override_by": actor.name if reason else None,
         "crop_box": list(check.crop_box), "recorded_by": actor.name,
         "original_document_id": original.id, "previous_status": previous_status,
+        "inert_document_id": inert.id,
     }
     record_event(session, envelope.letter_id, "signed", actor=counterpart.name, ip=actor.ip,
                  user_agent=actor.user_agent, envelope_id=envelope.id,
@@ -894,7 +967,8 @@ def _count_paper(session: Session, envelope: Envelope, counterpart: Counterpart,
                          "order_override_by": counterpart.paper["order_override_by"],
                          "signature_page": check.signature_page,
                          "signature_sha256": counterpart.signature_sha256,
-                         "document_id": original.id, "readable_document_id": signed.id})
+                         "document_id": original.id, "readable_document_id": signed.id,
+                         "inert_document_id": inert.id, "inert_sha256": inert.blob_sha256})
     return _after_signature(session, envelope, now)
 
 
@@ -1009,7 +1083,7 @@ def pending_paper_upload(session: Session, letter_id: int, counterpart_id: int
         uploaded_at=staged.at if staged is not None else document.created_at,
         uploaded_by=staged.actor if staged is not None else "",
         signature_page=int(detail.get("signature_page") or 0),
-        blank_page=pdfs.find_signature_spot(letter_pdf, counterpart.name).page_index,
+        blank_page=pdfs.signing_field(letter_pdf, counterpart.role).page_index,
         ink_found=detail.get("ink") == "found", matched=bool(detail.get("matched", True)),
         signed_on=dt.date.fromisoformat(signed_on) if isinstance(signed_on, str) else None,
         waiting_for=_waiting_for(counterpart, counterpart.envelope))
@@ -1314,7 +1388,7 @@ def _certificate_info(session: Session, envelope: Envelope, letter: Letter,
     for c in envelope.counterparts:
         paper = c.paper or {}
         signers.append(pdfs.CertificateSigner(
-            name=c.name, email=c.email or "", role=c.role,
+            name=c.name, email=c.email or "", role=party_label(session, c),
             method=cast(Literal["typed", "drawn", "paper"], c.method),
             consent_at=c.consent_at, first_viewed_at=c.first_viewed_at, signed_at=c.signed_at,
             ip=c.ip, user_agent=c.user_agent,
@@ -1330,7 +1404,7 @@ def _certificate_info(session: Session, envelope: Envelope, letter: Letter,
     events = [pdfs.CertificateEvent(at=e.at, type=e.type, actor=e.actor,
                                     detail=_event_detail(e.detail))
               for e in events_of(session, letter.id) if e.envelope_id in (None, envelope.id)]
-    title = f"Separation letter of {letter.executive_name}, {letter.company_name}"
+    title = letter.title
     return pdfs.CertificateInfo(
         envelope_id=envelope.id, title=title,
         letter_sha256=hashlib.sha256(letter_pdf).hexdigest(), completed_at=completed_at,
@@ -1355,6 +1429,11 @@ class _SignedCounterpart:
     signature_png: bytes | None
     paper: dict[str, Any]
     signed_pdf: bytes
+    """The signed counterpart; for paper, the scan's inert copy (pictures only)."""
+    inert: bool = True
+    """False for a paper counterpart recorded without an inert copy: one is made first."""
+    role: str = ""
+    """The party's role: where its signature goes (its template's signature field)."""
 
 
 def _paper_signature_page(counterpart: _SignedCounterpart, letter_pdf: bytes) -> int:
@@ -1366,7 +1445,7 @@ def _paper_signature_page(counterpart: _SignedCounterpart, letter_pdf: bytes) ->
     if pages == 1:
         return 0
     # A scan of the whole letter: its signature page is where the letter has it.
-    return pdfs.find_signature_spot(letter_pdf, counterpart.name).page_index
+    return pdfs.signing_field(letter_pdf, counterpart.role).page_index
 
 
 def _conformed_signatures(signed: list[_SignedCounterpart]
@@ -1377,10 +1456,10 @@ def _conformed_signatures(signed: list[_SignedCounterpart]
         if c.method == "paper":
             crop = c.paper.get("crop_box")
             box = cast(pdfs.Box, tuple(crop)) if isinstance(crop, list | tuple) else None
-            marks.append(pdfs.PaperSignature(c.name, c.signature_png, box, c.signed_on))
+            marks.append(pdfs.PaperSignature(c.role, c.signature_png, box, c.signed_on))
         else:
             assert c.signature_png is not None and c.signed_on is not None
-            marks.append(pdfs.OnlineSignature(c.name, c.signature_png, c.signed_on))
+            marks.append(pdfs.OnlineSignature(c.role, c.signature_png, c.signed_on))
     return marks
 
 
@@ -1413,11 +1492,16 @@ def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer,
             dates: dict[str, dt.date] = {}
             for c in envelope.counterparts:
                 document = session.get(Document, c.signed_document_id)
+                inert_id = (c.paper or {}).get("inert_document_id") \
+                    if c.method == "paper" else None
+                if isinstance(inert_id, int) and not isinstance(inert_id, bool):
+                    document = session.get(Document, inert_id)
                 assert document is not None
                 signed.append(_SignedCounterpart(
                     c.name, c.method or "", _date_of_signing(c),
                     blob_bytes(session, c.signature_sha256) if c.signature_sha256 else None,
-                    dict(c.paper or {}), document_bytes(session, document)))
+                    dict(c.paper or {}), document_bytes(session, document),
+                    inert=c.method != "paper" or document.kind == "inert_scan", role=c.role))
                 if signed[-1].signed_on is not None:
                     dates[c.role] = signed[-1].signed_on
             conformed_docx = render_version(session, version, dates)
@@ -1427,8 +1511,11 @@ def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer,
                                           _conformed_signatures(signed))
         signed_pages = []
         for part in signed:
+            if not part.inert:  # recorded before scans were kept inert: redraw it now
+                part.signed_pdf = paper.inert_copy(part.signed_pdf,
+                                                   name=f"The scan of {part.name}")
             page = (_paper_signature_page(part, letter_pdf) if part.method == "paper"
-                    else pdfs.find_signature_spot(part.signed_pdf, part.name).page_index)
+                    else pdfs.signing_field(part.signed_pdf, part.role).page_index)
             signed_pages.append((part.name, pdfs.extract_pages(part.signed_pdf, [page])))
         executed = pdfs.assemble_executed_pdf(
             conformed, signed_pages, pdfs.certificate_pdf(info),
@@ -1447,7 +1534,7 @@ def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer,
         if envelope.assembly_state != "running" or envelope.status != EnvelopeStatus.OUT.value:
             return None
         document = _store_document(session, envelope, "executed_pdf", sealed,
-                                   f"{_slug(letter.executive_name)}-executed.pdf")
+                                   f"{letter.file_stem}-executed.pdf")
         envelope.executed_document_id = document.id
         envelope.assembly_state = "done"
         envelope.status = transition(envelope.status, EnvelopeStatus.COMPLETED).value
@@ -1476,7 +1563,7 @@ def audit_record(session: Session, letter_id: int) -> dict[str, Any]:
     chain = verify_chain(session, letter_id)
     record: dict[str, Any] = {
         "letter": {"id": letter.id, "template": letter.template, "status": letter.status,
-                   "executive": letter.executive_name, "company": letter.company_name,
+                   "title": letter.title, "listed": list(letter.list_values or []),
                    "version": letter.current_version},
         "envelope": None,
         "chain": {"ok": chain.ok, "events": chain.events, "message": chain.message,

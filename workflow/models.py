@@ -20,12 +20,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    inspect,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "User", "ApiToken", "StaffSession", "SessionNote", "Blob", "Letter",
-           "LetterVersion", "Document", "Envelope", "Counterpart", "Event", "utcnow"]
+           "LetterVersion", "Document", "Envelope", "Counterpart", "Event", "utcnow",
+           "AccountLink", "RecoveryCode", "AppSetting", "SignerCode"]
 
 
 def utcnow() -> dt.datetime:
@@ -68,6 +71,77 @@ class User(Base):
     last_sign_in_at: Mapped[dt.datetime | None]
     disabled_at: Mapped[dt.datetime | None]
     """Set while the account may not sign in or use its API tokens."""
+    role: Mapped[str] = mapped_column(String(16), server_default="staff")
+    """``admin``, ``staff`` or ``read_only``; ``is_admin`` is kept in step with it (see
+    :func:`_role_and_admin_flag`), so code that sets only ``is_admin`` still works."""
+    password_set_at: Mapped[dt.datetime | None] = mapped_column(default=utcnow)
+    """When its owner last chose a password; None while an invitation or reset waits."""
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    """The two-factor secret, encrypted with a key derived from the app's secret key."""
+    totp_enabled_at: Mapped[dt.datetime | None]
+    """Set while two-factor sign-in is on for the account."""
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    """The 30-second step of the last code accepted: a code is never accepted twice."""
+
+
+@event.listens_for(User, "before_insert")
+@event.listens_for(User, "before_update")
+def _role_and_admin_flag(_mapper: Any, _connection: Any, user: User) -> None:
+    """Keep ``role`` and the older ``is_admin`` flag saying the same thing.
+
+    A new account given only ``is_admin`` gets the role it means; a changed role sets the
+    flag, and a changed flag alone changes the role between administrator and staff.
+    """
+    state = inspect(user)
+    role_changed = state.attrs.role.history.has_changes()
+    flag_changed = state.attrs.is_admin.history.has_changes()
+    if user.role is None:
+        user.role = "admin" if user.is_admin else "staff"
+    elif flag_changed and not role_changed and state.persistent:
+        user.role = "admin" if user.is_admin else ("staff" if user.role == "admin"
+                                                   else user.role)
+    user.is_admin = user.role == "admin"
+
+
+class AccountLink(Base):
+    """A one-time link to choose a password (an invitation or a reset); only its SHA-256 is
+    kept."""
+
+    __tablename__ = "account_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(254))
+
+    user: Mapped[User] = relationship()
+
+
+class RecoveryCode(Base):
+    """One two-factor recovery code of an account, stored as its SHA-256; usable once."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[dt.datetime | None]
+
+
+class AppSetting(Base):
+    """A setting administrators change in the admin pages (a JSON value under a key)."""
+
+    __tablename__ = "app_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(254))
 
 
 class ApiToken(Base):
@@ -104,6 +178,9 @@ class StaffSession(Base):
     end_reason: Mapped[str | None] = mapped_column(String(32))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
+    pending: Mapped[str | None] = mapped_column(String(32))
+    """None for a full sign-in; ``two_factor`` while the second factor is awaited,
+    ``setup_two_factor`` while an account that must have it sets it up."""
 
     user: Mapped[User] = relationship()
 
@@ -133,20 +210,75 @@ class Blob(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class Template(Base):
+    """A kind of agreement in the template library, named by its key; its versions make
+    letters."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Loaded from the template folder that ships with the app (``DOCX_TEMPLATE_DIR``)."""
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    versions: Mapped[list[TemplateVersion]] = relationship(
+        back_populates="template", order_by="TemplateVersion.number")
+
+
+class TemplateVersion(Base):
+    """One version of a template: its .docx (a blob) and its TOML schema.
+
+    A version is a ``draft`` (its schema may still be edited) until it is ``published``; a
+    published version never changes, and only published versions make letters. Each letter
+    version names the template version it was made from.
+    """
+
+    __tablename__ = "template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    docx_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    schema_toml: Mapped[str] = mapped_column(Text)
+    filename: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(16))
+    """``builtin`` (from the template folder) or ``upload`` (by an administrator)."""
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[dt.datetime | None]
+    published_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    test_pdf_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"))
+    """The PDF of the newest test render with the example terms (cleared by an edit)."""
+    test_rendered_at: Mapped[dt.datetime | None]
+
+    template: Mapped[Template] = relationship(back_populates="versions")
+
+
 class Letter(Base):
     __tablename__ = "letters"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     template: Mapped[str] = mapped_column(String(64))
-    executive_name: Mapped[str] = mapped_column(String(200), default="")
-    company_name: Mapped[str] = mapped_column(String(200), default="")
+    title: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    """What the letter is called: its template's ``document_title`` filled with its terms."""
+    file_stem: Mapped[str] = mapped_column(String(80), default="letter",
+                                           server_default="letter")
+    """The start of its files' names: the template's ``file_stem``, filled and slugged."""
+    list_values: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, default=list)
+    """The terms the letters table shows: ``[{"term", "label", "value"}]``, values as the
+    letter writes them (the template's ``list_columns``)."""
     status: Mapped[str] = mapped_column(String(32), index=True)
     current_version: Mapped[int] = mapped_column(Integer, default=1)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
-    """Names to search by (executive, company, signers), case- and accent-folded."""
+    """What the letter is found by (its title, listed terms and signers), case- and
+    accent-folded."""
 
     versions: Mapped[list[LetterVersion]] = relationship(
         back_populates="letter", order_by="LetterVersion.number")
@@ -163,6 +295,8 @@ class LetterVersion(Base):
     terms: Mapped[dict[str, Any]] = mapped_column(JSON)
     template_name: Mapped[str] = mapped_column(String(64))
     template_sha256: Mapped[str] = mapped_column(String(64))
+    template_version_id: Mapped[int | None] = mapped_column(ForeignKey("template_versions.id"))
+    """The template version (schema and .docx) this version was made from."""
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -257,8 +391,30 @@ class Counterpart(Base):
     """The checks of a paper upload: ink found or accepted without, signing order overridden."""
     pending_document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
     """A scan uploaded on the page and awaiting staff confirmation; it does not count yet."""
+    verify_email: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """The signing page opens only after a one-time code emailed to ``email`` is entered."""
+    identity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """How the signer was identified when signing: ``{"method": "link"}`` or
+    ``{"method": "email_code", "email", "verified_at"}``."""
 
     envelope: Mapped[Envelope] = relationship(back_populates="counterparts")
+
+
+class SignerCode(Base):
+    """A one-time code emailed to a signer, stored as its SHA-256; once entered, the browser
+    that entered it (``browser_hash``, the SHA-256 of its cookie's token) may open the link."""
+
+    __tablename__ = "signer_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    counterpart_id: Mapped[int] = mapped_column(ForeignKey("counterparts.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    sent_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    verified_at: Mapped[dt.datetime | None]
+    browser_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Event(Base):

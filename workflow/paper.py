@@ -5,8 +5,13 @@ was sent with). Both signature pages are rasterised; the scan is registered to t
 affine transform found by OpenCV's ECC alignment on the printed text, coarse to fine, so skew
 of a few degrees, shifts, A4 against Letter scaling, grey paper and noise do not matter);
 then whatever is dark in the scan and not in the blank is a new mark. New marks in the band
-above the signer's own signature line are their ink. A scan with no new mark anywhere on its
-signature page is the unsigned document itself.
+above the signer's own signature line are their ink; that line is the party's signature field
+as the template placed it (:func:`workflow.pdfs.signing_fields`), never found by its text. A
+scan with no new mark anywhere on its signature page is the unsigned document itself.
+
+A scan that counts is also kept as an inert copy (:func:`inert_copy`): its pages redrawn as
+pictures, so that nothing a hostile PDF can carry (scripts, launch actions, links, form
+fields, attachments) reaches the executed letter that is assembled from it.
 
 Uploads are untrusted: they are rasterised by pdfium in a child process with a time limit and
 an address-space limit (:func:`workflow.pdfs.run_sandboxed`). The letter PDF is the system's
@@ -26,6 +31,8 @@ import cv2
 import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfgen import canvas as pdfcanvas
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,9 +42,10 @@ from .pdfs import (
     UPLOAD_MEMORY_LIMIT,
     UPLOAD_TIME_LIMIT,
     Box,
-    SignatureSpot,
-    find_signature_spot,
+    SigningField,
     run_sandboxed,
+    signing_field,
+    signing_fields,
 )
 
 __all__ = [
@@ -45,6 +53,8 @@ __all__ = [
     "SYSTEM_DOCUMENT_KINDS",
     "check_scan",
     "rasterise_upload",
+    "inert_copy",
+    "INERT_DPI",
     "upload_page_png",
     "blank_page_png",
     "system_copy_of",
@@ -61,8 +71,9 @@ PIXELS_PER_POINT = 2.0
 INK_BAND_HEIGHT = 50.0
 INK_BAND_MARGIN = 18.0
 # Below the line: some people sign under their printed name, so ink counts down to this far
-# below it (the printed words themselves are not new marks).
-INK_BELOW_NAME = 40.0
+# below the line: the line of the name printed under it, and about 40 points more (the printed
+# words themselves are not new marks).
+INK_BELOW_LINE = 54.0
 # A run of underscores at least this wide is another signer's line: its band is theirs.
 SIGNATURE_LINE_MIN_WIDTH = 72.0
 # A new mark: at least this dark (0 paper, 1 the darkest print) after a light blur, in a
@@ -99,6 +110,7 @@ def answer(**fields):
 data = sys.stdin.buffer.read()
 width, max_side, first, last, mode = (int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
                                       int(sys.argv[6]), sys.argv[7])
+dpi = float(sys.argv[8]) if len(sys.argv) > 8 else 0.0
 import pypdfium2 as pdfium  # failing to import under the limits is a crash, not a bad file
 try:
     document = pdfium.PdfDocument(data)
@@ -109,7 +121,7 @@ try:
         w, h = page.get_size()
         if not (w >= 1 and h >= 1):
             answer(error=f"page {index + 1} has no size")
-        scale = min(width / w, max_side / h, max_side / w)
+        scale = min(dpi / 72 if dpi > 0 else width / w, max_side / h, max_side / w)
         image = page.render(scale=scale, grayscale=(mode == "L")).to_pil().convert(mode)
         pages.append({"index": index, "width": image.width, "height": image.height,
                       "points": [w, h],
@@ -136,16 +148,18 @@ class RasterPage:
 def rasterise_upload(pdf: bytes, *, width_px: int, pages: range | None = None,
                      mode: str = "L", name: str = "The uploaded file",
                      time_limit: float = UPLOAD_TIME_LIMIT,
-                     memory_limit: int = UPLOAD_MEMORY_LIMIT) -> list[RasterPage]:
+                     memory_limit: int = UPLOAD_MEMORY_LIMIT,
+                     dpi: float | None = None) -> list[RasterPage]:
     """Rasterise pages of an untrusted PDF in a limited child process.
 
-    Each page is drawn ``width_px`` pixels wide (at most 3,000 pixels on a side), in grey
-    (``mode`` "L") or colour ("RGB"). Raises DocumentError naming the file if pdfium cannot
-    draw it within the limits.
+    Each page is drawn ``width_px`` pixels wide, or at ``dpi`` dots an inch when given (at
+    most 3,000 pixels on a side), in grey (``mode`` "L") or colour ("RGB"). Raises
+    DocumentError naming the file if pdfium cannot draw it within the limits.
     """
     wanted = pages if pages is not None else range(0, 10_000)
     result = run_sandboxed(_RASTER_PROBE, [str(int(width_px)), str(MAX_SIDE_PX),
-                                           str(wanted.start), str(wanted.stop), mode],
+                                           str(wanted.start), str(wanted.stop), mode,
+                                           str(float(dpi or 0))],
                            pdf, time_limit=time_limit, memory_limit=memory_limit)
     answer = result.answer
     if answer is None or "limit" in answer:
@@ -165,6 +179,40 @@ def rasterise_upload(pdf: bytes, *, width_px: int, pages: range | None = None,
         out.append(RasterPage(int(page["index"]), np.frombuffer(data, np.uint8).reshape(shape),
                               (float(page["points"][0]), float(page["points"][1]))))
     return out
+
+
+INERT_DPI = 150.0
+"""Resolution of the inert copy of a scan: what a scanner's default gives."""
+INERT_JPEG_QUALITY = 85
+
+
+def inert_copy(pdf: bytes, *, name: str = "The uploaded file", dpi: float = INERT_DPI) -> bytes:
+    """Redraw an untrusted PDF as pictures only: a PDF to keep and assemble from safely.
+
+    Every page is rasterised in colour by pdfium in a limited child process and becomes one
+    JPEG image filling a page of the same size in points; nothing else of the upload is kept,
+    so the copy has no actions, scripts, links, form fields, attachments or fonts. Raises
+    DocumentError naming the file if its pages cannot be drawn within the limits.
+    """
+    pages = rasterise_upload(pdf, width_px=0, mode="RGB", name=name, dpi=dpi)
+    if not pages:
+        raise DocumentError(f"{name} has no page to keep.")
+    buffer = io.BytesIO()
+    canvas = pdfcanvas.Canvas(buffer, pageCompression=1, invariant=1)
+    canvas.setAuthor("Counterpart")
+    canvas.setTitle("Inert copy of an uploaded scan")
+    canvas.setProducer("Counterpart")
+    for page in pages:
+        width, height = page.points
+        picture = io.BytesIO()
+        Image.fromarray(page.pixels).save(picture, format="JPEG", quality=INERT_JPEG_QUALITY,
+                                          dpi=(dpi, dpi))
+        picture.seek(0)
+        canvas.setPageSize((width, height))
+        canvas.drawImage(ImageReader(picture), 0, 0, width=width, height=height)
+        canvas.showPage()
+    canvas.save()
+    return buffer.getvalue()
 
 
 def _render_trusted(pdf: bytes, index: int, scale: float, *, grey: bool = True) -> np.ndarray:
@@ -305,25 +353,36 @@ class ScanCheck:
     correlation: float
 
 
-def ink_region(spot: SignatureSpot) -> Box:
-    """Return the band where a signer's ink is looked for, in PDF points on their page."""
-    line, name = spot.line_box, spot.name_box
-    page = spot.page_box
-    return (max(page[0], min(line[0], name[0]) - INK_BAND_MARGIN),
-            max(page[1], name[1] - INK_BELOW_NAME),
-            min(page[2], max(line[2], name[2]) + INK_BAND_MARGIN),
+def ink_region(field: SigningField) -> Box:
+    """Return the band where a party's ink is looked for, in PDF points on their page: above
+    their signature field's line, and down through the name printed under it."""
+    line, page = field.line_box, field.page_box
+    return (max(page[0], line[0] - INK_BAND_MARGIN),
+            max(page[1], line[1] - INK_BELOW_LINE),
+            min(page[2], line[2] + INK_BAND_MARGIN),
             min(page[3], line[3] + INK_BAND_HEIGHT))
 
 
-def _fill_in_blanks(letter_pdf: bytes, spot: SignatureSpot) -> list[Box]:
-    """Boxes of the other blanks on the signature page: handwriting there is not this signer's.
+def _fill_in_blanks(letter_pdf: bytes, spot: SigningField) -> list[Box]:
+    """Boxes of the other blanks on the signature page: handwriting there is not this party's.
 
-    Runs of three or more underscores other than this signer's line: a short one is a blank
-    to fill in ("this ___ day of"), with room above for the writing; a long one is another
-    signer's line, with its whole band.
+    The other parties' signature fields, with their whole bands; every date field (a date
+    written by hand is not a signature), with room above for the writing; and any other run of
+    three or more underscores the template prints: a short one is a blank to fill in, a long
+    one another line to sign, with its whole band.
     """
-    document = pdfium.PdfDocument(letter_pdf)
+    fields = signing_fields(letter_pdf)
     boxes: list[Box] = []
+    for other in fields.signatures.values():
+        if other.page_index == spot.page_index and other.role != spot.role:
+            line = other.line_box
+            boxes.append((line[0] - INK_BAND_MARGIN, line[1] - 3, line[2] + INK_BAND_MARGIN,
+                          line[3] + INK_BAND_HEIGHT))
+    for dated in fields.dates.values():
+        if dated.page_index == spot.page_index:
+            box = dated.line_box
+            boxes.append((box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 14))
+    document = pdfium.PdfDocument(letter_pdf)
     try:
         page = document[spot.page_index]
         text = page.get_textpage()
@@ -393,17 +452,16 @@ def _ink_png(strength: np.ndarray, mask: np.ndarray) -> bytes:
     return _png(rgba, dpi=72 * PIXELS_PER_POINT)
 
 
-def check_scan(letter_pdf: bytes, scan_pages: Sequence[RasterPage], signer_name: str
-               ) -> ScanCheck:
-    """Compare a rasterised scan with the letter's signature page for one signer.
+def check_scan(letter_pdf: bytes, scan_pages: Sequence[RasterPage], role: str) -> ScanCheck:
+    """Compare a rasterised scan with the letter's signature page for one party.
 
     ``scan_pages`` come from :func:`rasterise_upload` (grey), one or more pages. The page that
-    lines up best with the letter's signature page is the signature page; the new marks on it
-    are compared with the signer's band (:func:`ink_region`).
+    lines up best with the page of the party's signature field is the signature page; the new
+    marks on it are compared with the party's band (:func:`ink_region`).
     """
     if not scan_pages:
         raise ValueError("check_scan needs at least one scan page")
-    spot = find_signature_spot(letter_pdf, signer_name)
+    spot = signing_field(letter_pdf, role)
     page_height = spot.page_box[3] - spot.page_box[1]
     blank = _darkness(_render_trusted(letter_pdf, spot.page_index, PIXELS_PER_POINT))
     scans = [_darkness(page.pixels) for page in scan_pages]
