@@ -71,12 +71,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     filters.init_app(app)
     previews.init_app(app)
 
+    from .admin import bp as admin_bp
     from .api import bp as api_bp
     from .letters import bp as letters_bp
     from .signing import bp as signing_bp
     from .verify import bp as verify_bp
 
     app.register_blueprint(letters_bp)
+    app.register_blueprint(admin_bp)  # administrators only: see web/auth/roles.py
     app.register_blueprint(signing_bp)  # public: the token in the link is the credential
     app.register_blueprint(verify_bp)  # public
     app.register_blueprint(api_bp)

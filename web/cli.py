@@ -23,6 +23,7 @@ import click
 from workflow.accounts import (
     DEFAULT_TOKEN_DAYS,
     MAX_TOKEN_DAYS,
+    ROLES,
     count_users,
     create_api_token,
     create_user,
@@ -83,21 +84,28 @@ def migrate() -> None:
 
 @cli.command("create-user")
 @click.argument("email")
-@click.option("--admin", is_flag=True, help="Make the account an administrator.")
+@click.option("--role", type=click.Choice(ROLES), default=None,
+              help="What the account may do: admin (templates, users, webhooks, settings, and "
+                   "letters), staff (letters: create, edit, send, upload, void) or read_only "
+                   "(see and download letters). Staff unless given.")
+@click.option("--admin", is_flag=True, help="The same as --role admin.")
 @click.option("--generate", is_flag=True,
               help="Generate a password and print it instead of asking for one.")
-def create_user_command(email: str, admin: bool, generate: bool) -> None:
-    """Create a staff account; asks for its password unless --generate is given."""
+def create_user_command(email: str, role: str | None, admin: bool, generate: bool) -> None:
+    """Create an account; asks for its password unless --generate is given."""
+    if admin and role not in (None, "admin"):
+        _fail(f"--admin and --role {role} contradict each other; give one of them.")
+    chosen = "admin" if admin else role or "staff"
     password = generate_password() if generate else click.prompt(
         "Password", hide_input=True, confirmation_prompt=True)
     with _database() as database:
         try:
             with database.transaction() as session:
-                user = create_user(session, email, password, is_admin=admin)
+                user = create_user(session, email, password, role=chosen)
                 address = user.email
         except CounterpartError as exc:
             _fail(str(exc))
-    kind = "administrator" if admin else "staff"
+    kind = {"admin": "administrator", "staff": "staff", "read_only": "read-only"}[chosen]
     click.echo(f"Created the {kind} account {address}.")
     if generate:
         click.echo(f"Its password (shown once): {password}")

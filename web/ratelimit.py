@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response
 from .config import ConfigError
 
 __all__ = ["init_app", "FailureLimiter", "DEFAULT_LIMIT", "DEFAULT_ACCOUNT_LIMIT",
-           "client_key"]
+           "client_key", "account_over_limit"]
 
 DEFAULT_LIMIT = "10 per minute"
 DEFAULT_ACCOUNT_LIMIT = "20 per 15 minutes"
@@ -69,11 +69,18 @@ class FailureLimiter:
 
 
 def _area() -> tuple[str, frozenset[int]] | None:
-    """Name the area a request belongs to and the statuses that count as its failures."""
+    """Name the area a request belongs to and the statuses that count as its failures.
+
+    Wrong second factors count as failed sign-ins; a wrong one-time code on a signing page
+    (401) counts as a guessed link does; so does an unknown set-password link.
+    """
     path = request.path
     if path.startswith(("/sign/", "/api/sign/")):
-        return "signing-link", frozenset({404})
-    if path in ("/sign-in", "/account/password") or \
+        return "signing-link", frozenset({404, 401})
+    if path.startswith("/account/set-password/"):
+        return "account-link", frozenset({404})
+    if path in ("/sign-in", "/sign-in/two-factor", "/account/password",
+                "/account/two-factor/disable", "/account/two-factor/recovery-codes") or \
             (path.startswith("/api/") and path != "/api/verify"):
         return "sign-in", frozenset({401})
     return None
@@ -123,6 +130,18 @@ def _too_many(limiter: FailureLimiter, area: str, key: str | None = None) -> Res
     response.status_code = 429
     response.headers["Retry-After"] = str(limiter.retry_after(area, key or _client()))
     return response
+
+
+def account_over_limit(email: str) -> Response | None:
+    """For a second factor of ``email``'s sign-in: the 429 answer while the account is over
+    its failure limit, else None; a failure (401) of this request then counts against the
+    account too."""
+    limiter: FailureLimiter = current_app.extensions[EXTENSION]
+    key = email.strip().lower()[:254]
+    g.rate_limit_account = key
+    if limiter.blocked(ACCOUNT_AREA, key):
+        return _too_many(limiter, ACCOUNT_AREA, key)
+    return None
 
 
 def check_before() -> Response | None:

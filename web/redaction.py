@@ -20,8 +20,9 @@ from flask.logging import default_handler
 
 __all__ = ["SigningTokenFilter", "redact_signing_links", "init_app", "REDACTED_LOGGERS"]
 
-# /sign/<token> and /api/sign/<token>, in a path or a full address.
-_SIGNING_PATH = re.compile(r"(/sign/)([A-Za-z0-9_\-.~%]{8,})")
+# /sign/<token> and /api/sign/<token>, in a path or a full address; and the one-time
+# /account/set-password/<token> of an invited or reset account.
+_SIGNING_PATH = re.compile(r"(/sign/|/set-password/)([A-Za-z0-9_\-.~%]{8,})")
 REDACTED_LOGGERS = ("werkzeug", "waitress", "waitress.queue")
 
 
@@ -32,7 +33,8 @@ def _hidden(match: re.Match[str]) -> str:
 
 def redact_signing_links(text: str) -> str:
     """Replace the token of every signing path in ``text`` with a short hash of it."""
-    return _SIGNING_PATH.sub(_hidden, text) if "/sign/" in text else text
+    return _SIGNING_PATH.sub(_hidden, text) if "/sign/" in text or "/set-password/" in text \
+        else text
 
 
 class SigningTokenFilter(logging.Filter):

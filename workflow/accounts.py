@@ -1,8 +1,15 @@
-"""Staff accounts and API tokens: creation, passwords, sign-in, disabling, and tokens with a
-lifetime that can be listed and revoked.
+"""Staff accounts and API tokens: creation, roles, passwords, sign-in, disabling, one-time
+set-password links (invitations and resets), and tokens with a lifetime that can be listed and
+revoked.
 
-A new password and a disabled account end the account's sessions and revoke its API tokens at
-once; a disabled account cannot sign in until it is enabled again.
+Every account has a role: ``admin`` (templates, users, webhooks and settings, besides what
+staff do), ``staff`` (letters: create, edit, send, upload, void) or ``read_only`` (sees letters
+and downloads them, changes nothing). The older ``is_admin`` flag follows the role.
+
+A new password, a reset and a disabled account end the account's sessions and revoke its API
+tokens at once; a disabled account cannot sign in until it is enabled again. An invited or
+reset account has no usable password until its owner chooses one through the one-time link
+(valid 72 hours; only its SHA-256 is stored).
 """
 
 from __future__ import annotations
@@ -20,15 +27,22 @@ from sqlalchemy.orm import Session
 
 from .db import rowcount
 from .errors import CounterpartError, NotFoundError, StateError
-from .models import ApiToken, User, utcnow
+from .models import AccountLink, ApiToken, RecoveryCode, User, utcnow
 from .sessions import end_sessions_of
 
 __all__ = ["create_user", "authenticate", "set_password", "change_own_password",
            "create_api_token", "user_for_token", "list_api_tokens", "revoke_api_tokens",
            "disable_user", "enable_user", "find_user", "TokenInfo", "generate_password",
            "count_users", "normalise_email", "MIN_PASSWORD_LENGTH", "DEFAULT_TOKEN_DAYS",
-           "MAX_TOKEN_DAYS"]
+           "MAX_TOKEN_DAYS", "ROLES", "ROLE_LABELS", "check_role", "set_role", "AccountInfo",
+           "list_accounts", "invite_user", "reset_account", "account_link_user",
+           "set_password_with_link", "LINK_HOURS", "role_at_least", "check_password"]
 
+ROLES = ("admin", "staff", "read_only")
+"""The roles, most powerful first: each may do all that the ones after it may."""
+ROLE_LABELS = {"admin": "Administrator", "staff": "Staff", "read_only": "Read-only"}
+LINK_HOURS = 72
+"""How long an invitation's or a reset's set-password link works."""
 MIN_PASSWORD_LENGTH = 10
 DEFAULT_TOKEN_DAYS = 90
 MAX_TOKEN_DAYS = 3650
@@ -57,20 +71,214 @@ def _check_password(password: str) -> None:
                                "characters.")
 
 
+def check_role(role: str) -> str:
+    """Return ``role`` if it is one of :data:`ROLES`, else raise naming the field."""
+    if role not in ROLES:
+        raise CounterpartError(f"role: {role!r} is not a role; choose one of "
+                               f"{', '.join(ROLES)}.")
+    return role
+
+
+def role_at_least(role: str, needed: str) -> bool:
+    """Say whether an account of ``role`` may do what ``needed`` may (admin > staff >
+    read_only)."""
+    if role not in ROLES or needed not in ROLES:
+        return False
+    return ROLES.index(role) <= ROLES.index(needed)
+
+
 def count_users(session: Session) -> int:
     """Count the staff accounts."""
     return session.scalar(select(func.count()).select_from(User)) or 0
 
 
-def create_user(session: Session, email: str, password: str, *, is_admin: bool = False) -> User:
-    """Create a staff account with a hashed password."""
+def create_user(session: Session, email: str, password: str, *, is_admin: bool = False,
+                role: str | None = None) -> User:
+    """Create an account with a hashed password; ``role`` (or, older, ``is_admin``) says what
+    it may do: staff unless told otherwise."""
     address = normalise_email(email)
     _check_password(password)
+    chosen = check_role(role) if role is not None else ("admin" if is_admin else "staff")
     if session.scalar(select(User).where(User.email == address)):
         raise CounterpartError(f"There is already an account for {address}.")
-    user = User(email=address, password_hash=_HASHER.hash(password), is_admin=is_admin)
+    user = User(email=address, password_hash=_HASHER.hash(password), role=chosen,
+                is_admin=chosen == "admin", password_set_at=utcnow())
     session.add(user)
     session.flush()
+    return user
+
+
+def _active_admins(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.disabled_at.is_(None))) or 0
+
+
+def _keep_an_admin(session: Session, user: User, what: str) -> None:
+    """Refuse to take away the last enabled administrator: nobody could manage accounts."""
+    if user.role == "admin" and user.disabled_at is None and _active_admins(session) <= 1:
+        raise StateError(f"{user.email} is the only administrator; make another account an "
+                         f"administrator before you {what}.")
+
+
+def set_role(session: Session, user_id: int, role: str) -> User:
+    """Give an account another role; its sessions see the change at their next request.
+
+    Raises NotFoundError for an unknown account, StateError for the last administrator.
+    """
+    check_role(role)
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFoundError(f"There is no account {user_id}.")
+    if user.role != role and role != "admin":
+        _keep_an_admin(session, user, "change its role")
+    user.role = role
+    user.is_admin = role == "admin"
+    return user
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """An account as the admin pages list it."""
+
+    id: int
+    email: str
+    role: str
+    state: str
+    """``active``, ``invited`` (never chose a password), ``reset`` (waiting for a new
+    password) or ``disabled``."""
+    two_factor: bool
+    created_at: dt.datetime
+    last_sign_in_at: dt.datetime | None
+    link_expires_at: dt.datetime | None
+    """When the newest unused set-password link stops working, if there is one."""
+
+    @property
+    def role_label(self) -> str:
+        return ROLE_LABELS.get(self.role, self.role)
+
+
+def list_accounts(session: Session) -> list[AccountInfo]:
+    """Describe every account, by email."""
+    now = utcnow()
+    links = {row.user_id: row.expires_at for row in session.scalars(
+        select(AccountLink).where(AccountLink.used_at.is_(None), AccountLink.expires_at > now)
+        .order_by(AccountLink.created_at))}
+    out = []
+    for user in session.scalars(select(User).order_by(User.email)):
+        if user.disabled_at is not None:
+            state = "disabled"
+        elif user.password_set_at is None:
+            state = "invited" if user.last_sign_in_at is None else "reset"
+        else:
+            state = "active"
+        out.append(AccountInfo(user.id, user.email, user.role, state,
+                               user.totp_enabled_at is not None, user.created_at,
+                               user.last_sign_in_at, links.get(user.id)))
+    return out
+
+
+def _unusable_password() -> str:
+    """A hash of a password nobody knows: the account cannot sign in until one is chosen."""
+    return _HASHER.hash(secrets.token_urlsafe(32))
+
+
+def _issue_link(session: Session, user: User, purpose: str, by: str,
+                now: dt.datetime) -> str:
+    """Make a set-password link for an account (ending its earlier unused ones); return its
+    token, of which only the SHA-256 is stored."""
+    session.execute(update(AccountLink).where(AccountLink.user_id == user.id,
+                                              AccountLink.used_at.is_(None))
+                    .values(used_at=now))
+    token = secrets.token_urlsafe(32)
+    session.add(AccountLink(user_id=user.id, token_hash=_token_hash(token), purpose=purpose,
+                            created_at=now, expires_at=now + dt.timedelta(hours=LINK_HOURS),
+                            created_by=by[:254]))
+    session.flush()
+    return token
+
+
+def invite_user(session: Session, email: str, role: str, *, by: str,
+                now: dt.datetime | None = None) -> tuple[User, str]:
+    """Create an account without a password and return it with its one-time set-password
+    token (valid :data:`LINK_HOURS` hours). Raises CounterpartError naming the field."""
+    now = now or utcnow()
+    address = normalise_email(email)
+    check_role(role)
+    if session.scalar(select(User).where(User.email == address)):
+        raise CounterpartError(f"email: there is already an account for {address}.")
+    user = User(email=address, password_hash=_unusable_password(), role=role,
+                is_admin=role == "admin", password_set_at=None, created_at=now)
+    session.add(user)
+    session.flush()
+    return user, _issue_link(session, user, "invite", by, now)
+
+
+def reset_account(session: Session, user_id: int, *, by: str, two_factor_off: bool = False,
+                  now: dt.datetime | None = None) -> tuple[User, str]:
+    """Reset an account's password: it no longer works, the account's sessions end and its
+    API tokens are revoked; return the account and a new one-time set-password token.
+
+    ``two_factor_off`` also turns off its two-factor sign-in (a lost phone). A disabled
+    account is refused (enable it first).
+    """
+    now = now or utcnow()
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFoundError(f"There is no account {user_id}.")
+    if user.disabled_at is not None:
+        raise StateError(f"The account {user.email} is disabled; enable it before you reset "
+                         "its password.")
+    user.password_hash = _unusable_password()
+    user.password_set_at = None
+    if two_factor_off:
+        user.totp_secret = None
+        user.totp_enabled_at = None
+        user.totp_last_step = None
+        session.execute(update(RecoveryCode).where(RecoveryCode.user_id == user.id,
+                                                   RecoveryCode.used_at.is_(None))
+                        .values(used_at=now))
+    end_sessions_of(session, user.id, "password reset")
+    _revoke_tokens_of(session, user.id)
+    return user, _issue_link(session, user, "reset", by, now)
+
+
+def account_link_user(session: Session, token: str, *, now: dt.datetime | None = None
+                      ) -> AccountLink:
+    """Return the unused, unexpired set-password link of ``token``, or raise NotFoundError
+    (unknown or used) or StateError (expired)."""
+    now = now or utcnow()
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        raise NotFoundError("This set-password link is not valid.")
+    link = session.scalar(select(AccountLink).where(
+        AccountLink.token_hash == _token_hash(token)))
+    if link is None or link.used_at is not None:
+        raise NotFoundError("This set-password link is not valid or was already used; ask an "
+                            "administrator for a new one.")
+    if now >= link.expires_at or link.user.disabled_at is not None:
+        raise StateError(f"This set-password link has expired (links work for {LINK_HOURS} "
+                         "hours); ask an administrator for a new one.")
+    return link
+
+
+def set_password_with_link(session: Session, token: str, password: str, *,
+                           now: dt.datetime | None = None) -> User:
+    """Choose an account's password through its one-time link; the link is then used up and
+    the account's sessions end. Raises as :func:`account_link_user`, or for a short
+    password."""
+    now = now or utcnow()
+    link = account_link_user(session, token, now=now)
+    _check_password(password)
+    changed = rowcount(session.execute(
+        update(AccountLink).where(AccountLink.id == link.id, AccountLink.used_at.is_(None))
+        .values(used_at=now)))
+    if changed != 1:
+        raise NotFoundError("This set-password link was already used; ask an administrator "
+                            "for a new one.")
+    user = link.user
+    user.password_hash = _HASHER.hash(password)
+    user.password_set_at = now
+    end_sessions_of(session, user.id, "password changed")
+    _revoke_tokens_of(session, user.id)
     return user
 
 
@@ -93,6 +301,7 @@ def set_password(session: Session, email: str, password: str) -> User:
     user = find_user(session, email)
     _check_password(password)
     user.password_hash = _HASHER.hash(password)
+    user.password_set_at = utcnow()
     end_sessions_of(session, user.id, "password changed")
     _revoke_tokens_of(session, user.id)
     return user
@@ -122,6 +331,7 @@ def disable_user(session: Session, email: str) -> User:
     user = find_user(session, email)
     if user.disabled_at is not None:
         raise StateError(f"The account {user.email} is already disabled.")
+    _keep_an_admin(session, user, "disable it")
     user.disabled_at = utcnow()
     end_sessions_of(session, user.id, "account disabled")
     _revoke_tokens_of(session, user.id)
@@ -135,6 +345,17 @@ def enable_user(session: Session, email: str) -> User:
         raise StateError(f"The account {user.email} is not disabled.")
     user.disabled_at = None
     return user
+
+
+def check_password(session: Session, user_id: int, password: str) -> bool:
+    """Say whether ``password`` is the current password of an enabled account."""
+    user = session.get(User, user_id)
+    if user is None or user.disabled_at is not None:
+        return False
+    try:
+        return bool(_HASHER.verify(user.password_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def authenticate(session: Session, email: str, password: str) -> User | None:

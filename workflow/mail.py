@@ -1,5 +1,6 @@
 """Email the signing links when SMTP settings are given, and say what the mail server did with
-each one.
+each one; likewise the one-time codes signers confirm their address with and the set-password
+links of invited or reset accounts (:func:`send_mail`).
 
 An invitation counts as delivered to the mail server only when the server accepted it: it took
 the recipient (``RCPT``) and the message (``DATA``). Each invitation is its own message, so one
@@ -18,7 +19,8 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
-__all__ = ["SmtpSettings", "SigningInvitation", "Delivery", "send_signing_invitations"]
+__all__ = ["SmtpSettings", "SigningInvitation", "Delivery", "send_signing_invitations",
+           "Mail", "MailResult", "send_mail", "signer_code_mail", "account_link_mail"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,54 @@ class Delivery:
     @property
     def to(self) -> str:
         return self.invitation.email
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message of the app's own: to whom, the subject and the plain-text body."""
+
+    to: str
+    subject: str
+    body: str
+    to_name: str = ""
+    sender_name: str = "Counterpart"
+
+
+@dataclass(frozen=True)
+class MailResult:
+    """What the mail server did with one :class:`Mail`: ``accepted`` only when it took the
+    recipient and the message; ``answer`` is its reply or why there was none."""
+
+    accepted: bool
+    answer: str
+    at: dt.datetime
+
+
+def signer_code_mail(*, name: str, email: str, title: str, code: str, minutes: int) -> Mail:
+    """The message that gives a signer the one-time code that opens their signing page."""
+    return Mail(email, f"Your code to open \"{title}\"",
+                f"Dear {name},\n\n"
+                f"Your one-time code to open your signing page for \"{title}\" is:\n\n"
+                f"    {code}\n\n"
+                f"Type it on the signing page. It works for {minutes} minutes, once. If you did "
+                "not ask for it, someone may have your signing link: do not share this code, "
+                "and tell the sender.\n", to_name=name)
+
+
+def account_link_mail(*, email: str, link: str, purpose: str, hours: int) -> Mail:
+    """The message with an invited or reset account's one-time set-password link."""
+    if purpose == "invite":
+        subject = "Your Counterpart account"
+        opening = ("An administrator made you an account on Counterpart. Choose your password "
+                   "through this private link:")
+    else:
+        subject = "Choose a new Counterpart password"
+        opening = ("An administrator reset the password of your Counterpart account. Choose a "
+                   "new one through this private link:")
+    return Mail(email, subject,
+                f"Hello,\n\n{opening}\n\n    {link}\n\n"
+                f"The link works once, for {hours} hours. If you did not expect this message, "
+                "tell your administrator.\n")
 
 
 def _message(settings: SmtpSettings, invitation: SigningInvitation) -> EmailMessage:
@@ -113,14 +163,19 @@ def _connect(settings: SmtpSettings) -> smtplib.SMTP:
 
 def _send_one(client: smtplib.SMTP, settings: SmtpSettings,
               invitation: SigningInvitation) -> tuple[bool, str]:
+    """Hand one invitation to the server."""
+    return _hand_over(client, settings, _message(settings, invitation), invitation.email)
+
+
+def _hand_over(client: smtplib.SMTP, settings: SmtpSettings, message: EmailMessage,
+               recipient: str) -> tuple[bool, str]:
     """Hand one message to the server step by step, to keep its answer to each step."""
-    message = _message(settings, invitation)
-    international = not (settings.sender.isascii() and invitation.email.isascii())
+    international = not (settings.sender.isascii() and recipient.isascii())
     client.ehlo_or_helo_if_needed()
     options: list[str] = []
     if international:
         if not client.has_extn("smtputf8"):
-            return False, (f"the mail server cannot take the address {invitation.email} "
+            return False, (f"the mail server cannot take the address {recipient} "
                            "(it does not support SMTPUTF8)")
         options = ["SMTPUTF8", "BODY=8BITMIME"]
     data = message.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP)
@@ -128,7 +183,7 @@ def _send_one(client: smtplib.SMTP, settings: SmtpSettings,
     if code != 250:
         client.rset()
         return False, _answer(code, text)
-    code, text = client.rcpt(invitation.email)
+    code, text = client.rcpt(recipient)
     if code not in (250, 251):
         client.rset()
         return False, _answer(code, text)
@@ -179,3 +234,35 @@ def send_signing_invitations(settings: SmtpSettings,
         except (OSError, smtplib.SMTPException):
             client.close()
     return results
+
+
+def send_mail(settings: SmtpSettings, mail: Mail) -> MailResult:
+    """Send one message of the app's own; return what the mail server did with it.
+
+    Never raises for a delivery problem: an unreachable server, a refused login, address or
+    message, or a dropped connection is a result that was not accepted, with the reason.
+    """
+    message = EmailMessage()
+    message["From"] = formataddr((mail.sender_name, settings.sender))
+    message["To"] = formataddr((mail.to_name, mail.to)) if mail.to_name else mail.to
+    message["Subject"] = mail.subject
+    message["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
+    message.set_content(mail.body)
+    where = f"{settings.host}:{settings.port}"
+    try:
+        client = _connect(settings)
+    except (OSError, smtplib.SMTPException) as exc:
+        return MailResult(False, f"the mail server {where} could not be reached or refused "
+                                 f"the login ({exc})", _now())
+    try:
+        accepted, answer = _hand_over(client, settings, message, mail.to)
+    except smtplib.SMTPResponseException as exc:
+        accepted, answer = False, _answer(exc.smtp_code, exc.smtp_error)
+    except (OSError, smtplib.SMTPException) as exc:
+        accepted, answer = False, f"the connection to the mail server {where} failed ({exc})"
+    finally:
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
+    return MailResult(accepted, answer, _now())

@@ -26,7 +26,8 @@ from .db import rowcount
 from .models import SessionNote, StaffSession, User, utcnow
 
 __all__ = ["ActiveSession", "start_session", "session_for_token", "end_session",
-           "end_sessions_of", "keep_note", "take_note", "NOTE_LIFETIME", "SESSION_TOKEN_BYTES"]
+           "end_sessions_of", "keep_note", "take_note", "NOTE_LIFETIME", "SESSION_TOKEN_BYTES",
+           "PENDING_LIFETIME"]
 
 SESSION_TOKEN_BYTES = 32
 NOTE_LIFETIME = dt.timedelta(minutes=15)
@@ -36,14 +37,26 @@ SEEN_RESOLUTION = dt.timedelta(minutes=1)
 ENDED_KEPT = dt.timedelta(days=90)
 
 
+PENDING_LIFETIME = dt.timedelta(minutes=15)
+"""How long a sign-in may wait for its second factor, or for two-factor set-up."""
+
+
 @dataclass(frozen=True)
 class ActiveSession:
-    """A session that counts: its row id and the account's plain values."""
+    """A session that counts: its row id and the account's plain values.
+
+    ``pending`` is None for a full sign-in; ``two_factor`` while the password was right and
+    the second factor is awaited; ``setup_two_factor`` while an account that must have
+    two-factor sign-in sets it up. A pending session opens nothing else.
+    """
 
     id: int
     user_id: int
     email: str
     is_admin: bool
+    role: str = "staff"
+    pending: str | None = None
+    two_factor: bool = False
 
 
 def _hash(token: str) -> str:
@@ -51,16 +64,20 @@ def _hash(token: str) -> str:
 
 
 def start_session(session: Session, user: User, *, hours: int, ip: str | None = None,
-                  user_agent: str | None = None) -> str:
-    """Start a session of ``hours`` for a user and return its token (for the cookie only)."""
+                  user_agent: str | None = None, pending: str | None = None) -> str:
+    """Start a session of ``hours`` for a user and return its token (for the cookie only).
+
+    A ``pending`` session (see :class:`ActiveSession`) lasts :data:`PENDING_LIFETIME`.
+    """
     now = utcnow()
     token = secrets.token_urlsafe(SESSION_TOKEN_BYTES)
     session.execute(delete(SessionNote).where(SessionNote.created_at < now - NOTE_LIFETIME))
     old = select(StaffSession.id).where(StaffSession.expires_at < now - ENDED_KEPT)
     session.execute(delete(SessionNote).where(SessionNote.session_id.in_(old)))
     session.execute(delete(StaffSession).where(StaffSession.expires_at < now - ENDED_KEPT))
+    lifetime = PENDING_LIFETIME if pending else dt.timedelta(hours=hours)
     session.add(StaffSession(token_hash=_hash(token), user_id=user.id, created_at=now,
-                             last_seen_at=now, expires_at=now + dt.timedelta(hours=hours),
+                             last_seen_at=now, expires_at=now + lifetime, pending=pending,
                              ip=(ip or None) and ip[:64],
                              user_agent=(user_agent or None) and user_agent[:512]))
     session.flush()
@@ -83,7 +100,8 @@ def session_for_token(session: Session, token: str) -> ActiveSession | None:
         return None
     if now - staff_session.last_seen_at >= SEEN_RESOLUTION:
         staff_session.last_seen_at = now
-    return ActiveSession(staff_session.id, user.id, user.email, user.is_admin)
+    return ActiveSession(staff_session.id, user.id, user.email, user.role == "admin",
+                         user.role, staff_session.pending, user.totp_enabled_at is not None)
 
 
 def _end(session: Session, condition: Any, reason: str) -> int:

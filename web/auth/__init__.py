@@ -7,6 +7,11 @@ Pages answer a stranger with a redirect to the sign-in page; the JSON API answer
 Sessions live on the server (:mod:`workflow.sessions`): the signed cookie carries only a
 random session token, and the session it names counts until it is signed out, expires, or
 its account gets a new password or is disabled. A copied cookie stops working then too.
+
+An account with two-factor sign-in gets, after its password, a pending session that opens only
+the code page (``/sign-in/two-factor``); when administrators require two-factor sign-in, an
+account without it gets one that opens only the set-up page, and a session already open is
+sent there too. What each role may do once signed in is :mod:`web.auth.roles`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from flask import (
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from workflow.accounts import user_for_token
+from workflow.accounts import ROLE_LABELS, role_at_least, user_for_token
 from workflow.models import User
 from workflow.sessions import (
     ActiveSession,
@@ -40,11 +45,17 @@ from workflow.sessions import (
     start_session,
     take_note,
 )
+from workflow.settings import REQUIRE_TWO_FACTOR, get_setting
 
 from ..database import get_db
+from . import roles
 
 __all__ = ["bp", "init_app", "public", "StaffUser", "sign_in_user", "sign_out_user",
-           "safe_next", "is_api_request", "keep_shown_once", "take_shown_once"]
+           "safe_next", "is_api_request", "keep_shown_once", "take_shown_once", "requires",
+           "any_role", "PENDING_ENDPOINTS", "secret_key"]
+
+requires = roles.requires
+any_role = roles.any_role
 
 bp = Blueprint("auth", __name__)
 F = TypeVar("F", bound=Callable[..., object])
@@ -58,12 +69,33 @@ class StaffUser:
     id: int
     email: str
     is_admin: bool
+    role: str = "staff"
+    two_factor: bool = False
 
     @classmethod
     def of(cls, user: User | ActiveSession) -> StaffUser:
         if isinstance(user, ActiveSession):
-            return cls(id=user.user_id, email=user.email, is_admin=user.is_admin)
-        return cls(id=user.id, email=user.email, is_admin=user.is_admin)
+            return cls(id=user.user_id, email=user.email, is_admin=user.role == "admin",
+                       role=user.role, two_factor=user.two_factor)
+        return cls(id=user.id, email=user.email, is_admin=user.role == "admin",
+                   role=user.role, two_factor=user.totp_enabled_at is not None)
+
+    @property
+    def can_edit(self) -> bool:
+        """Whether the account may change letters (staff and administrators)."""
+        return role_at_least(self.role, "staff")
+
+    @property
+    def role_label(self) -> str:
+        return ROLE_LABELS.get(self.role, self.role)
+
+
+# What a pending session opens: its own step, signing out, and the static files.
+PENDING_ENDPOINTS = {
+    "two_factor": frozenset({"auth.two_factor", "auth.sign_out", "auth.sign_in"}),
+    "setup_two_factor": frozenset({"auth.two_factor_setup", "auth.sign_out", "auth.sign_in"}),
+}
+PENDING_PAGES = {"two_factor": "auth.two_factor", "setup_two_factor": "auth.two_factor_setup"}
 
 
 def public(view: F) -> F:
@@ -85,11 +117,12 @@ def _cookie_token() -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def sign_in_user(db_session: Session, user: User) -> None:
+def sign_in_user(db_session: Session, user: User, *, pending: str | None = None) -> None:
     """Start a fresh server-side session for a user inside the caller's transaction.
 
     The browser's earlier session, if any, ends, and the cookie is cleared first, so nothing
-    from before signing in (a planted session, say) carries over.
+    from before signing in (a planted session, say) carries over. A ``pending`` session
+    (``two_factor``, ``setup_two_factor``) opens only its own step.
     """
     old = _cookie_token()
     if old:
@@ -97,7 +130,7 @@ def sign_in_user(db_session: Session, user: User) -> None:
     session.clear()
     session[SESSION_KEY] = start_session(
         db_session, user, hours=current_app.config["SESSION_HOURS"], ip=request.remote_addr,
-        user_agent=request.user_agent.string or None)
+        user_agent=request.user_agent.string or None, pending=pending)
     session.permanent = True
 
 
@@ -113,6 +146,11 @@ def sign_out_user() -> None:
 def _secret() -> bytes:
     key = current_app.config["SECRET_KEY"]
     return key.encode("utf-8") if isinstance(key, str) else bytes(key)
+
+
+def secret_key() -> bytes:
+    """The app's secret key as bytes (what the domain derives its encryption keys from)."""
+    return _secret()
 
 
 def keep_shown_once(name: str, value: Any) -> None:
@@ -149,8 +187,14 @@ def _bearer_token() -> str | None:
 
 
 def load_user() -> None:
-    """Find who is asking: an API token on /api, the session cookie elsewhere."""
+    """Find who is asking: an API token on /api, the session cookie elsewhere.
+
+    ``g.user`` is set for a full sign-in only; a session waiting for its second factor, or for
+    two-factor set-up, is ``g.pending`` (with ``g.pending_step`` naming the step).
+    """
     g.user = None
+    g.pending = None
+    g.pending_step = None
     if is_api_request():
         token = _bearer_token()
         if token:
@@ -165,10 +209,17 @@ def load_user() -> None:
         return
     with get_db().transaction() as db_session:
         active = session_for_token(db_session, token)
-    if active is not None:
+        step = active.pending if active is not None else None
+        if active is not None and step is None and not active.two_factor and \
+                get_setting(db_session, REQUIRE_TWO_FACTOR):
+            step = "setup_two_factor"  # required since this session began
+    if active is None:
+        session.clear()
+    elif step is None:
         g.user = StaffUser.of(active)
     else:
-        session.clear()
+        g.pending = StaffUser.of(active)
+        g.pending_step = step
 
 
 def require_sign_in() -> Response | tuple[Response, int] | None:
@@ -176,8 +227,15 @@ def require_sign_in() -> Response | tuple[Response, int] | None:
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return None  # no such route (a 404 follows) or a static file
     view = current_app.view_functions.get(request.endpoint)
+    step = g.get("pending_step")
+    if step is not None and request.endpoint in PENDING_ENDPOINTS[step]:
+        return None
     if getattr(view, "is_public", False) or g.user is not None:
         return None
+    if step is not None and not is_api_request() and \
+            not getattr(view, "answers_json", False):
+        target = request.full_path if request.method == "GET" else request.path
+        return redirect(url_for(PENDING_PAGES[step], next=target.rstrip("?")))
     if is_api_request() or getattr(view, "answers_json", False):
         if is_api_request():
             response = jsonify(error="Sign in with an API token: send the header "
@@ -194,7 +252,8 @@ def init_app(app: Flask) -> None:
     """Check who is asking before every request."""
     app.before_request(load_user)
     app.before_request(require_sign_in)
+    app.before_request(roles.check_role)
     app.register_blueprint(bp)
 
 
-from . import views  # noqa: E402,F401  (registers the routes on bp)
+from . import two_factor, views  # noqa: E402,F401  (register the routes on bp)

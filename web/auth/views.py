@@ -1,16 +1,24 @@
-"""Signing in and out, and changing one's own password."""
+"""Signing in and out, changing one's own password, and choosing one through a one-time
+link."""
 
 from __future__ import annotations
 
 from flask import flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from workflow.accounts import authenticate, change_own_password
-from workflow.errors import CounterpartError
+from workflow.accounts import (
+    LINK_HOURS,
+    account_link_user,
+    authenticate,
+    change_own_password,
+    set_password_with_link,
+)
+from workflow.errors import CounterpartError, NotFoundError, StateError
+from workflow.settings import REQUIRE_TWO_FACTOR, get_setting
 
 from ..database import get_db
 from . import bp, public, safe_next, sign_in_user, sign_out_user
-from .forms import ChangePasswordForm, SignInForm
+from .forms import ChangePasswordForm, SetPasswordForm, SignInForm
 
 SIGN_IN_FAILED = "That email address and password do not match an account."
 
@@ -26,12 +34,23 @@ def sign_in() -> Response | str | tuple[str, int]:
             return redirect(form.next.data or url_for("letters.index"))
     failed = False
     if form.validate_on_submit():
+        step = None
         with get_db().transaction() as db_session:
             user = authenticate(db_session, form.email.data or "", form.password.data or "")
             if user is not None:
-                sign_in_user(db_session, user)
+                # The password is only the first step for an account with a second factor,
+                # or one that must set it up.
+                if user.totp_enabled_at is not None:
+                    step = "two_factor"
+                elif get_setting(db_session, REQUIRE_TWO_FACTOR):
+                    step = "setup_two_factor"
+                sign_in_user(db_session, user, pending=step)
+        target = safe_next(form.next.data)
+        if user is not None and step is not None:
+            page = "auth.two_factor" if step == "two_factor" else "auth.two_factor_setup"
+            return redirect(url_for(page, next=target) if target else url_for(page))
         if user is not None:
-            return redirect(safe_next(form.next.data) or url_for("letters.index"))
+            return redirect(target or url_for("letters.index"))
         failed = True
     # A page that answers with its own form: 401 for wrong credentials, 422 for missing ones.
     status = 401 if failed else 422 if form.errors else 200
@@ -70,3 +89,35 @@ def change_password() -> Response | str | tuple[str, int]:
     status = 401 if failed and "current password" in failed else \
         422 if failed or form.errors else 200
     return render_template("auth/password.html", form=form, failed=failed), status
+
+
+@bp.route("/account/set-password/<token>", methods=["GET", "POST"])
+@public
+def set_password_link(token: str) -> Response | str | tuple[str, int]:
+    """Choose a password through the one-time link of an invitation or a reset."""
+    try:
+        with get_db().transaction() as db_session:
+            link = account_link_user(db_session, token)
+            email, purpose = link.user.email, link.purpose
+    except NotFoundError as exc:
+        return render_template("auth/link_unavailable.html", message=str(exc),
+                               public_page=True), 404
+    except StateError as exc:
+        return render_template("auth/link_unavailable.html", message=str(exc),
+                               public_page=True), 410
+    form = SetPasswordForm()
+    failed = None
+    if form.validate_on_submit():
+        try:
+            with get_db().transaction() as db_session:
+                set_password_with_link(db_session, token, form.new.data or "")
+        except CounterpartError as exc:
+            failed = str(exc)
+        else:
+            sign_out_user()
+            flash("Your password is set. Sign in with it now.", "success")
+            return redirect(url_for("auth.sign_in"))
+    status = 422 if failed or form.errors else 200
+    return render_template("auth/set_password.html", form=form, email=email, purpose=purpose,
+                           failed=failed, hours=LINK_HOURS, token=token,
+                           public_page=True), status

@@ -1,0 +1,164 @@
+"""Staff accounts in the browser: invite (a one-time set-password link, emailed when mail is
+set up and shown on the page otherwise), change a role, disable, enable, and reset (a new
+set-password link; the account's sessions end and its API tokens stop)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import flash, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from workflow.accounts import (
+    LINK_HOURS,
+    ROLE_LABELS,
+    ROLES,
+    disable_user,
+    enable_user,
+    invite_user,
+    list_accounts,
+    reset_account,
+    set_role,
+)
+from workflow.errors import CounterpartError, NotFoundError
+from workflow.mail import account_link_mail, send_mail
+from workflow.models import User
+
+from ..auth import keep_shown_once, take_shown_once
+from ..database import get_db
+from ..execution import smtp_settings
+from . import bp
+
+log = logging.getLogger(__name__)
+LINK_NOTE = "account-link"
+
+
+def _render(status: int = 200, *, error: str | None = None,
+            form: dict[str, str] | None = None) -> tuple[str, int]:
+    with get_db().transaction() as session:
+        accounts = list_accounts(session)
+    return render_template("admin/users.html", accounts=accounts, roles=ROLES,
+                           role_labels=ROLE_LABELS, link=take_shown_once(LINK_NOTE),
+                           error=error, form=form or {"email": "", "role": "staff"},
+                           mail=smtp_settings() is not None, hours=LINK_HOURS), status
+
+
+@bp.get("/users")
+def users() -> tuple[str, int]:
+    """Every account with its role and state, the invitation form, and each one's actions."""
+    return _render()
+
+
+def _hand_over_link(email: str, token: str, purpose: str) -> None:
+    """Email a set-password link when mail is set up; keep it to show once on the page when
+    it is not, or when the mail server did not take it."""
+    link = url_for("auth.set_password_link", token=token, _external=True)
+    settings = smtp_settings()
+    note: dict[str, Any] = {"email": email, "link": link, "purpose": purpose, "emailed": False,
+                            "error": None}
+    if settings is not None:
+        result = send_mail(settings, account_link_mail(email=email, link=link, purpose=purpose,
+                                                       hours=LINK_HOURS))
+        if result.accepted:
+            note.update(emailed=True, link=None)
+        else:
+            log.warning("the set-password email to %s was not accepted: %s", email,
+                        result.answer)
+            note["error"] = result.answer
+    keep_shown_once(LINK_NOTE, note)
+
+
+@bp.post("/users/invite")
+def invite() -> Response | tuple[str, int]:
+    """Create an account with a role and hand its owner a one-time set-password link."""
+    email, role = request.form.get("email", ""), request.form.get("role", "")
+    try:
+        with get_db().transaction() as session:
+            user, token = invite_user(session, email, role, by=g.user.email)
+            address = user.email
+    except CounterpartError as exc:
+        return _render(422, error=str(exc), form={"email": email[:254], "role": role[:16]})
+    _hand_over_link(address, token, "invite")
+    flash(f"{address} was invited as {ROLE_LABELS[role].lower()}.", "success")
+    return redirect(url_for(".users"))
+
+
+def _account(session: Any, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFoundError(f"There is no account {user_id}.")
+    return user
+
+
+def _not_yourself(user_id: int, what: str) -> None:
+    if user_id == g.user.id:
+        raise CounterpartError(f"You cannot {what} your own account here; ask another "
+                               "administrator.")
+
+
+@bp.post("/users/<int:user_id>/role")
+def change_role(user_id: int) -> Response | tuple[str, int]:
+    """Give an account another role."""
+    role = request.form.get("role", "")
+    try:
+        _not_yourself(user_id, "change the role of")
+        with get_db().transaction() as session:
+            address = set_role(session, user_id, role).email
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        return _render(409 if "only administrator" in str(exc) else 422, error=str(exc))
+    flash(f"{address} is now {ROLE_LABELS[role].lower()}.", "success")
+    return redirect(url_for(".users"))
+
+
+@bp.post("/users/<int:user_id>/disable")
+def disable(user_id: int) -> Response | tuple[str, int]:
+    """Disable an account: it cannot sign in; its sessions end and its API tokens stop."""
+    try:
+        _not_yourself(user_id, "disable")
+        with get_db().transaction() as session:
+            address = disable_user(session, _account(session, user_id).email).email
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        return _render(409, error=str(exc))
+    flash(f"{address} is disabled: its sessions ended and its API tokens stopped.", "success")
+    return redirect(url_for(".users"))
+
+
+@bp.post("/users/<int:user_id>/enable")
+def enable(user_id: int) -> Response | tuple[str, int]:
+    """Let a disabled account sign in again."""
+    try:
+        with get_db().transaction() as session:
+            address = enable_user(session, _account(session, user_id).email).email
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        return _render(409, error=str(exc))
+    flash(f"{address} may sign in again (its earlier API tokens stay revoked).", "success")
+    return redirect(url_for(".users"))
+
+
+@bp.post("/users/<int:user_id>/reset")
+def reset(user_id: int) -> Response | tuple[str, int]:
+    """Reset an account's password: a new set-password link; its sessions end and its API
+    tokens stop; with the box ticked, its two-factor sign-in is turned off too."""
+    two_factor_off = request.form.get("two_factor_off") == "yes"
+    try:
+        _not_yourself(user_id, "reset")
+        with get_db().transaction() as session:
+            user, token = reset_account(session, user_id, by=g.user.email,
+                                        two_factor_off=two_factor_off)
+            address = user.email
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        return _render(409, error=str(exc))
+    _hand_over_link(address, token, "reset")
+    flash(f"The password of {address} was reset: its sessions ended and its API tokens "
+          "stopped" + (", and two-factor sign-in is off." if two_factor_off else "."),
+          "success")
+    return redirect(url_for(".users"))
