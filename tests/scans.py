@@ -15,7 +15,7 @@ import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image, ImageDraw
 
-from workflow.pdfs import find_signature_spot
+from workflow.pdfs import signing_fields
 
 A4 = (595.28, 841.89)
 LETTER = (612.0, 792.0)
@@ -54,19 +54,21 @@ def mark(draw: ImageDraw.ImageDraw, box: Sequence[float], page_height: float,
                     (page_height - y0) * scale], fill=20)
 
 
-def scan_of(letter_pdf: bytes, *, signed_by: Sequence[str] = (), pages: Sequence[int] | None = None,
+def scan_of(letter_pdf: bytes, *, signed_by: Sequence[str] = (),
+            pages: Sequence[int] | None = None,
             angle: float = 1.8, shift: tuple[float, float] = (10.0, -8.0), paper: str = "a4",
             noise: float = 12.0, dpi: float = 100.0, seed: int = 1,
             marks: Sequence[Sequence[float]] = ()) -> bytes:
     """Return an image-only PDF scan of pages of the letter (its signature page by default).
 
-    ``signed_by`` signers get a scribble on their line; ``marks`` are dark boxes (PDF points)
-    drawn on the signature page. Each page is put on ``paper`` ("a4" or "letter") scaled to
+    ``signed_by`` parties (roles) get a scribble on their signature field's line; ``marks``
+    are dark boxes (PDF points) drawn on the signature page. Each page is put on ``paper`` ("a4" or "letter") scaled to
     fit, turned by ``angle`` degrees, shifted by ``shift`` points, greyed and given noise.
     """
-    spots = {name: find_signature_spot(letter_pdf, name) for name in signed_by}
-    signature_page = find_signature_spot(letter_pdf, "John R. Tucker").page_index \
-        if not spots else next(iter(spots.values())).page_index
+    fields = signing_fields(letter_pdf)
+    spots = {role: fields.signature(role) for role in signed_by}
+    signature_page = (next(iter(spots.values())) if spots
+                      else next(iter(fields.signatures.values()))).page_index
     indices = list(pages) if pages is not None else [signature_page]
     sheets = []
     rng = np.random.default_rng(seed)

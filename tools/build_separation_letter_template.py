@@ -167,9 +167,6 @@ CLOSING = (
     "taken together, shall be deemed to constitute a single original document."
 )
 
-SIGNATURE_LINE = "_" * 34
-
-
 def _page_field(paragraph) -> None:
     run = paragraph.add_run()
     for tag, text in (("begin", None), (None, "PAGE"), ("separate", None), (None, "2"),
@@ -245,14 +242,16 @@ def build(out: Path = OUT) -> None:
     left = WD_ALIGN_PARAGRAPH.LEFT
     para("Sincerely,", indent=block, align=left, keep=True)
     para("{{ company_name|upper }}", indent=block, align=left, after=24, keep=True)
-    para(SIGNATURE_LINE, indent=block, align=left, after=0, keep=True)
+    # The signing fields: each prints the signature line and marks, exactly, where its party
+    # signs (see workflow/render.py). The name under the line is the template's own text.
+    para("{{ sign_here('company') }}", indent=block, align=left, after=0, keep=True)
     para("{{ chair_name }}", indent=block, align=left, after=0, keep=True)
     para("{{ chair_title }}", indent=block, align=left, after=24, keep=True)
     para("Acknowledged and agreed to", align=left, after=0, keep=True)
     # Unsigned: "this ___ day of July, 2006" (the letter date's month), for a pen. Rendered
     # again once the executive signs online: the true date, "this 3rd day of March, 2027".
     para("this {{ date_signed('executive', letter_date) }}", align=left, after=24, keep=True)
-    para(SIGNATURE_LINE, align=left, after=0, keep=True)
+    para("{{ sign_here('executive') }}", align=left, after=0, keep=True)
     para("{{ executive_full_name }}", align=left, after=0)
 
     doc.core_properties.title = "Separation and consulting letter agreement"

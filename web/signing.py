@@ -32,6 +32,7 @@ from workflow.envelopes import (
     decline_counterpart,
     envelope_for_token,
     link_shows_letter,
+    party_label,
     record_signature,
     signer_document,
     view_signing,
@@ -75,8 +76,6 @@ LINK_TITLES = {
     "declined": "This letter was declined",
     "waiting": "Please wait for the earlier signers",
 }
-ROLE_WORDS = {"company": "for the company", "executive": "as the executive",
-              "witness": "as a witness", "other": "as a party"}
 
 
 @bp.errorhandler(LinkError)
@@ -117,6 +116,11 @@ def copy_urls(token: str, summary: dict[str, Any], *, api: bool = False
     }
 
 
+def _role_words(label: str) -> str:
+    """Say in which capacity a party signs, from its label: "as the executive"."""
+    return "as " + label[:1].lower() + label[1:]
+
+
 def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
     """Copy what a signing page or the signer API shows out of a SigningView."""
     counterpart, envelope, letter = view.counterpart, view.envelope, view.letter
@@ -127,9 +131,9 @@ def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
     others = [{"name": c.name, "signed": c.status == CounterpartStatus.SIGNED.value}
               for c in envelope.counterparts if c.id != counterpart.id]
     return {
-        "title": letter_title(letter), "company": letter.company_name,
+        "title": letter_title(letter),
         "name": counterpart.name, "role": counterpart.role,
-        "role_words": ROLE_WORDS.get(counterpart.role, ""),
+        "role_words": _role_words(party_label(session, counterpart)),
         "status": counterpart.status,
         "status_label": CounterpartStatus(counterpart.status).label,
         "expires_at": envelope.expires_at, "waiting_for": list(view.waiting_for),

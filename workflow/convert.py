@@ -53,6 +53,11 @@ _REAP_TIMEOUT = 3.0
 _STDERR_LINES = 30
 _EXIT_RESTART = 81
 _WORD_FILTER = "MS Word 2007 XML"
+# The PDF filter with its options as the command line takes them (JSON, LibreOffice 7.4 on):
+# Word bookmarks become named destinations, as uno_worker.py asks for them over UNO. The
+# signing fields of a template are bookmarks; this is how their places reach the PDF.
+_PDF_EXPORT = ('pdf:writer_pdf_Export:{"ExportBookmarksToPDFDestination":'
+               '{"type":"boolean","value":"true"}}')
 
 
 class WorkerPids(NamedTuple):
@@ -568,7 +573,7 @@ def fresh_process_convert(docx_path: Path, pdf_path: Path, timeout: float = 120)
             f"-env:UserInstallation={(Path(tmp) / 'profile').as_uri()}",
             f"--infilter={_WORD_FILTER}",
             "--convert-to",
-            "pdf:writer_pdf_Export",
+            _PDF_EXPORT,
             "--outdir",
             str(outdir),
             str(src),

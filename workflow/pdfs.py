@@ -4,10 +4,10 @@ A letter is executed in counterparts: each signer signs a copy of their own, and
 signed the letter's pages, each signed signature page and a certificate of completion are put
 together into one executed PDF (then sealed by :mod:`workflow.seal`).
 
-Signature spots are found by the signer's printed name in the signature block, searched with
-pypdfium2 from the last page backwards; drawings go onto a reportlab overlay that pypdf merges
-onto the page, so the letter's own text stays as it was. Coordinates are PDF points with the
-origin at the bottom left of the page.
+Where each party signs is exact: the template's ``sign_here('ROLE')`` field becomes a pair of
+named destinations of the PDF (:func:`signing_fields`), so no text is searched for. Drawings go
+onto a reportlab overlay that pypdf merges onto the page, so the letter's own text stays as it
+was. Coordinates are PDF points with the origin at the bottom left of the page.
 
 Uploaded files are untrusted: :func:`inspect_upload` parses them in a child Python process with
 a time limit and an address-space limit, so a hang or a decompression bomb ends the child, not
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 from xml.sax.saxutils import escape
 
 import pypdfium2 as pdfium
@@ -62,15 +62,20 @@ from reportlab.platypus import (
 
 from .errors import DocumentError
 from .formatting import long_date
+from .render import DATE_SIGNED, END_PREFIX, SIGN_HERE
 
 __all__ = [
     "Box",
-    "SignatureSpot",
+    "SigningField",
+    "FieldPosition",
+    "PdfFields",
+    "signing_fields",
+    "signing_field",
+    "field_positions",
     "CertificateSigner",
     "CertificateEvent",
     "CertificateInfo",
     "SandboxResult",
-    "find_signature_spot",
     "OnlineSignature",
     "PaperSignature",
     "stamp_signature",
@@ -127,47 +132,209 @@ UPLOAD_MEMORY_LIMIT = 512 * 1024 * 1024
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SPACES = {0x20, 0x09, 0x0A, 0x0D, 0xA0, 0x02, 0xFFFE}
 _UNDERSCORE = 0x5F
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
 
 
 # --------------------------------------------------------------------------------------------
-# Finding the signature blocks
+# Signing fields: where each party signs, as the template placed it
 
 
 @dataclass(frozen=True)
-class SignatureSpot:
-    """Where one signer signs: the printed name under the signature line, on one page."""
+class SigningField:
+    """Where a template's signing field is on the PDF: ``sign_here('ROLE')`` or
+    ``date_signed('ROLE')``, read from its named destinations (see :func:`signing_fields`).
+    """
 
+    role: str
     page_index: int
-    name_box: Box
     line_box: Box
-    """The signature line above the name (the run of underscores, or an estimate of it)."""
+    """What the field printed: for a signature, the signature line (its rule of underscores,
+    end to end); for a date, the date's words (or its blank line)."""
     page_box: Box
     """The page's media box."""
 
+    @property
+    def box(self) -> Box:
+        """Where the party's signature goes: on the line, as wide as it, and up to
+        :data:`SIGNATURE_MAX_HEIGHT` above it (a date field's box is its ``line_box``)."""
+        x0, y0, x1, _ = self.line_box
+        return (x0, y0, x1, y0 + SIGNATURE_MAX_HEIGHT)
 
-def find_signature_spot(pdf: bytes, signer_name: str) -> SignatureSpot:
-    """Find the signature block of a signer by the name printed under its signature line."""
-    document = _open_pdfium(pdf)
+    @property
+    def position(self) -> FieldPosition:
+        """The field as (page index, box)."""
+        return FieldPosition(self.page_index, self.box)
+
+
+class FieldPosition(NamedTuple):
+    """A field's place: its 0-based page and its box in PDF points."""
+
+    page_index: int
+    box: Box
+
+
+@dataclass(frozen=True)
+class PdfFields:
+    """The signing fields of one PDF, by role: signature fields and date fields."""
+
+    signatures: Mapping[str, SigningField]
+    dates: Mapping[str, SigningField]
+
+    def signature(self, role: str) -> SigningField:
+        """Return the signature field of a role, or raise DocumentError naming it."""
+        field = self.signatures.get(role)
+        if field is None:
+            known = ", ".join(self.signatures) or "none"
+            raise DocumentError(f"The letter PDF has no signature field for the party "
+                                f"{role!r} (its template's sign_here('{role}')); its signature "
+                                f"fields: {known}.")
+        return field
+
+    def positions(self) -> dict[str, FieldPosition]:
+        """Every signature field as {role: (page index, box)}."""
+        return {role: field.position for role, field in self.signatures.items()}
+
+
+_FIELD_KINDS = (SIGN_HERE, DATE_SIGNED)
+# Where the first character of a field is looked for, below the top of its line of text.
+_FIRST_CHAR_DROP = 6.0
+_FIRST_CHAR_TOLERANCE = (3.0, 12.0)
+
+
+def _destination_name(raw: str) -> str:
+    """A named destination's name as the template gave it to the bookmark.
+
+    LibreOffice writes every character other than letters, digits and ``-`` as two hex digits
+    (``_`` as ``5F``). Bookmarks of signing fields hold lower-case letters, digits and ``_``
+    only, so an upper-case ``F`` after a ``5`` can only be such an escape.
+    """
+    return raw.lstrip("/").replace("5F", "_")
+
+
+def _field_names(reader: PdfReader) -> dict[tuple[str, str, bool], tuple[int, float, float]]:
+    """Read the signing fields' named destinations: (kind, role, end) to (page, left, top)."""
     try:
-        spot = _find_spot(document, signer_name)
+        destinations = reader.named_destinations
+    except (PyPdfError, ValueError, KeyError, TypeError) as exc:
+        raise DocumentError(f"The letter PDF's named destinations could not be read "
+                            f"({exc}).") from exc
+    found: dict[tuple[str, str, bool], tuple[int, float, float]] = {}
+    for raw, destination in destinations.items():
+        name = _destination_name(str(raw))
+        end = name.startswith(END_PREFIX)
+        stem = name[len(END_PREFIX):] if end else name
+        for kind in _FIELD_KINDS:
+            if not stem.startswith(kind + "_"):
+                continue
+            role = stem[len(kind) + 1:]
+            try:
+                page = reader.get_destination_page_number(destination)
+                left, top = float(destination.left), float(destination.top)
+            except (PyPdfError, ValueError, TypeError, KeyError):
+                continue
+            if page is not None and page >= 0 and math.isfinite(left) and math.isfinite(top):
+                found[(kind, role, end)] = (page, left, top)
+    return found
+
+
+def _field_text_box(textpage: pdfium.PdfTextPage, kind: str, x0: float, x1: float,
+                    top: float) -> Box | None:
+    """Measure what a field printed on its line of text, from the first character at its
+    start to its end: the underscores of a signature line, or a date's characters."""
+    index = textpage.get_index(x0 + 1.5, top - _FIRST_CHAR_DROP, *_FIRST_CHAR_TOLERANCE)
+    if index < 0:
+        return None
+    count = textpage.count_chars()
+    boxes: list[Box] = []
+    line: float | None = None
+    for i in range(max(0, index - 2), count):
+        char = pdfium_c.FPDFText_GetUnicode(textpage, i)
+        left, bottom, right, upper = textpage.get_charbox(i)
+        if right <= x0 + 0.25 or char in _SPACES:
+            if boxes and left >= x1 - 0.25:
+                break
+            continue
+        if left >= x1 - 0.25 or upper > top + 2 or bottom < top - 30:
+            break
+        if kind == SIGN_HERE and char != _UNDERSCORE:
+            continue
+        if line is not None and abs(bottom - line) > 4 and char != _UNDERSCORE:
+            break
+        line = bottom if line is None else line
+        boxes.append((left, bottom, right, upper))
+    return _union(boxes) if boxes else None
+
+
+@functools.lru_cache(maxsize=32)
+def _read_fields(pdf: bytes) -> PdfFields:
+    reader = _pypdf_reader(pdf, "The letter PDF")
+    names = _field_names(reader)
+    if not names:
+        return PdfFields({}, {})
+    document = _open_pdfium(pdf)
+    found: dict[str, dict[str, SigningField]] = {SIGN_HERE: {}, DATE_SIGNED: {}}
+    try:
+        pages: dict[int, tuple[pdfium.PdfPage, pdfium.PdfTextPage]] = {}
+        for (kind, role, end), (page_index, left, top) in sorted(names.items()):
+            if end or page_index >= len(document):
+                continue
+            if page_index not in pages:
+                page = document[page_index]
+                pages[page_index] = (page, page.get_textpage())
+            page, textpage = pages[page_index]
+            page_box = tuple(float(v) for v in page.get_mediabox())
+            right = names.get((kind, role, True))
+            # The end of the field, where it is on the same line; else the field's own width.
+            x1 = right[1] if right and right[0] == page_index and abs(right[2] - top) < 1 \
+                and right[1] > left else left + SIGNATURE_MAX_WIDTH
+            measured = _field_text_box(textpage, kind, left, x1, top)
+            if measured is None:
+                # Nothing printed there to measure: the line is where 12-point type puts it.
+                measured = (left, top - 12.5, x1, top - 11.9)
+            box = (left, measured[1], x1 if kind == SIGN_HERE else max(x1, measured[2]),
+                   measured[3])
+            found[kind][role] = SigningField(role, page_index, box,
+                                             cast(Box, page_box))
     finally:
+        for page, textpage in pages.values():
+            textpage.close()
+            page.close()
         document.close()
-    if spot is None:
-        raise DocumentError(f"The letter cannot be signed: cannot find the signature block of "
-                            f"{_clean_name(signer_name)!r} (the name printed under a signature "
-                            f"line).")
-    return spot
+    return PdfFields(found[SIGN_HERE], found[DATE_SIGNED])
 
 
-def signature_page_index(pdf: bytes, signer_names: list[str]) -> int:
-    """Return the index of the page that holds the signature blocks of all the named signers."""
-    if not signer_names:
-        raise ValueError("signature_page_index needs at least one signer name")
-    pages = {find_signature_spot(pdf, name).page_index: name for name in signer_names}
+def signing_fields(pdf: bytes) -> PdfFields:
+    """Read where each party signs (and dates) from a PDF made from a template.
+
+    Each ``sign_here('ROLE')`` and ``date_signed('ROLE')`` of the template is a pair of Word
+    bookmarks that LibreOffice exports as named destinations (page, left, top): the field's
+    start and end on its line. Its height is measured from the glyphs printed there, found at
+    that exact place (no text is searched for). A PDF without fields has none.
+    """
+    return _read_fields(bytes(pdf))
+
+
+def signing_field(pdf: bytes, role: str) -> SigningField:
+    """Return the signature field of one role, or raise DocumentError naming the role."""
+    return signing_fields(pdf).signature(role)
+
+
+def field_positions(pdf: bytes) -> dict[str, FieldPosition]:
+    """Read ``{role: (page_index, box)}`` of a PDF's signature fields (see :func:`signing_fields`).
+
+    The box is where the party's signature goes: on the signature line and above it.
+    """
+    return signing_fields(pdf).positions()
+
+
+def signature_page_index(pdf: bytes, roles: Sequence[str]) -> int:
+    """Return the index of the page that holds the signature fields of all the named roles."""
+    if not roles:
+        raise ValueError("signature_page_index needs at least one role")
+    fields = signing_fields(pdf)
+    pages = {fields.signature(role).page_index: role for role in roles}
     if len(pages) > 1:
-        where = ", ".join(f"{name} on page {index + 1}" for index, name in sorted(pages.items()))
-        raise DocumentError(f"The signature blocks are on different pages ({where}); "
+        where = ", ".join(f"{role} on page {index + 1}" for index, role in sorted(pages.items()))
+        raise DocumentError(f"The signature fields are on different pages ({where}); "
                             f"sign each page as its own counterpart.")
     return next(iter(pages))
 
@@ -183,77 +350,32 @@ def _clean_name(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", name).split())
 
 
-def _name_variants(name: str) -> list[str]:
-    """Spellings to search for: as typed, and with straight or curly apostrophes."""
-    clean = _clean_name(name)
-    straight = clean.translate(_APOSTROPHES)
-    return list(dict.fromkeys([clean, straight, straight.replace("'", "\u2019")]))
-
-
-def _char(textpage: pdfium.PdfTextPage, index: int) -> int:
-    return pdfium_c.FPDFText_GetUnicode(textpage, index)
-
-
-def _matches(textpage: pdfium.PdfTextPage, text: str) -> list[tuple[int, int]]:
-    searcher = textpage.search(text, match_case=False)
-    found = []
-    while (match := searcher.get_next()) is not None:
-        found.append(match)
-    searcher.close()
-    return found
-
-
 def _union(boxes: Sequence[Box]) -> Box:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes),
             max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def _text_box(textpage: pdfium.PdfTextPage, start: int, count: int) -> Box:
-    rects = [textpage.get_rect(i) for i in range(textpage.count_rects(start, count))]
-    if not rects:
-        rects = [textpage.get_charbox(i) for i in range(start, start + count)]
-    return _union(rects)
-
-
-def _underscores_before(textpage: pdfium.PdfTextPage, index: int) -> tuple[int, int] | None:
-    """Return the run of underscores ending just before ``index`` (spaces skipped), if any."""
-    i = index - 1
-    while i >= 0 and _char(textpage, i) in _SPACES:
-        i -= 1
-    end = i
-    while i >= 0 and _char(textpage, i) == _UNDERSCORE:
-        i -= 1
-    return (i + 1, end) if end - i >= 3 else None
-
-
-def _find_spot(document: pdfium.PdfDocument, signer_name: str) -> SignatureSpot | None:
-    variants = _name_variants(signer_name)
-    if not variants[0]:
+def _text_under(textpage: pdfium.PdfTextPage, field: SigningField) -> Box | None:
+    """Measure the first line printed just under a signature line (the party's name, as the
+    template prints it): the characters found there, on one line, from the line's left end."""
+    x0, y0, x1, _ = field.line_box
+    index = textpage.get_index(x0 + 3, y0 - 7, 4.0, 6.0)
+    if index < 0:
         return None
-    for page_index in reversed(range(len(document))):
-        page = document[page_index]
-        textpage = page.get_textpage()
-        try:
-            found = [m for variant in variants for m in _matches(textpage, variant)]
-            if not found:
-                continue
-            start, count = max(found)
-            name_box = _text_box(textpage, start, count)
-            run = _underscores_before(textpage, start)
-            line_box = None
-            if run is not None:
-                candidate = _union([textpage.get_charbox(i) for i in range(run[0], run[1] + 1)])
-                # The line must sit above the name and near it, not elsewhere on the page.
-                if name_box[3] - 2 <= candidate[1] <= name_box[3] + 40:
-                    line_box = candidate
-            if line_box is None:
-                y = name_box[3] + 12
-                line_box = (name_box[0], y, name_box[0] + SIGNATURE_MAX_WIDTH, y + 0.6)
-            return SignatureSpot(page_index, name_box, line_box, tuple(page.get_mediabox()))
-        finally:
-            textpage.close()
-            page.close()
-    return None
+    boxes: list[Box] = []
+    line: float | None = None
+    for i in range(index, textpage.count_chars()):
+        left, bottom, right, upper = textpage.get_charbox(i)
+        char = pdfium_c.FPDFText_GetUnicode(textpage, i)
+        if char in _SPACES or right - left <= 0:
+            continue
+        if upper > y0 + 1 or upper < y0 - 18 or left < x0 - 4:
+            break
+        if line is not None and abs(bottom - line) > 3:
+            break
+        line = bottom if line is None else line
+        boxes.append((left, bottom, right, upper))
+    return _union(boxes) if boxes else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,12 +384,14 @@ def _find_spot(document: pdfium.PdfDocument, signer_name: str) -> SignatureSpot 
 
 @dataclass(frozen=True)
 class OnlineSignature:
-    """A signature adopted online: stamped on its signer's line, the date of signing beside it.
+    """A signature adopted online: stamped at its party's signature field, the date of
+    signing beside it.
 
-    ``signed_on`` is the calendar date of signing in the signer's own time zone.
+    ``role`` is the party's role (the template's ``sign_here('ROLE')``); ``signed_on`` is
+    the calendar date of signing in the signer's own time zone.
     """
 
-    signer_name: str
+    role: str
     png: bytes
     signed_on: date
 
@@ -277,58 +401,61 @@ class PaperSignature:
     """A signature made in ink on paper, as the conformed copy of the letter shows it.
 
     ``png`` is the signer's ink cropped from their scan (transparent around the ink), drawn at
-    ``crop_box`` (PDF points on the page of their signature block) at 1:1. Without a crop, only
+    ``crop_box`` (PDF points on the page of their signature field) at 1:1. Without a crop, only
     the note that the signer signed on paper (and on which date, if staff gave it) is written.
     """
 
-    signer_name: str
+    role: str
     png: bytes | None = None
     crop_box: Box | None = None
     signed_on: date | None = None
 
 
-def stamp_signature(pdf: bytes, *, signer_name: str, signature_png: bytes,
-                    signed_on: date) -> bytes:
-    """Return a copy of the letter signed by one signer on their signature line.
+def stamp_signature(pdf: bytes, *, role: str, signature_png: bytes, signed_on: date) -> bytes:
+    """Return a copy of the letter signed by one party at their signature field.
 
-    The signature image sits on the line above the printed name, never larger than it was
-    drawn, and "Signed electronically on <date>" is noted beside the name in small type.
+    The signature image sits on the field's line, never larger than it was drawn (scaled down
+    into the field's box if it is larger), and "Signed electronically on <date>" is noted
+    beside the name printed under the line, in small type.
     """
-    return stamp_signatures(pdf, [OnlineSignature(signer_name, signature_png, signed_on)])
+    return stamp_signatures(pdf, [OnlineSignature(role, signature_png, signed_on)])
 
 
 def stamp_signatures(pdf: bytes, signatures: Sequence[OnlineSignature | PaperSignature]
                      ) -> bytes:
-    """Return a copy of the letter with every given signature on its signer's line.
+    """Return a copy of the letter with every given signature at its party's field.
 
     Online signatures are stamped as :func:`stamp_signature` does; paper ones are drawn from
-    their crop at its box. Raises DocumentError if a signer's block cannot be found or a crop
-    box lies off its page.
+    their crop at its box. Raises DocumentError if the PDF has no signature field for a role
+    or a crop box lies off its page.
     """
+    fields = signing_fields(pdf)
+    placed = [(signature, fields.signature(signature.role)) for signature in signatures]
     document = _open_pdfium(pdf)
+    drawings: dict[int, list[_Drawing]] = {}
     try:
-        spots = [(signature, _find_spot(document, signature.signer_name))
-                 for signature in signatures]
+        for signature, field in placed:
+            items = drawings.setdefault(field.page_index, [])
+            page = document[field.page_index]
+            textpage = page.get_textpage()
+            try:
+                under = _text_under(textpage, field)
+            finally:
+                textpage.close()
+                page.close()
+            if isinstance(signature, OnlineSignature):
+                items.append(_SignatureDrawing(field, _png_reader(signature.png),
+                                               _natural_size(signature.png)))
+                items.append(_NoteDrawing(
+                    field, under, f"Signed electronically on {long_date(signature.signed_on)}"))
+                continue
+            if signature.png is not None and signature.crop_box is not None:
+                crop = _crop_box_on(signature.crop_box, field.page_box, signature.role)
+                items.append(_InkDrawing(crop, _png_reader(signature.png)))
+            on = f" on {long_date(signature.signed_on)}" if signature.signed_on else ""
+            items.append(_NoteDrawing(field, under, f"Signed on paper{on}"))
     finally:
         document.close()
-    drawings: dict[int, list[_Drawing]] = {}
-    for signature, spot in spots:
-        if spot is None:
-            raise DocumentError(f"The letter cannot be signed: cannot find the signature block "
-                                f"of {_clean_name(signature.signer_name)!r} (the name printed "
-                                f"under a signature line).")
-        items = drawings.setdefault(spot.page_index, [])
-        if isinstance(signature, OnlineSignature):
-            items.append(_SignatureDrawing(spot, _png_reader(signature.png),
-                                           _natural_size(signature.png)))
-            items.append(_NoteDrawing(
-                spot, f"Signed electronically on {long_date(signature.signed_on)}"))
-            continue
-        if signature.png is not None and signature.crop_box is not None:
-            crop = _crop_box_on(signature.crop_box, spot.page_box, signature.signer_name)
-            items.append(_InkDrawing(crop, _png_reader(signature.png)))
-        on = f" on {long_date(signature.signed_on)}" if signature.signed_on else ""
-        items.append(_NoteDrawing(spot, f"Signed on paper{on}"))
 
     reader = _pypdf_reader(pdf, "The letter PDF")
     writer = PdfWriter(clone_from=reader)
@@ -341,7 +468,7 @@ def stamp_signatures(pdf: bytes, signatures: Sequence[OnlineSignature | PaperSig
     return _written(writer)
 
 
-def _crop_box_on(crop_box: Sequence[float], page_box: Box, signer_name: str) -> Box:
+def _crop_box_on(crop_box: Sequence[float], page_box: Box, role: str) -> Box:
     """Check that a paper signature's crop box is a real box on its page, and return it."""
     try:
         x0, y0, x1, y1 = (float(v) for v in crop_box)
@@ -351,9 +478,9 @@ def _crop_box_on(crop_box: Sequence[float], page_box: Box, signer_name: str) -> 
               and x0 >= page_box[0] - 1 and y0 >= page_box[1] - 1
               and x1 <= page_box[2] + 1 and y1 <= page_box[3] + 1)
     if not inside:
-        raise DocumentError(f"The paper signature of {_clean_name(signer_name)!r} cannot be "
-                            f"drawn: its crop box {list(crop_box)!r} is not a box on the "
-                            f"signature page (PDF points, x0 y0 x1 y1).")
+        raise DocumentError(f"The paper signature of the party {role!r} cannot be drawn: "
+                            f"its crop box {list(crop_box)!r} is not a box on the signature "
+                            f"page (PDF points, x0 y0 x1 y1).")
     return x0, y0, x1, y1
 
 
@@ -374,14 +501,16 @@ def _natural_size(png: bytes) -> tuple[float, float]:
 
 
 class _SignatureDrawing(NamedTuple):
-    spot: SignatureSpot
+    field: SigningField
     image: ImageReader
     size: tuple[float, float]
     """The size the signature was made at, in points: it is drawn no larger."""
 
 
 class _NoteDrawing(NamedTuple):
-    spot: SignatureSpot
+    field: SigningField
+    under: Box | None
+    """What is printed under the line (the name), if anything."""
     text: str
 
 
@@ -411,32 +540,40 @@ def _overlay(page_box: tuple[float, ...], items: list[_Drawing]) -> bytes:
     return buffer.getvalue()
 
 
+# The signature starts this far in from the line's left end, and its ink may dip this far
+# below the line, as pen strokes do.
+_SIGNATURE_INDENT = 6.0
+_SIGNATURE_DIP = 2.0
+
+
 def _draw_signature(canvas: pdfcanvas.Canvas, item: _SignatureDrawing) -> None:
     natural_width, natural_height = item.size
-    # Scale down to fit the line, never up: a small drawing stays the size it was drawn.
-    scale = min(1.0, SIGNATURE_MAX_WIDTH / natural_width, SIGNATURE_MAX_HEIGHT / natural_height)
+    x0, y0, x1, y1 = item.field.box
+    room = max(1.0, x1 - x0 - _SIGNATURE_INDENT)
+    # Scale down to fit the field's box, never up: a small drawing stays the size it was drawn.
+    scale = min(1.0, room / natural_width, (y1 - y0) / natural_height)
     width, height = natural_width * scale, natural_height * scale
-    line = item.spot.line_box
-    # Start a little in from the left end of the line, and let the ink dip just below the line
-    # as pen strokes do, without reaching the printed name underneath.
-    x = line[0] + 6
-    y = max(line[1] - 2, item.spot.name_box[3] + 0.5)
-    canvas.drawImage(item.image, x, y, width=width, height=height, mask="auto")
+    canvas.drawImage(item.image, x0 + _SIGNATURE_INDENT, y0 - _SIGNATURE_DIP, width=width,
+                     height=height, mask="auto")
 
 
 def _draw_note(canvas: pdfcanvas.Canvas, item: _NoteDrawing,
                page_box: tuple[float, ...]) -> None:
-    """Write the date of signing right of the name, or if there is no room, below it."""
+    """Write the date of signing right of the name under the line, or where there is room:
+    right of the line, left of it, or under the name."""
     font, size = "Helvetica", 7.0
     width = pdfmetrics.stringWidth(item.text, font, size)
-    name, line = item.spot.name_box, item.spot.line_box
-    right_limit = page_box[2] - PAGE_MARGIN
-    if name[2] + 10 + width <= right_limit:
+    line = item.field.line_box
+    left_limit, right_limit = page_box[0] + PAGE_MARGIN, page_box[2] - PAGE_MARGIN
+    name = item.under
+    if name is not None and name[2] + 10 + width <= right_limit:
         x, y = name[2] + 10, name[1] + 1
     elif line[2] + 6 + width <= right_limit:
         x, y = line[2] + 6, line[1] + 1
+    elif line[0] - 6 - width >= left_limit:
+        x, y = line[0] - 6 - width, line[1] + 1
     else:
-        x, y = name[0], name[1] - size - 1
+        x, y = line[0], (name[1] if name is not None else line[1] - 12) - size - 1
     canvas.setFillColorRGB(0.25, 0.25, 0.3)
     canvas.setFont(font, size)
     canvas.drawString(x, y, item.text)

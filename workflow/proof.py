@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from . import pdfs
 from .db import Database
@@ -30,7 +30,6 @@ EXECUTED_KIND = "executed_pdf"
 # When one file is stored as several documents, the first kind here names it.
 _KIND_ORDER = (EXECUTED_KIND, "signed_counterpart", "scanned_counterpart", "letter_pdf",
                "letter_docx")
-_ROLES = {"company": "for the company", "executive": "the executive"}
 
 
 def verify_document(db: Database, data: bytes, sealer: Sealer, *,
@@ -83,11 +82,15 @@ def _stored_document(session: Session, digest: str) -> Document | None:
 def _title(letter: Letter | None) -> str | None:
     if letter is None:
         return None
-    return f"Separation letter of {letter.executive_name}, {letter.company_name}"
+    return letter.title
 
 
 def _signer(counterpart: Counterpart) -> str:
-    role = _ROLES.get(counterpart.role, counterpart.role)
+    from .envelopes import party_label
+
+    session = object_session(counterpart)
+    label = party_label(session, counterpart) if session is not None else counterpart.role
+    role = label[:1].lower() + label[1:]
     return f"{counterpart.name} ({role})"
 
 

@@ -47,6 +47,9 @@ _TERMINATE_WAIT = 5.0
 _PR_SET_PDEATHSIG = 1
 _WORD_FILTER = "MS Word 2007 XML"
 _PDF_FILTER = "writer_pdf_Export"
+# Word bookmarks become named destinations of the PDF: the signing fields of a template are
+# bookmarks, and this is how their exact place on the page reaches the PDF.
+_PDF_FILTER_OPTIONS = {"ExportBookmarksToPDFDestination": True}
 
 
 class StartError(Exception):
@@ -88,6 +91,9 @@ def _prop(name: str, value: Any) -> Any:
     prop.Name = name
     prop.Value = value
     return prop
+
+
+_PDF_FILTER_DATA = tuple(_prop(name, value) for name, value in _PDF_FILTER_OPTIONS.items())
 
 
 def _uno_message(exc: BaseException) -> str:
@@ -207,7 +213,11 @@ class Office:
             )
             if document is None:
                 return {"ok": False, "error": "it is not a readable Word document"}
-            document.storeToURL(uno.systemPathToFileUrl(dst), (_prop("FilterName", _PDF_FILTER),))
+            document.storeToURL(uno.systemPathToFileUrl(dst), (
+                _prop("FilterName", _PDF_FILTER),
+                _prop("FilterData", uno.Any("[]com.sun.star.beans.PropertyValue",
+                                            _PDF_FILTER_DATA)),
+            ))
             return {"ok": True}
         except Exception as exc:
             if isinstance(exc, DisposedException) or self._dies_soon():

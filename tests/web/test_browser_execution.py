@@ -199,7 +199,7 @@ def test_a_paper_scan_is_previewed_then_counted(browser, served, credentials, se
         envelope = session.scalar(select(Envelope).where(Envelope.letter_id == letter_id))
         blank = letter_pdf_for(session, envelope)
     scan = tmp_path / "tucker-signed.pdf"
-    scan.write_bytes(scan_of(blank, signed_by=["John R. Tucker"], angle=1.6, paper="a4"))
+    scan.write_bytes(scan_of(blank, signed_by=["executive"], angle=1.6, paper="a4"))
     not_pdf = tmp_path / "photo.pdf"
     not_pdf.write_bytes(b"GIF89a this is a picture, not a PDF")
 

@@ -107,8 +107,11 @@ def test_send_with_signers_an_order_and_a_lifetime(client, api, make_letter, ref
     ({"signers": [{"role": "company", "name": "Eliot Protsch", "email": "not-an-email"}]},
      400, "signers[0].email"),
     ({"signers": [{"role": "company", "name": "Eliot Protsch"},
-                  {"role": "executive", "name": "Somebody Else"}]}, 400, "signers[1].name"),
+                  {"role": "company", "name": "Somebody Else"}]}, 400, "signers[1].role"),
+    ({"signers": [{"role": "company", "name": "Eliot Protsch"}]}, 400,
+     "give a signer for executive"),
     ({"signers": [{"role": "boss", "name": "Eliot Protsch"}]}, 400, "signers[0].role"),
+    ({"signers": [{"role": "Boss!", "name": "Eliot Protsch"}]}, 400, "signers[0].role"),
     ({"signers": "Eliot"}, 400, "signers"),
     ({"link_days": 0}, 400, "link_days"),
     ({"link_days": "30"}, 400, "link_days"),
@@ -515,7 +518,7 @@ def test_paper_counterparts(app, client, api, sent, make_letter, reference_terms
     assert "john-r-tucker-counterpart-2-john-r-tucker-to-sign.pdf" in \
         blank.headers["Content-Disposition"]
     assert len(pdf_reader(blank.data).pages) == 3
-    scan = scan_of(blank.data, signed_by=["John R. Tucker"], angle=2.2, paper="a4")
+    scan = scan_of(blank.data, signed_by=["executive"], angle=2.2, paper="a4")
 
     before = execution_state(letter_id)
     for data, fields, status, message in (
@@ -559,7 +562,7 @@ def test_paper_counterparts(app, client, api, sent, make_letter, reference_terms
     again = upload(client, api, letter_id, executive, scan, "scan-again.pdf")
     assert again.status_code == 200 and again.json["new"] is False
     different = upload(client, api, letter_id, executive,
-                       scan_of(blank.data, signed_by=["John R. Tucker"], seed=5))
+                       scan_of(blank.data, signed_by=["executive"], seed=5))
     assert different.status_code == 409 and "already signed" in different.json["error"]
     assert count(app, Document, kind="scanned_counterpart") == 1
 
@@ -582,7 +585,7 @@ def test_no_signature_on_the_line_is_422_until_confirmed(app, client, api, sent)
     executive = sent["signers"][1]["counterpart_id"]
     blank = blank_of(client, api, letter_id, executive)
     # Signed by the chair on the chair's line; the executive's line is empty.
-    scan = scan_of(blank, signed_by=["Eliot Protsch"], paper="letter", angle=-1.4)
+    scan = scan_of(blank, signed_by=["company"], paper="letter", angle=-1.4)
     refused = upload(client, api, letter_id, executive, scan, "chair-only.pdf")
     assert refused.status_code == 422 and refused.json["code"] == "ink_not_found"
     assert ("No signature was found on John R. Tucker's signature line in chair-only.pdf"
@@ -655,7 +658,7 @@ def test_a_paper_upload_is_undone_through_the_api(app, client, api, sent):
     company, executive = (s["counterpart_id"] for s in sent["signers"])
     url = f"/api/letters/{letter_id}/counterparts/{executive}/upload"
     blank = blank_of(client, api, letter_id, executive)
-    scan = scan_of(blank, signed_by=["John R. Tucker"])
+    scan = scan_of(blank, signed_by=["executive"])
     assert upload(client, api, letter_id, executive, scan, "tucker.pdf").status_code == 201
     undone = client.delete(url, headers=api)
     assert undone.status_code == 200, undone.text

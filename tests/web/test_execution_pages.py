@@ -112,11 +112,15 @@ def test_send_form_mistakes_are_shown_beside_their_field(staff, make_letter, ref
     assert tree.xpath("//input[@id='signers-0-email']")[0].get("value") == "eliot at capstone"
     assert execution_state(letter_id) == before
 
-    named = staff.post(f"/letters/{letter_id}/envelope", data=send_form(
-        page.text, **{"signers-1-name": "Jon Tucker"}))
-    assert named.status_code == 422
-    assert "does not appear under a signature line" in lxml_html.fromstring(named.text).xpath(
-        "//p[@id='signers-1-name-error']")[0].text_content()
+    twice = staff.post(f"/letters/{letter_id}/envelope", data=send_form(
+        page.text, **{"signers-1-role": "company"}))
+    assert twice.status_code == 422
+    assert "'company' is already signer 1; each party signs once" in lxml_html.fromstring(
+        twice.text).xpath("//p[@id='signers-1-role-error']")[0].text_content()
+    # The roles offered are the template's parties, by their labels.
+    options = lxml_html.fromstring(twice.text).xpath("//select[@id='signers-1-role']/option")
+    assert [(o.get("value"), o.text_content()) for o in options] == [
+        ("company", "The company, by its chair"), ("executive", "The executive")]
     days = staff.post(f"/letters/{letter_id}/envelope",
                       data=send_form(page.text, link_days="400"))
     assert days.status_code == 422
@@ -330,7 +334,7 @@ def test_paper_upload_from_the_letter_page_then_executed_downloads(app, staff, s
     assert execution_state(letter_id) == before
 
     # A scan is previewed before it counts: its signature page beside the blank's.
-    scan = scan_of(blank, signed_by=["John R. Tucker"], angle=-2.4, paper="a4")
+    scan = scan_of(blank, signed_by=["executive"], angle=-2.4, paper="a4")
     staged = post_scan(staff, page.text, letter_id, cid, scan, "tucker-signed.pdf")
     assert staged.status_code == 303 and staged.headers["Location"].endswith(upload_url)
     review = staff.get(upload_url)
@@ -400,7 +404,7 @@ def test_a_scan_without_a_signature_needs_a_second_explicit_click(staff, sent):
     cid = sent["signers"][1]["counterpart_id"]
     blank = blank_pdf(staff, letter_id, cid)
     page = staff.get(f"/letters/{letter_id}")
-    chair_only = scan_of(blank, signed_by=["Eliot Protsch"], angle=1.2, paper="letter")
+    chair_only = scan_of(blank, signed_by=["company"], angle=1.2, paper="letter")
     assert post_scan(staff, page.text, letter_id, cid, chair_only, "chair.pdf").status_code \
         == 303
     url = f"/letters/{letter_id}/counterparts/{cid}/upload"
@@ -432,7 +436,7 @@ def test_a_scan_is_discarded_or_undone_from_the_page(staff, sent, execution_stat
     cid = sent["signers"][1]["counterpart_id"]
     blank = blank_pdf(staff, letter_id, cid)
     page = staff.get(f"/letters/{letter_id}")
-    scan = scan_of(blank, signed_by=["John R. Tucker"])
+    scan = scan_of(blank, signed_by=["executive"])
     url = f"/letters/{letter_id}/counterparts/{cid}/upload"
     post_scan(staff, page.text, letter_id, cid, scan, "first.pdf")
     review = staff.get(url)
@@ -466,7 +470,7 @@ def test_the_signing_order_is_overridden_on_the_page_with_a_reason(staff, make_l
     cid = send_letter(letter_id, signing_order=True)["signers"][1]["counterpart_id"]
     blank = blank_pdf(staff, letter_id, cid)
     page = staff.get(f"/letters/{letter_id}")
-    post_scan(staff, page.text, letter_id, cid, scan_of(blank, signed_by=["John R. Tucker"]))
+    post_scan(staff, page.text, letter_id, cid, scan_of(blank, signed_by=["executive"]))
     url = f"/letters/{letter_id}/counterparts/{cid}/upload"
     review = staff.get(url)
     assert "Eliot Protsch must sign before John R. Tucker" in review.text

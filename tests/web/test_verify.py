@@ -54,7 +54,7 @@ def files(client, api, sent, reference_pdf) -> dict[str, bytes]:
     blank = client.post(f"{base}/counterparts/{company['counterpart_id']}/blank.pdf",
                         headers=api)
     assert blank.status_code == 200 and blank.data.startswith(b"%PDF-"), blank.text
-    scan = scan_of(letter_pdf, signed_by=["John R. Tucker"])
+    scan = scan_of(letter_pdf, signed_by=["executive"])
     uploaded = client.post(f"{base}/counterparts/{executive['counterpart_id']}/upload",
                            headers=api, content_type="multipart/form-data", data={
                                "file": (io.BytesIO(scan), "tucker-signed.pdf"),
@@ -107,7 +107,7 @@ ANSWERS = {
              f"signed on paper by John R. Tucker (the executive), as uploaded — one signer's "
              f"copy, not the executed document.", "None", "Yes: the scan of the counterpart"),
     "signed": (SYSTEM_FILE, f"This is the counterpart, version 1, of {TITLE}, signed "
-               f"electronically by Eliot Protsch (for the company) — one signer's copy, not "
+               f"electronically by Eliot Protsch (the company, by its chair) — one signer's copy, not "
                f"the executed document.", "None", "Yes: the counterpart, version 1, of"),
     "stranger": (NOT_OURS, "This PDF carries no seal. It is not an executed letter of this "
                  "system.", "None", "No"),

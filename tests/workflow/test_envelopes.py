@@ -42,7 +42,7 @@ from workflow.letters import (
     store_blob,
 )
 from workflow.models import Counterpart, Document, Envelope, Letter
-from workflow.pdfs import PaperSignature, extract_pages, find_signature_spot, stamp_signatures
+from workflow.pdfs import PaperSignature, extract_pages, signing_field, stamp_signatures
 from workflow.render import ordinal_day
 from workflow.seal import check_seal, load_or_create_sealer
 
@@ -124,13 +124,34 @@ def test_send_issues_a_private_link_per_signer(database, letter_id):
     assert letter_status(database, letter_id) == "out_for_signature"
 
 
-def test_sending_refuses_names_not_in_a_signature_block(database, letter_id):
-    with database.transaction() as session, pytest.raises(CounterpartError,
-                                                           match=r"signers\[1\]\.name"):
-        env.send_envelope(session, letter_id, [env.SignerSpec("company", "Eliot Protsch"),
-                                               env.SignerSpec("executive", "Someone Else")],
-                          STAFF)
+@pytest.mark.parametrize(("signers", "message"), [
+    ([("company", "Eliot Protsch"), ("witness", "Pat Witness")],
+     r"signers\[1\]\.role: 'witness' is not a party of this template; its parties are "
+     r"company \(The company, by its chair\), executive \(The executive\)"),
+    ([("executive", "John R. Tucker"), ("executive", "Someone Else")],
+     r"signers\[1\]\.role: 'executive' is already signer 1; each party signs once"),
+    ([("company", "Eliot Protsch")],
+     r"signers: every party signs; give a signer for executive \(The executive\)"),
+])
+def test_sending_needs_each_party_of_the_template_once(database, letter_id, signers, message):
+    with database.transaction() as session, pytest.raises(CounterpartError, match=message):
+        env.send_envelope(session, letter_id, [env.SignerSpec(*s) for s in signers], STAFF)
     assert letter_status(database, letter_id) == "generated"
+
+
+def test_a_signer_is_tied_to_a_party_not_to_a_printed_name(database, letter_id):
+    # Staff may send to whoever signs for a party: the role's field gives the spot.
+    with database.transaction() as session:
+        envelope, _links = env.send_envelope(session, letter_id, [
+            env.SignerSpec("executive", "Someone Else"),
+            env.SignerSpec("company", "Eliot Protsch")], STAFF)
+        assert [(c.position, c.role, c.name) for c in envelope.counterparts] == [
+            (1, "executive", "Someone Else"), (2, "company", "Eliot Protsch")]
+
+
+def test_default_signers_come_from_the_template_parties(spec, valid_terms):
+    assert env.default_signers(spec, valid_terms) == [
+        env.SignerSpec("company", "Eliot Protsch"), env.SignerSpec("executive", "John R. Tucker")]
 
 
 def test_full_execution_typed_and_drawn(database, letter_id, sealer, reference_words):
@@ -336,11 +357,11 @@ def test_the_executed_letter_shows_a_paper_signature_from_its_scan(database, let
     envelope_id, (company, _) = send(database, letter_id)
     with database.transaction() as session:
         letter_pdf = env.letter_pdf_for(session, session.get(Envelope, envelope_id))
-    line = find_signature_spot(letter_pdf, "John R. Tucker").line_box
+    line = signing_field(letter_pdf, "executive").line_box
     crop_box = [line[0] + 4, line[1] - 4, line[0] + 154, line[1] + 36]
     # The scan: a cover page, then the signature page signed in ink (its page index 1).
-    signed_page = stamp_signatures(extract_pages(letter_pdf, [2]), [
-        PaperSignature("John R. Tucker", ink_crop(), tuple(crop_box))])
+    signed_page = extract_pages(stamp_signatures(letter_pdf, [
+        PaperSignature("executive", ink_crop(), tuple(crop_box))]), [2])
     writer = pypdf.PdfWriter()
     writer.append(pypdf.PdfReader(io.BytesIO(extract_pages(letter_pdf, [0]))))
     writer.append(pypdf.PdfReader(io.BytesIO(signed_page)))
@@ -545,7 +566,7 @@ def test_paper_counterparts(database, letter_id, sealer):
         envelope = session.get(Envelope, envelope_id)
         letter_pdf = env.letter_pdf_for(session, envelope)
         executive_id = envelope.counterparts[1].id
-    signed = scan_of(letter_pdf, signed_by=["John R. Tucker"], angle=-2.0, paper="a4")
+    signed = scan_of(letter_pdf, signed_by=["executive"], angle=-2.0, paper="a4")
     with pytest.raises(DocumentError, match="pages"):
         upload_paper(database, letter_id, executive_id, extract_pages(letter_pdf, [0, 1]))
     # The system's own documents, or their pages with nothing added, are not signed scans.
@@ -571,7 +592,7 @@ def test_paper_counterparts(database, letter_id, sealer):
     assert row.paper["signature_page"] == 0 and row.paper["recorded_by"] == STAFF.name
     assert row.paper["ink_accepted_by"] is None and row.paper["order_override_reason"] is None
     x0, y0, x1, y1 = row.paper["crop_box"]
-    line = find_signature_spot(letter_pdf, "John R. Tucker").line_box
+    line = signing_field(letter_pdf, "executive").line_box
     assert x0 < line[2] and x1 > line[0] and y0 <= line[3] + 4 < y1
     with database.transaction() as session:
         ink = Image.open(io.BytesIO(env.blob_bytes(session, row.signature_sha256)))
@@ -582,7 +603,7 @@ def test_paper_counterparts(database, letter_id, sealer):
     assert upload_paper(database, letter_id, executive_id, signed, "again.pdf")[1] is False
     with pytest.raises(StateError, match="already signed"):
         upload_paper(database, letter_id, executive_id,
-                     scan_of(letter_pdf, signed_by=["John R. Tucker"], seed=9))
+                     scan_of(letter_pdf, signed_by=["executive"], seed=9))
     assert sign(database, company) == ("signed", True)
     document = env.assemble_envelope(database, envelope_id, sealer)
     with database.transaction() as session:
@@ -622,7 +643,7 @@ def test_no_ink_on_the_signers_line_is_refused_until_staff_accept_it(database, l
     with database.transaction() as session:
         executive_id = session.get(Envelope, envelope_id).counterparts[1].id
     # Signed, but by the chair on the chair's line: nothing on the executive's.
-    scan = paper_scan(database, envelope_id, signed_by=["Eliot Protsch"], paper="letter")
+    scan = paper_scan(database, envelope_id, signed_by=["company"], paper="letter")
     with pytest.raises(ScanCheckError, match="No signature was found on John R. Tucker's "
                                              "signature line in chair.pdf") as refused:
         upload_paper(database, letter_id, executive_id, scan, "chair.pdf")
@@ -643,7 +664,7 @@ def test_the_signing_order_holds_on_paper_unless_staff_override_it(database, let
     envelope_id, _ = send(database, letter_id, signing_order=True)
     with database.transaction() as session:
         executive_id = session.get(Envelope, envelope_id).counterparts[1].id
-    scan = paper_scan(database, envelope_id, signed_by=["John R. Tucker"])
+    scan = paper_scan(database, envelope_id, signed_by=["executive"])
     with pytest.raises(SigningOrderError, match="Eliot Protsch must sign before John R. "
                                                 "Tucker") as refused:
         upload_paper(database, letter_id, executive_id, scan)
@@ -667,7 +688,7 @@ def test_the_date_of_signing_is_required_and_checked(database, letter_id):
     envelope_id, _ = send(database, letter_id)
     with database.transaction() as session:
         executive_id = session.get(Envelope, envelope_id).counterparts[1].id
-    scan = paper_scan(database, envelope_id, signed_by=["John R. Tucker"])
+    scan = paper_scan(database, envelope_id, signed_by=["executive"])
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).date().isoformat()
     for value, message in ((None, "signed_on: give the date"), ("tomorrow", "YYYY-MM-DD"),
                            (future, "is in the future"), ("1999-01-01", "before the letter")):
@@ -681,7 +702,7 @@ def test_a_paper_upload_can_be_undone_until_the_letter_is_executed(database, let
     envelope_id, (company, _) = send(database, letter_id)
     with database.transaction() as session:
         executive_id = session.get(Envelope, envelope_id).counterparts[1].id
-    scan = paper_scan(database, envelope_id, signed_by=["John R. Tucker"])
+    scan = paper_scan(database, envelope_id, signed_by=["executive"])
     upload_paper(database, letter_id, executive_id, scan, "first.pdf")
     scanned = counterpart_row(database, executive_id).paper["original_document_id"]
     with database.transaction() as session:
@@ -724,8 +745,8 @@ def test_a_scan_staged_on_the_page_counts_only_when_confirmed(database, letter_i
     envelope_id, _ = send(database, letter_id)
     with database.transaction() as session:
         executive_id = session.get(Envelope, envelope_id).counterparts[1].id
-    unsigned_line = paper_scan(database, envelope_id, signed_by=["Eliot Protsch"])
-    signed = paper_scan(database, envelope_id, signed_by=["John R. Tucker"], seed=4)
+    unsigned_line = paper_scan(database, envelope_id, signed_by=["company"])
+    signed = paper_scan(database, envelope_id, signed_by=["executive"], seed=4)
     with database.transaction() as session:
         first = env.stage_paper_counterpart(session, letter_id, executive_id, unsigned_line,
                                             "first.pdf", STAFF, signed_on=today())

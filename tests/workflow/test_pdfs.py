@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import io
+import re
+import subprocess
 import time
 import zipfile
 import zlib
@@ -30,10 +33,12 @@ from workflow.pdfs import (
     certificate_pdf,
     drawn_signature_png,
     extract_pages,
-    find_signature_spot,
+    field_positions,
     inspect_upload,
     outline_titles,
     signature_page_index,
+    signing_field,
+    signing_fields,
     stamp_signature,
     stamp_signatures,
     typed_signature_png,
@@ -43,6 +48,7 @@ from workflow.schema import load_template, sample_terms, validate_terms
 
 CHAIR = "Eliot Protsch"
 EXECUTIVE = "John R. Tucker"
+COMPANY, EXECUTIVE_ROLE = "company", "executive"
 SIGNED_AT = datetime(2006, 7, 28, 14, 3, 11, tzinfo=UTC)
 SIGNED_ON = date(2006, 7, 28)
 LAST_PAGE = 2
@@ -56,13 +62,13 @@ def letter_pdf(reference_pdf: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def chair_signed(letter_pdf: bytes) -> bytes:
-    return stamp_signature(letter_pdf, signer_name=CHAIR, signature_png=typed_signature_png(CHAIR),
+    return stamp_signature(letter_pdf, role=COMPANY, signature_png=typed_signature_png(CHAIR),
                            signed_on=SIGNED_ON)
 
 
 @pytest.fixture(scope="module")
 def executive_signed(letter_pdf: bytes) -> bytes:
-    return stamp_signature(letter_pdf, signer_name=EXECUTIVE,
+    return stamp_signature(letter_pdf, role=EXECUTIVE_ROLE,
                            signature_png=typed_signature_png(EXECUTIVE), signed_on=SIGNED_ON)
 
 
@@ -81,44 +87,85 @@ def image_boxes(pdf: bytes, page_index: int) -> list[tuple[float, float, float, 
         document.close()
 
 
-def blue_ink_above(pdf: bytes, name: str, *, height: float = 36) -> int:
-    """Count blue pixels (signature ink, not black type) in a band above a printed name."""
-    spot = find_signature_spot(pdf, name)
+def blue_ink_above(pdf: bytes, role: str, *, height: float = 36) -> int:
+    """Count blue pixels (signature ink, not black type) in a band above a party's line."""
+    field = signing_field(pdf, role)
     document = pdfium.PdfDocument(pdf)
-    image = document[spot.page_index].render(scale=1).to_pil().convert("RGB")
+    image = document[field.page_index].render(scale=1).to_pil().convert("RGB")
     page_height = image.height
-    x0, _, _, top = spot.name_box
-    band = image.crop((int(x0), int(page_height - top - height), int(x0 + 200),
-                       int(page_height - top)))
+    x0, y0, x1, _ = field.line_box
+    band = image.crop((int(x0), int(page_height - y0 - height), int(x1),
+                       int(page_height - y0 + 2)))
     document.close()
     return sum(1 for r, _g, b in band.getdata() if b - r > 40)
 
 
-# --- finding the signature blocks -------------------------------------------------------------
+def words_with_boxes(pdf: bytes, page_index: int) -> list[tuple[str, tuple[float, ...]]]:
+    """The words of a page with their boxes in PDF points, as pdftotext -bbox reads them."""
+    done = subprocess.run(["pdftotext", "-bbox", "-f", str(page_index + 1), "-l",
+                           str(page_index + 1), "-", "-"], input=pdf, capture_output=True,
+                          check=True)
+    height = float(PdfReader(io.BytesIO(pdf)).pages[page_index].mediabox.height)
+    found = []
+    for match in re.finditer(r'xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" '
+                             r'yMax="([\d.]+)">([^<]*)</word>', done.stdout.decode()):
+        x0, y0, x1, y1 = (float(v) for v in match.groups()[:4])
+        found.append((html.unescape(match.group(5)), (x0, height - y1, x1, height - y0)))
+    return found
 
 
-def test_signature_spots_are_the_blocks_on_the_last_page(letter_pdf):
-    chair = find_signature_spot(letter_pdf, CHAIR)
-    executive = find_signature_spot(letter_pdf, EXECUTIVE)
+# --- the signing fields -----------------------------------------------------------------------
+
+
+def test_the_signing_fields_are_the_lines_the_template_printed(letter_pdf):
+    fields = signing_fields(letter_pdf)
+    assert set(fields.signatures) == {COMPANY, EXECUTIVE_ROLE}
+    chair, executive = fields.signature(COMPANY), fields.signature(EXECUTIVE_ROLE)
     assert chair.page_index == executive.page_index == LAST_PAGE
     # The chair's block is indented 3.25 inches; the executive's starts at the left margin.
-    assert chair.name_box[0] == pytest.approx(72 + 3.25 * 72, abs=2)
-    assert executive.name_box[0] == pytest.approx(72, abs=2)
-    assert chair.name_box[1] > executive.name_box[1]
-    # Each signature line is the row of underscores just above the printed name.
-    for spot in (chair, executive):
-        assert spot.line_box[0] == pytest.approx(spot.name_box[0], abs=2)
-        assert 0 < spot.line_box[1] - spot.name_box[3] < 10
-        assert spot.line_box[2] - spot.line_box[0] > 150
+    assert chair.line_box[0] == pytest.approx(72 + 3.25 * 72, abs=0.5)
+    assert executive.line_box[0] == pytest.approx(72, abs=0.5)
+    assert chair.line_box[1] > executive.line_box[1]
+    words = words_with_boxes(letter_pdf, LAST_PAGE)
+    rules = [box for word, box in words if set(word) == {"_"} and len(word) > 20]
+    assert len(rules) == 2
+    for field in (chair, executive):
+        # The field is the rule of underscores as printed, end to end, and nothing else ...
+        (rule,) = [box for box in rules if abs(box[0] - field.line_box[0]) < 1]
+        assert field.line_box[0] == pytest.approx(rule[0], abs=0.5)
+        assert field.line_box[2] == pytest.approx(rule[2], abs=0.5)
+        assert rule[1] - 1 <= field.line_box[1] <= rule[1] + 4
+        # ... and the name printed under it is the template's own text, right under it.
+        name = CHAIR if field is chair else EXECUTIVE
+        (first,) = [box for word, box in words if word == name.split()[0]
+                    and abs(box[0] - field.line_box[0]) < 1]
+        assert 0 < field.line_box[1] - first[3] < 6
+    # Its box, where the signature goes, stands on the line, as wide as it.
+    assert field_positions(letter_pdf)[EXECUTIVE_ROLE] == (
+        LAST_PAGE, (executive.line_box[0], executive.line_box[1], executive.line_box[2],
+                    executive.line_box[1] + SIGNATURE_MAX_HEIGHT))
+    # The acknowledgement's date is the executive's date field.
+    (date_field,) = signing_fields(letter_pdf).dates.values()
+    assert date_field.role == EXECUTIVE_ROLE and date_field.page_index == LAST_PAGE
+    (blank,) = [box for word, box in words if word == "___"]
+    assert date_field.line_box[0] == pytest.approx(blank[0], abs=0.5)
 
 
-def test_an_unknown_signer_has_no_signature_block(letter_pdf):
-    with pytest.raises(DocumentError, match="cannot find the signature block of 'Jane Doe'"):
-        find_signature_spot(letter_pdf, "Jane Doe")
+def test_a_party_without_a_field_is_named(letter_pdf):
+    with pytest.raises(DocumentError, match="no signature field for the party 'guarantor'"):
+        signing_field(letter_pdf, "guarantor")
+    with pytest.raises(DocumentError, match="no signature field for the party 'company'"):
+        stamp_signature(render_free_pdf(), role=COMPANY,
+                        signature_png=typed_signature_png(CHAIR), signed_on=SIGNED_ON)
+
+
+def render_free_pdf() -> bytes:
+    """A PDF with no signing fields at all (the certificate is one)."""
+    return certificate_pdf(CertificateInfo("env", "A document", "0" * 64, SIGNED_AT, [], []))
 
 
 def test_signature_page_index_and_extraction(letter_pdf):
-    assert signature_page_index(letter_pdf, [CHAIR, EXECUTIVE]) == LAST_PAGE
+    assert signature_page_index(letter_pdf, [COMPANY, EXECUTIVE_ROLE]) == LAST_PAGE
     page = extract_pages(letter_pdf, [LAST_PAGE])
     assert len(PdfReader(io.BytesIO(page)).pages) == 1
     assert "Acknowledged and agreed to" in page_text(page, 0)
@@ -150,14 +197,19 @@ def test_the_date_of_signing_function_stays_in_the_sandbox(spec, valid_terms, pa
 
 
 def test_chair_signature_lands_above_the_chairs_name_only(letter_pdf, chair_signed):
-    assert blue_ink_above(letter_pdf, CHAIR) == 0
-    assert blue_ink_above(chair_signed, CHAIR) > 300
-    assert blue_ink_above(chair_signed, EXECUTIVE) == 0
+    assert blue_ink_above(letter_pdf, COMPANY) == 0
+    assert blue_ink_above(chair_signed, COMPANY) > 300
+    assert blue_ink_above(chair_signed, EXECUTIVE_ROLE) == 0
 
 
 def test_executive_signature_lands_above_the_executives_name(executive_signed):
-    assert blue_ink_above(executive_signed, EXECUTIVE) > 300
-    assert blue_ink_above(executive_signed, CHAIR) == 0
+    assert blue_ink_above(executive_signed, EXECUTIVE_ROLE) > 300
+    assert blue_ink_above(executive_signed, COMPANY) == 0
+
+
+def test_stamped_copies_keep_their_fields(chair_signed, letter_pdf):
+    # Stamping keeps the named destinations: the signed copy places as the blank does.
+    assert field_positions(chair_signed) == field_positions(letter_pdf)
 
 
 def test_stamping_draws_no_day_over_the_printed_blank(chair_signed, executive_signed):
@@ -210,9 +262,9 @@ def test_date_of_signing_is_noted_within_the_margins(chair_signed, executive_sig
 
 
 def test_both_counterparts_can_sign_one_copy(chair_signed):
-    both = stamp_signature(chair_signed, signer_name=EXECUTIVE,
+    both = stamp_signature(chair_signed, role=EXECUTIVE_ROLE,
                            signature_png=typed_signature_png(EXECUTIVE), signed_on=SIGNED_ON)
-    assert blue_ink_above(both, CHAIR) > 300 and blue_ink_above(both, EXECUTIVE) > 300
+    assert blue_ink_above(both, COMPANY) > 300 and blue_ink_above(both, EXECUTIVE_ROLE) > 300
 
 
 @pytest.mark.parametrize("day, expected", [(1, "1st"), (2, "2nd"), (3, "3rd"), (4, "4th"),
@@ -330,7 +382,7 @@ def test_a_small_drawing_is_stamped_at_its_drawn_size_not_enlarged(letter_pdf):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     png = drawn_signature_png(buffer.getvalue())
-    signed = stamp_signature(letter_pdf, signer_name=EXECUTIVE, signature_png=png,
+    signed = stamp_signature(letter_pdf, role=EXECUTIVE_ROLE, signature_png=png,
                              signed_on=SIGNED_ON)
     ((x0, y0, x1, y1),) = image_boxes(signed, LAST_PAGE)
     width_px, height_px = Image.open(io.BytesIO(png)).size
@@ -341,10 +393,14 @@ def test_a_small_drawing_is_stamped_at_its_drawn_size_not_enlarged(letter_pdf):
 
 def test_a_large_drawing_is_scaled_down_to_the_line(letter_pdf):
     png = drawn_signature_png(canvas_png(size=(1800, 600)))
-    signed = stamp_signature(letter_pdf, signer_name=CHAIR, signature_png=png,
+    signed = stamp_signature(letter_pdf, role=COMPANY, signature_png=png,
                              signed_on=SIGNED_ON)
     ((x0, y0, x1, y1),) = image_boxes(signed, LAST_PAGE)
+    # Within the field's box: on its line, no wider than the line, no taller than the box.
+    fx0, fy0, fx1, fy1 = signing_field(letter_pdf, COMPANY).box
     assert x1 - x0 <= SIGNATURE_MAX_WIDTH + 0.5 and y1 - y0 <= SIGNATURE_MAX_HEIGHT + 0.5
+    assert fx0 <= x0 and x1 <= fx1 + 0.5 and y1 - y0 <= fy1 - fy0 + 0.5
+    assert fy0 - 3 <= y0 <= fy0
 
 
 def ink_crop_png(size=(200, 60)) -> bytes:
@@ -358,24 +414,24 @@ def ink_crop_png(size=(200, 60)) -> bytes:
 
 
 def test_a_paper_signature_is_drawn_from_its_crop_at_its_box(letter_pdf):
-    line = find_signature_spot(letter_pdf, EXECUTIVE).line_box
+    line = signing_field(letter_pdf, EXECUTIVE_ROLE).line_box
     crop_box = (line[0] + 4, line[1] - 3, line[0] + 154, line[1] + 42)  # 150 x 45 points
     conformed = stamp_signatures(letter_pdf, [
-        PaperSignature(EXECUTIVE, ink_crop_png(), crop_box, date(2027, 3, 2))])
+        PaperSignature(EXECUTIVE_ROLE, ink_crop_png(), crop_box, date(2027, 3, 2))])
     ((x0, y0, x1, y1),) = image_boxes(conformed, LAST_PAGE)
     assert (x0, y0, x1, y1) == pytest.approx(crop_box, abs=0.05)
-    assert blue_ink_above(conformed, EXECUTIVE, height=45) > 300
-    assert blue_ink_above(conformed, CHAIR) == 0
+    assert blue_ink_above(conformed, EXECUTIVE_ROLE, height=45) > 300
+    assert blue_ink_above(conformed, COMPANY) == 0
     assert "Signed on paper on March 2, 2027" in pdftotext(conformed)
 
-    without_crop = stamp_signatures(letter_pdf, [PaperSignature(EXECUTIVE)])
+    without_crop = stamp_signatures(letter_pdf, [PaperSignature(EXECUTIVE_ROLE)])
     assert image_boxes(without_crop, LAST_PAGE) == []
     assert "Signed on paper" in pdftotext(without_crop)
     with pytest.raises(DocumentError, match="crop box .* is not a box on the signature page"):
-        stamp_signatures(letter_pdf, [PaperSignature(EXECUTIVE, ink_crop_png(),
+        stamp_signatures(letter_pdf, [PaperSignature(EXECUTIVE_ROLE, ink_crop_png(),
                                                      (500, 10, 900, 60))])
     with pytest.raises(DocumentError, match="crop box"):
-        stamp_signatures(letter_pdf, [PaperSignature(EXECUTIVE, ink_crop_png(),
+        stamp_signatures(letter_pdf, [PaperSignature(EXECUTIVE_ROLE, ink_crop_png(),
                                                      (100, 100, 50, 150))])
 
 
@@ -461,10 +517,10 @@ def test_certificate_wraps_a_long_user_agent(certificate):
 def test_assembled_pdf_is_the_conformed_letter_signed_pages_then_certificate(
         dated_letter_pdf, chair_signed, certificate):
     conformed = stamp_signatures(dated_letter_pdf, [
-        PaperSignature(CHAIR, ink_crop_png(), None, SIGNED_ON)])
+        PaperSignature(COMPANY, ink_crop_png(), None, SIGNED_ON)])
     # Each counterpart signed online is the letter rendered with its own signer's date; here,
     # as in the conformed copy, the same fonts are used throughout, and stored once.
-    executive_copy = stamp_signature(dated_letter_pdf, signer_name=EXECUTIVE,
+    executive_copy = stamp_signature(dated_letter_pdf, role=EXECUTIVE_ROLE,
                                      signature_png=typed_signature_png(EXECUTIVE),
                                      signed_on=SIGNED_ON)
     signed_pages = [(CHAIR, extract_pages(chair_signed, [LAST_PAGE])),

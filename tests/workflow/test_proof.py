@@ -80,7 +80,7 @@ def executed(tmp_path_factory, converter, spec):
                 session, links[0].token, consent=True,
                 signature={"type": "typed", "text": "Eliot Protsch"}, actor=SIGNER)
             company_id = company.id
-        scan = scan_of(letter_pdf, signed_by=["John R. Tucker"])
+        scan = scan_of(letter_pdf, signed_by=["executive"])
         with database.transaction() as session:
             executive_id = session.get(Envelope, envelope_id).counterparts[1].id
             env.upload_paper_counterpart(
@@ -149,7 +149,7 @@ def test_a_changed_copy_says_the_seal_is_broken_never_someone_elses(executed):
     ("version_2_pdf", f"This is the unsigned letter, version 2, of {TITLE} — not an executed "
                       f"document."),
     ("signed", f"This is the counterpart, version 1, of {TITLE}, signed electronically by "
-               f"Eliot Protsch (for the company) — one signer's copy, not the executed "
+               f"Eliot Protsch (the company, by its chair) — one signer's copy, not the executed "
                f"document."),
     ("scan", f"This is the scan of the counterpart, version 1, of {TITLE}, signed on paper by "
              f"John R. Tucker (the executive), as uploaded — one signer's copy, not the "

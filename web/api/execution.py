@@ -133,8 +133,8 @@ def send(letter_id: int) -> tuple[Response, int, dict[str, str]]:
     """Send a letter for signature; the answer holds each signer's link, shown only here."""
     body = json_body()
     raw_signers = body.get("signers")
-    # No signers (or an empty list) means the letter's own: the company's chair, then the
-    # executive.
+    # No signers (or an empty list) means the template's parties, in signing order, named
+    # (and emailed) from the letter's terms. Given signers are the parties, each once.
     signers = None if raw_signers in (None, []) else parse_signers(raw_signers)
     signing_order = body.get("signing_order", False)
     if not isinstance(signing_order, bool):

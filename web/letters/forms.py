@@ -21,7 +21,6 @@ from werkzeug.datastructures import MultiDict
 from workflow.envelopes import (
     DEFAULT_LINK_DAYS,
     MAX_SIGNERS,
-    ROLES,
     SignerSpec,
     default_signers,
     parse_signers,
@@ -219,7 +218,8 @@ _SIGNER_FIELD = re.compile(r"^signers\[(\d+)\]\.(role|name|email)(:?) (.*)$", re
 @dataclass
 class SendForm:
     """The "Send for signature" form: each signer's role, name and email, the signing order
-    and how long the links last. Rows are posted as ``signers-<i>-role`` and so on.
+    and how long the links last. Rows are posted as ``signers-<i>-role`` and so on; the roles
+    offered are the template's parties, as ``(role, label)``.
 
     Errors from the domain name their field (``signers[1].email: ...``); :meth:`fail` puts
     each beside its input, keyed ``signers-1-email``.
@@ -230,20 +230,25 @@ class SendForm:
     link_days: str = str(DEFAULT_LINK_DAYS)
     errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
-    roles: tuple[str, ...] = ROLES
+    roles: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def party_roles(spec: TemplateSpec) -> tuple[tuple[str, str], ...]:
+        """The roles a signer may have: the template's parties, as (role, label)."""
+        return tuple((p.role, p.label) for p in spec.parties)
 
     @classmethod
-    def defaults(cls, terms: Mapping[str, Any]) -> SendForm:
-        """The form filled with the letter's own signers: the company's chair, the executive."""
-        try:
-            chosen = default_signers(terms)
-        except KeyError:  # a template without these terms: staff type the signers
-            chosen = [SignerSpec("company", ""), SignerSpec("executive", "")]
-        return cls([{"role": s.role, "name": s.name, "email": s.email or ""} for s in chosen])
+    def defaults(cls, spec: TemplateSpec, terms: Mapping[str, Any]) -> SendForm:
+        """The form filled with the template's parties, in signing order: each name (and
+        email, when the schema names a term for it) from the letter's terms."""
+        chosen: list[SignerSpec] = default_signers(spec, terms)
+        return cls([{"role": s.role, "name": s.name, "email": s.email or ""} for s in chosen],
+                   roles=cls.party_roles(spec))
 
     @classmethod
-    def from_request(cls, form: Mapping[str, str]) -> SendForm:
-        """The form as posted, kept as typed."""
+    def from_request(cls, form: Mapping[str, str],
+                     spec: TemplateSpec | None = None) -> SendForm:
+        """The form as posted, kept as typed (``spec`` gives the roles to offer again)."""
         signers = []
         for index in range(MAX_SIGNERS):
             prefix = f"signers-{index}-"
@@ -252,7 +257,8 @@ class SendForm:
             signers.append({key: form.get(prefix + key, "").strip()
                             for key in ("role", "name", "email")})
         return cls(signers, signing_order=form.get("signing_order") == "yes",
-                   link_days=form.get("link_days", "").strip())
+                   link_days=form.get("link_days", "").strip(),
+                   roles=cls.party_roles(spec) if spec is not None else ())
 
     def signer_specs(self) -> list[SignerSpec]:
         """Check the signers with the domain's rules (raises CounterpartError)."""

@@ -35,7 +35,7 @@ from workflow.errors import CounterpartError, LinkError, NotFoundError, StateErr
 from workflow.letters import document_bytes, get_letter
 from workflow.models import Document
 from workflow.paper import blank_page_png, upload_page_png
-from workflow.pdfs import find_signature_spot
+from workflow.pdfs import signing_field
 
 from ..database import get_db
 from ..execution import assemble_quietly, staff_actor, upload_limit
@@ -103,8 +103,7 @@ def _review(letter_id: int, counterpart_id: int, *, error: CounterpartError | No
     with get_db().transaction() as session:
         pending = pending_paper_upload(session, letter_id, counterpart_id)
         letter = get_letter(session, letter_id)
-        title = {"id": letter.id, "executive_name": letter.executive_name,
-                 "company_name": letter.company_name}
+        title = {"id": letter.id, "title": letter.title}
     if pending is None:
         flash("No scan of this counterpart is waiting for review.", "info")
         return _to_signer(letter_id, counterpart_id)
@@ -228,11 +227,11 @@ def scan_page_image(letter_id: int, counterpart_id: int, document_id: int) -> Re
 
 @bp.get("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/blank-signature-page.png")
 def blank_page_image(letter_id: int, counterpart_id: int) -> Response:
-    """A picture of the blank counterpart's page that holds this signer's signature block."""
+    """A picture of the blank counterpart's page that holds this signer's signature field."""
     with get_db().transaction() as session:
         counterpart = counterpart_of(session, letter_id, counterpart_id)
         letter_pdf = letter_pdf_for(session, counterpart.envelope)
         document_sha = counterpart.envelope.letter_pdf_id
-    page = find_signature_spot(letter_pdf, counterpart.name).page_index
+    page = signing_field(letter_pdf, counterpart.role).page_index
     return _png(blank_page_png(letter_pdf, page), f"blank-{document_sha}-{page}")
 

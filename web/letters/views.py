@@ -25,7 +25,7 @@ from workflow.envelopes import expire_links
 from workflow.errors import StateError, TermsError
 from workflow.letters import create_letter, list_letters, retry_document, revise_terms
 from workflow.models import User
-from workflow.schema import list_templates, sample_terms, terms_to_json, validate_terms
+from workflow.schema import sample_terms, terms_to_json, validate_terms
 from workflow.states import LetterStatus
 
 from ..database import get_db
@@ -45,7 +45,9 @@ from .records import (
     letter_summary,
     load_blob,
     pending_document_ids,
+    published_templates,
     spec_for,
+    template_titles,
 )
 
 STATUS_CHOICES = [(s.value, s.label) for s in LetterStatus]
@@ -64,21 +66,27 @@ def home() -> Response:
 
 @bp.route("/letters")
 def index() -> str:
-    """The table of letters: newest first, searchable by name, filtered by status."""
+    """The table of letters: newest first, searchable by title, listed terms and signers,
+    filtered by status and template; each row shows its own template's listed terms."""
     q = request.args.get("q", "").strip()[:200]
     status = request.args.get("status", "").strip()
     if status and status not in STATUS_VALUES:
         abort(400, f"There is no letter status {status[:40]!r}; choose one from the list.")
+    template = request.args.get("template", "").strip()[:64]
     page_number = query_number("page", 1)
     with get_db().transaction() as session:
-        page = list_letters(session, q=q, status=status, page=page_number,
+        titles = template_titles(session)
+        if template and template not in titles:
+            abort(400, f"There is no template {template!r}; choose one from the list.")
+        page = list_letters(session, q=q, status=status, template=template, page=page_number,
                             per_page=current_app.config["LETTERS_PER_PAGE"])
-        letters = [letter_summary(letter) for letter in page.letters]
+        letters = [letter_summary(letter, titles) for letter in page.letters]
         progress = signature_progress(session, [letter["id"] for letter in letters])
     for letter in letters:
         letter["signatures"] = progress.get(letter["id"])
     return render_template("letters/index.html", letters=letters, page=page, q=q,
-                           status=status, status_choices=STATUS_CHOICES)
+                           status=status, status_choices=STATUS_CHOICES, template=template,
+                           template_choices=sorted(titles.items(), key=lambda t: t[1].lower()))
 
 
 def _render_form(form: TermsForm, *, letter: dict[str, Any] | None = None,
@@ -90,12 +98,13 @@ def _render_form(form: TermsForm, *, letter: dict[str, Any] | None = None,
 @bp.route("/letters/new", methods=["GET", "POST"])
 def new_letter() -> Response | str | tuple[str, int]:
     """The terms form for a new letter; saving it creates the letter and its documents."""
-    names = list_templates(current_app.config["DOCX_TEMPLATE_DIR"])
-    name = request.values.get("template", "").strip() or (names[0] if len(names) == 1 else "")
+    name = request.values.get("template", "").strip()
     if not name:
-        return render_template("letters/choose_template.html",
-                               templates=[spec_for(n) for n in names])
-    spec = spec_for(name)
+        specs = published_templates()
+        if len(specs) != 1:
+            return render_template("letters/choose_template.html", templates=specs)
+        name = specs[0].name
+    spec = spec_for(name)  # 404 for an unknown template, 409 for one not published
     if request.method == "GET":
         if request.args.get("start") == "reference":
             return _render_form(TermsForm.from_terms(spec, sample_terms(spec)))
@@ -128,7 +137,7 @@ def edit(letter_id: int) -> Response | str | tuple[str, int]:
         flash(f"This letter is {letter['status_label'].lower()}; its terms cannot be changed "
               "now.", "error")
         return redirect(url_for(".show", letter_id=letter_id))
-    spec = spec_for(letter["template"])
+    spec = letter["spec"]  # the letter keeps the template version it was made from
     if request.method == "GET":
         if request.args.get("start") == "reference":
             return _render_form(TermsForm.from_terms(spec, sample_terms(spec)), letter=letter)
@@ -182,7 +191,7 @@ def render_letter(letter_id: int, number: int | None = None, *,
         letter = letter_detail(session, letter_id, number)
         envelope = envelope_record(session, letter_id)
     version = letter["version"]
-    spec = spec_for(version["template_name"])
+    spec = letter["spec"]
     pdf = version["documents"].get("letter_pdf")
     pages: list[tuple[int, int, int]] = []
     if pdf and pdf["status"] == "ready" and pdf["sha256"]:
@@ -192,13 +201,15 @@ def render_letter(letter_id: int, number: int | None = None, *,
     pending = any(d["status"] in ("pending", "generating")
                   for v in letter["versions"] for d in v["documents"].values())
     if can_send(letter, version):
-        send_form = send_form or SendForm.defaults(version["terms"])
+        send_form = send_form or SendForm.defaults(spec, version["terms"])
+        send_form.roles = send_form.roles or SendForm.party_roles(spec)
     else:
         send_form = None
     return render_template("letters/show.html", letter=letter, version=version, pdf=pdf,
                            pages=pages, pending=pending,
                            terms=terms_sections(spec, version["terms"]),
                            envelope=envelope, send_form=send_form,
+                           role_labels={p.role: p.label for p in spec.parties},
                            upload_error=upload_error,
                            issued=issued_links(letter_id)), status
 
