@@ -74,7 +74,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), server_default="staff")
     """``admin``, ``staff`` or ``read_only``; ``is_admin`` is kept in step with it (see
     :func:`_role_and_admin_flag`), so code that sets only ``is_admin`` still works."""
-    password_set_at: Mapped[dt.datetime | None] = mapped_column(default=utcnow)
+    password_set_at: Mapped[dt.datetime | None]
     """When its owner last chose a password; None while an invitation or reset waits."""
     totp_secret: Mapped[str | None] = mapped_column(Text)
     """The two-factor secret, encrypted with a key derived from the app's secret key."""

@@ -91,18 +91,22 @@ def _account(session: Any, user_id: int) -> User:
     return user
 
 
-def _not_yourself(user_id: int, what: str) -> None:
-    if user_id == g.user.id:
-        raise CounterpartError(f"You cannot {what} your own account here; ask another "
-                               "administrator.")
+def _yourself(user_id: int, what: str) -> tuple[str, int] | None:
+    """The page refusing an action on one's own account (it could lock one out), or None."""
+    if user_id != g.user.id:
+        return None
+    return _render(422, error=f"You cannot {what} your own account here; ask another "
+                              "administrator.")
 
 
 @bp.post("/users/<int:user_id>/role")
 def change_role(user_id: int) -> Response | tuple[str, int]:
     """Give an account another role."""
     role = request.form.get("role", "")
+    refused = _yourself(user_id, "change the role of")
+    if refused is not None:
+        return refused
     try:
-        _not_yourself(user_id, "change the role of")
         with get_db().transaction() as session:
             address = set_role(session, user_id, role).email
     except NotFoundError:
@@ -116,8 +120,10 @@ def change_role(user_id: int) -> Response | tuple[str, int]:
 @bp.post("/users/<int:user_id>/disable")
 def disable(user_id: int) -> Response | tuple[str, int]:
     """Disable an account: it cannot sign in; its sessions end and its API tokens stop."""
+    refused = _yourself(user_id, "disable")
+    if refused is not None:
+        return refused
     try:
-        _not_yourself(user_id, "disable")
         with get_db().transaction() as session:
             address = disable_user(session, _account(session, user_id).email).email
     except NotFoundError:
@@ -147,8 +153,10 @@ def reset(user_id: int) -> Response | tuple[str, int]:
     """Reset an account's password: a new set-password link; its sessions end and its API
     tokens stop; with the box ticked, its two-factor sign-in is turned off too."""
     two_factor_off = request.form.get("two_factor_off") == "yes"
+    refused = _yourself(user_id, "reset")
+    if refused is not None:
+        return refused
     try:
-        _not_yourself(user_id, "reset")
         with get_db().transaction() as session:
             user, token = reset_account(session, user_id, by=g.user.email,
                                         two_factor_off=two_factor_off)
