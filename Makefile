@@ -7,9 +7,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 # chromium is for the browser tests and `make screenshots` (Playwright drives Debian's build).
-# fonts-wqy-microhei draws Chinese and Japanese names, which Liberation and DejaVu lack.
+# fonts-wqy-microhei draws Chinese and Japanese names, which Liberation and DejaVu lack;
+# fonts-noto-core draws Hebrew, Arabic, Devanagari, Greek and Vietnamese names (the certificate
+# of completion sets each name in the first of these fonts that has its letters).
 DEB_PACKAGES := libreoffice-writer-nogui python3-uno fonts-liberation fonts-wqy-microhei \
-	poppler-utils python3-venv chromium
+	fonts-noto-core fonts-dejavu-core poppler-utils python3-venv chromium
 # What only the tests need: Redis for the shared rate-limit test, PostgreSQL for test-postgres,
 # nginx to run the shipped reverse-proxy configuration (deploy/nginx/) in front of the app, and
 # systemd for systemd-analyze, which checks the shipped service unit (deploy/systemd/).

@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Literal, NamedTuple, cast
 from xml.sax.saxutils import escape
 
+import arabic_reshaper
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
+from bidi import get_display
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 from pypdf import PdfReader, PdfWriter
 from pypdf.errors import PyPdfError
@@ -852,26 +854,112 @@ def format_utc(moment: datetime | None) -> str:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def _markup(text: str | None) -> str:
-    """Make user text safe inside a platypus Paragraph: no markup, no control characters."""
+def _markup(text: str | None, bold: bool = False) -> str:
+    """Make user text safe inside a platypus Paragraph: no markup, no control characters.
+
+    Each run of characters is set in the first of the certificate's fonts that has glyphs
+    for it (:func:`_certificate_fonts`), and right-to-left text (Hebrew, Arabic) is put in
+    the order it is read, Arabic letters in their joined forms.
+    """
     if not text:
         return "\u2014"
-    return escape(_CONTROL.sub(" ", text)).replace("\n", "<br/>")
+    lines = _CONTROL.sub(" ", text).split("\n")
+    return "<br/>".join(_font_runs(_visual_order(line), bold) for line in lines)
+
+
+_RTL_BIDI_CLASSES = frozenset({"R", "AL"})
+_ARABIC_BIDI_CLASS = "AL"
+
+
+def _visual_order(text: str) -> str:
+    """Put a line of text in the order its characters are drawn from left to right.
+
+    Latin text is unchanged; Arabic letters take their contextual (joined) forms and
+    right-to-left runs are reversed by the Unicode bidirectional algorithm, so a reader
+    reading them right to left reads them as typed.
+    """
+    text = unicodedata.normalize("NFC", text)
+    classes = {unicodedata.bidirectional(ch) for ch in text}
+    if not classes & _RTL_BIDI_CLASSES:
+        return text
+    if _ARABIC_BIDI_CLASS in classes:
+        text = arabic_reshaper.reshape(text)
+    return str(get_display(text))
+
+
+@dataclass(frozen=True)
+class _CertificateFont:
+    """One face of the certificate's fonts: its registered names and the characters it has."""
+
+    regular: str
+    bold: str
+    characters: frozenset[int]
+
+
+# The certificate's fonts, in order of preference: each character is set in the first that
+# has it. Debian's packages: fonts-liberation, fonts-noto-core, fonts-wqy-microhei and
+# fonts-dejavu-core (see the Makefile).
+_FONT_FOLDER = Path("/usr/share/fonts/truetype")
+_CERTIFICATE_FACES = (
+    ("CounterpartSans", "liberation/LiberationSans-Regular.ttf",
+     "liberation/LiberationSans-Bold.ttf"),
+    ("CounterpartNoto", "noto/NotoSans-Regular.ttf", "noto/NotoSans-Bold.ttf"),
+    ("CounterpartHebrew", "noto/NotoSansHebrew-Regular.ttf", "noto/NotoSansHebrew-Bold.ttf"),
+    ("CounterpartArabic", "noto/NotoSansArabic-Regular.ttf", "noto/NotoSansArabic-Bold.ttf"),
+    ("CounterpartDevanagari", "noto/NotoSansDevanagari-Regular.ttf",
+     "noto/NotoSansDevanagari-Bold.ttf"),
+    ("CounterpartCJK", "wqy/wqy-microhei.ttc", "wqy/wqy-microhei.ttc"),
+    ("CounterpartDejaVu", "dejavu/DejaVuSans.ttf", "dejavu/DejaVuSans-Bold.ttf"),
+)
 
 
 @functools.lru_cache(maxsize=1)
-def _certificate_fonts() -> tuple[str, str]:
-    """Register a Unicode sans-serif for the certificate, or fall back to Helvetica."""
-    folder = Path("/usr/share/fonts/truetype/liberation")
-    regular, bold = folder / "LiberationSans-Regular.ttf", folder / "LiberationSans-Bold.ttf"
-    if not (regular.is_file() and bold.is_file()):
-        return "Helvetica", "Helvetica-Bold"
-    pdfmetrics.registerFont(TTFont("CounterpartSans", str(regular)))
-    pdfmetrics.registerFont(TTFont("CounterpartSans-Bold", str(bold)))
-    pdfmetrics.registerFontFamily("CounterpartSans", normal="CounterpartSans",
-                                  bold="CounterpartSans-Bold", italic="CounterpartSans",
-                                  boldItalic="CounterpartSans-Bold")
-    return "CounterpartSans", "CounterpartSans-Bold"
+def _certificate_fonts() -> tuple[_CertificateFont, ...]:
+    """Register the certificate's Unicode fonts that are installed, in order of preference.
+
+    Latin, Greek and Cyrillic come from Liberation Sans and Noto Sans, Hebrew, Arabic and
+    Devanagari from Noto, Chinese, Japanese and Korean from WenQuanYi Micro Hei, anything else
+    DejaVu Sans has from it. Without any of them, Helvetica.
+    """
+    fonts: list[_CertificateFont] = []
+    for name, regular, bold in _CERTIFICATE_FACES:
+        paths = (_FONT_FOLDER / regular, _FONT_FOLDER / bold)
+        if not all(path.is_file() for path in paths):
+            continue
+        try:
+            faces = [TTFont(name, str(paths[0])), TTFont(f"{name}-Bold", str(paths[1]))]
+        except Exception:  # reportlab refuses some font files (PostScript outlines)
+            continue
+        for face in faces:
+            pdfmetrics.registerFont(face)
+        pdfmetrics.registerFontFamily(name, normal=name, bold=f"{name}-Bold", italic=name,
+                                      boldItalic=f"{name}-Bold")
+        fonts.append(_CertificateFont(name, f"{name}-Bold",
+                                      frozenset(faces[0].face.charToGlyph)))
+    if not fonts:
+        fonts.append(_CertificateFont("Helvetica", "Helvetica-Bold", frozenset(range(32, 256))))
+    return tuple(fonts)
+
+
+def _font_runs(text: str, bold: bool) -> str:
+    """Mark up text as runs of the first certificate font that has each character."""
+    fonts = _certificate_fonts()
+    runs: list[tuple[_CertificateFont, list[str]]] = []
+    for ch in text:
+        current = runs[-1][0] if runs else fonts[0]
+        if ord(ch) in current.characters or ch.isspace():
+            font = current
+        else:
+            font = next((f for f in fonts if ord(ch) in f.characters), current)
+        if runs and runs[-1][0] is font:
+            runs[-1][1].append(ch)
+        else:
+            runs.append((font, [ch]))
+    base = fonts[0]
+    return "".join(escape("".join(chars)) if font is base else
+                   f'<font name="{font.bold if bold else font.regular}">'
+                   f'{escape("".join(chars))}</font>'
+                   for font, chars in runs)
 
 
 def _date_of_signing(signer: CertificateSigner) -> str:
@@ -920,7 +1008,7 @@ def _signer_rows(signer: CertificateSigner) -> list[tuple[str, str]]:
 
 def certificate_pdf(info: CertificateInfo) -> bytes:
     """Lay out the certificate of completion of an envelope as a US Letter PDF."""
-    regular, bold = _certificate_fonts()
+    regular, bold = _certificate_fonts()[0].regular, _certificate_fonts()[0].bold
     dark = colors.HexColor("#1f2a44")
     grey = colors.HexColor("#5b6270")
     rule = colors.HexColor("#c9ced8")
@@ -945,7 +1033,7 @@ def certificate_pdf(info: CertificateInfo) -> bytes:
     }
 
     def para(text: str | None, style: str = "value") -> Paragraph:
-        return Paragraph(_markup(text), styles[style])
+        return Paragraph(_markup(text, styles[style].fontName == bold), styles[style])
 
     def rows(pairs: list[tuple[str, Paragraph]], widths: tuple[float, float]) -> Table:
         table = Table([[Paragraph(escape(label), styles["label"]), value]
