@@ -843,6 +843,16 @@ def redline_docx(old: bytes, new: bytes, *, date: dt.datetime, author: str = AUT
         if comparison.changes or old_root is None:
             written[new_part] = _serialize(new_root)
         changes.extend(comparison.changes)
+    for _rid, (kind_url, target) in _relationships(new_files, new_main).items():
+        if kind_url.endswith("/settings") and target in new_files:
+            # A view saved without markup ("w:revisionView") would hide the changes, in Word
+            # and in LibreOffice's PDF alike: a redline opens showing them.
+            settings = _parse(new_files[target], new_name)
+            views = settings.findall(_w("revisionView"))
+            for view in views:
+                settings.remove(view)
+            if views:
+                written[target] = _serialize(settings)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for info in new_infos:
