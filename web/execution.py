@@ -116,8 +116,9 @@ def signing_link(token: str) -> str:
 
 
 def letter_title(letter: Letter) -> str:
-    """Name a letter as its signers and the certificate of completion see it."""
-    return f"Separation letter of {letter.executive_name}, {letter.company_name}"
+    """Name a letter as its signers and the certificate of completion see it: its title,
+    from its template's ``document_title``."""
+    return letter.title
 
 
 def upload_limit() -> int:
@@ -269,7 +270,7 @@ def renew_signing_link(letter_id: int, counterpart_id: int, *,
 # --- signing and assembly -------------------------------------------------------------------
 
 def prepare_signed_copy(token: str, *, consent: Any, signature: Any,
-                        time_zone: Any) -> SignedCopy:
+                        time_zone: Any, identity: list[str] | None = None) -> SignedCopy:
     """Make the counterpart a link's holder signs, with the app's LibreOffice.
 
     Call it outside any transaction, then record the copy with
@@ -279,7 +280,8 @@ def prepare_signed_copy(token: str, *, consent: Any, signature: Any,
     """
     try:
         return prepare_signature(get_db(), token, consent=consent, signature=signature,
-                                 time_zone=time_zone, converter=get_generator().converter)
+                                 time_zone=time_zone, converter=get_generator().converter,
+                                 identity=identity)
     except ConversionError as exc:
         raise ServiceUnavailable(f"Your signed copy could not be made just now ({exc}); "
                                  "nothing was signed. Please try again in a minute.") from exc
@@ -504,7 +506,7 @@ def send_blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
         counterpart = counterpart_of(session, letter_id, counterpart_id)
         letter = get_letter(session, letter_id)
         data = letter_pdf_for(session, counterpart.envelope)
-        filename = (f"{file_slug(letter.executive_name)}-counterpart-{counterpart.position}-"
+        filename = (f"{letter.file_stem}-counterpart-{counterpart.position}-"
                     f"{file_slug(counterpart.name)}-to-sign.pdf")
         _record_download(session, letter_id, filename, envelope_id=counterpart.envelope_id,
                          counterpart_id=counterpart.id)
@@ -530,7 +532,7 @@ def send_counterparts_zip(letter_id: int) -> Response:
             signed = session.get(Document, c.signed_document_id)
             assert signed is not None and signed.blob_sha256 is not None
             files.append((signed.filename, blob_bytes(session, signed.blob_sha256)))
-        filename = f"{file_slug(letter.executive_name)}-counterparts.zip"
+        filename = f"{letter.file_stem}-counterparts.zip"
         _record_download(session, letter_id, filename, envelope_id=envelope.id)
         # After the download is recorded, so the record in the zip includes it.
         record = audit_record(session, letter_id)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import threading
-import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ from .convert import PdfConverter
 from .errors import CounterpartError, TermsError
 from .files import write_atomic
 from .render import render_docx
-from .schema import TemplateSpec, validate_terms
+from .schema import TemplateSpec, document_names, validate_terms
 
 __all__ = ["RowResult", "BatchReport", "read_terms_csv", "run_batch"]
 
@@ -73,11 +71,8 @@ def read_terms_csv(spec: TemplateSpec, path: Path) -> Iterator[tuple[int, dict[s
             yield number, {k: (v if v is not None and v.strip() else None) for k, v in row.items()}
 
 
-def _file_stem(row: int, terms: dict) -> str:
-    name = str(terms.get("executive_full_name") or "letter")
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_name).strip("-").lower()[:60] or "letter"
-    return f"row{row:04d}-{slug}"
+def _file_stem(spec: TemplateSpec, row: int, terms: dict) -> str:
+    return f"row{row:04d}-{document_names(spec, terms).file_stem}"
 
 
 def run_batch(spec: TemplateSpec, csv_path: Path, out_dir: Path, converter: PdfConverter,
@@ -97,7 +92,7 @@ def run_batch(spec: TemplateSpec, csv_path: Path, out_dir: Path, converter: PdfC
             terms = validate_terms(spec, {k: v for k, v in raw.items() if v is not None})
             with lock:  # rendering is CPU-bound Python; one at a time leaves the GIL to I/O
                 docx = render_docx(spec, terms)
-            stem = _file_stem(row, terms)
+            stem = _file_stem(spec, row, terms)
             data_pdf = converter.convert_bytes(docx) if pdf else None
             result.docx_path = out_dir / f"{stem}.docx"
             write_atomic(result.docx_path, docx)

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from . import paper, pdfs
+from . import paper, pdfs, signer_identity
 from .audit import event_as_dict, events_of, record_event, verify_chain
 from .convert import PdfConverter
 from .db import Database, rowcount
@@ -109,6 +109,8 @@ class SignerSpec:
     role: str
     name: str
     email: str | None = None
+    verify_email: bool = False
+    """Open the signing page only after a one-time code emailed to ``email`` is entered."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,16 @@ def parse_signers(raw: Any) -> list[SignerSpec]:
             if not isinstance(email, str) or not _EMAIL_RE.match(email.strip()):
                 raise CounterpartError(f"{where}.email: {email!r} is not an email address.")
             email = email.strip().lower()
-        out.append(SignerSpec(role, name, email))
+        verify = item.get("verify_email", False)
+        if verify is None:
+            verify = False
+        if not isinstance(verify, bool):
+            raise CounterpartError(f"{where}.verify_email: must be true or false.")
+        if verify and email is None:
+            raise CounterpartError(f"{where}.verify_email: a one-time code is emailed, so "
+                                   f"{name} needs an email address; give one or do not ask "
+                                   "for the code.")
+        out.append(SignerSpec(role, name, email, verify))
     return out
 
 
@@ -286,6 +297,15 @@ def send_envelope(session: Session, letter_id: int, signers: Sequence[SignerSpec
         if not signer.name:
             raise CounterpartError(f"signers[{index}].name is required.")
     check_signer_roles(spec, chosen)
+    for index, signer in enumerate(chosen):
+        if signer.verify_email and not signer.email:
+            raise CounterpartError(f"signers[{index}].verify_email: a one-time code is "
+                                   f"emailed, so {signer.name} needs an email address.")
+        if signer.verify_email and not email_invitations:
+            raise CounterpartError(
+                f"signers[{index}].verify_email: outgoing mail is not set up "
+                f"(COUNTERPART_SMTP_HOST), so no one-time code can be emailed to "
+                f"{signer.name}; set up mail, or send without asking for the code.")
     fields = pdfs.signing_fields(document_bytes(session, pdf_doc))
     for index, signer in enumerate(chosen):
         if signer.role not in fields.signatures:
@@ -311,6 +331,7 @@ def send_envelope(session: Session, letter_id: int, signers: Sequence[SignerSpec
         counterpart = Counterpart(
             envelope_id=envelope.id, position=position, role=signer.role, name=signer.name,
             email=signer.email, token_hash=token_hash(token),
+            verify_email=bool(signer.verify_email),
             status=(CounterpartStatus.CREATED if waiting else CounterpartStatus.READY).value)
         session.add(counterpart)
         session.flush()
@@ -322,6 +343,7 @@ def send_envelope(session: Session, letter_id: int, signers: Sequence[SignerSpec
                              "email": signer.email, "position": position,
                              "waiting_for_earlier_signers": waiting,
                              "delivery": _delivery(signer.email, email_invitations),
+                             "verify_email": bool(signer.verify_email),
                              "expires_at": envelope.expires_at.isoformat()})
     refresh_search_text(session, letter)
     return envelope, links
@@ -400,16 +422,19 @@ def _waiting_for(counterpart: Counterpart, envelope: Envelope) -> list[str]:
             if c.position < counterpart.position and c.status != CounterpartStatus.SIGNED.value]
 
 
-def view_signing(session: Session, token: str, actor: Actor, *, now: dt.datetime | None = None
-                 ) -> SigningView:
+def view_signing(session: Session, token: str, actor: Actor, *, now: dt.datetime | None = None,
+                 identity: Sequence[str] | None = None) -> SigningView:
     """Open a signing link: check it, record the first view, and describe the counterpart.
 
     A signed counterpart's link reads (it shows what was signed) until the envelope's links
-    expire; it never signs again. Raises LinkError when the link may not even be read.
+    expire; it never signs again. Raises LinkError when the link may not even be read, and
+    IdentityError when its signer must first enter an emailed code and ``identity`` (the
+    browser tokens of :mod:`workflow.signer_identity`) holds none for it.
     """
     now = now or utcnow()
     counterpart, envelope = envelope_for_token(session, token, lock=True)
     _check_readable(counterpart, envelope, now)
+    signer_identity.require_identity(session, counterpart, identity, now=now)
     waiting = _waiting_for(counterpart, envelope)
     if not waiting and counterpart.status in (CounterpartStatus.READY.value,
                                               CounterpartStatus.SENT.value):
@@ -442,7 +467,8 @@ SignerCopy = Literal["signed", "executed"]
 
 
 def signer_document(session: Session, token: str, which: SignerCopy, actor: Actor, *,
-                    now: dt.datetime | None = None) -> Document:
+                    now: dt.datetime | None = None,
+                    identity: Sequence[str] | None = None) -> Document:
     """Give the holder of a signing link their signed counterpart or the executed letter.
 
     Only the link's own counterpart, once signed, while the link may be read (not withdrawn,
@@ -453,6 +479,7 @@ def signer_document(session: Session, token: str, which: SignerCopy, actor: Acto
     now = now or utcnow()
     counterpart, envelope = envelope_for_token(session, token, lock=True)
     _check_readable(counterpart, envelope, now)
+    signer_identity.require_identity(session, counterpart, identity, now=now)
     if counterpart.status != CounterpartStatus.SIGNED.value or \
             counterpart.signed_document_id is None:
         raise StateError("You have not signed this letter yet; your signed copy is here once "
@@ -646,10 +673,11 @@ class _CopyToMake:
 
 
 def _copy_to_make(session: Session, token: str, consent: Any, signature: Any, time_zone: Any,
-                  now: dt.datetime) -> _CopyToMake:
+                  now: dt.datetime, identity: Sequence[str] | None = None) -> _CopyToMake:
     """Check the link and what the signer sent; render their counterpart's .docx."""
     counterpart, envelope = envelope_for_token(session, token)
     _ready_to_sign(session, counterpart, envelope, now)
+    signer_identity.require_identity(session, counterpart, identity, now=now)
     if consent is not True:
         raise CounterpartError("consent: agree to sign electronically, or decline instead.")
     method, png = _signature_image(signature)
@@ -672,7 +700,8 @@ def _made(copy: _CopyToMake, converter: PdfConverter | None) -> SignedCopy:
 
 def prepare_signature(db: Database, token: str, *, consent: Any, signature: Any,
                       time_zone: Any = None, converter: PdfConverter | None = None,
-                      now: dt.datetime | None = None) -> SignedCopy:
+                      now: dt.datetime | None = None,
+                      identity: Sequence[str] | None = None) -> SignedCopy:
     """Make a signer's counterpart before recording it with :func:`record_signature`.
 
     The date of signing is the calendar date of ``now`` in the signer's ``time_zone`` (an IANA
@@ -682,15 +711,16 @@ def prepare_signature(db: Database, token: str, *, consent: Any, signature: Any,
     LibreOffice when None), with the signature stamped on the signer's line. The link and
     what the signer sent are checked in a short transaction; the conversion runs outside any,
     so that it holds up no one. Raises what :func:`sign_counterpart` raises; records nothing.
+    ``identity`` is as for :func:`view_signing`.
     """
     now = now or utcnow()
     with db.transaction() as session:
-        copy = _copy_to_make(session, token, consent, signature, time_zone, now)
+        copy = _copy_to_make(session, token, consent, signature, time_zone, now, identity)
     return _made(copy, converter)
 
 
-def record_signature(session: Session, token: str, copy: SignedCopy, actor: Actor
-                     ) -> tuple[Counterpart, bool]:
+def record_signature(session: Session, token: str, copy: SignedCopy, actor: Actor, *,
+                     identity: Sequence[str] | None = None) -> tuple[Counterpart, bool]:
     """Record a counterpart made by :func:`prepare_signature` as signed, at ``copy.at``.
 
     The link is checked again under the envelope's lock: of two requests with one link, one
@@ -703,9 +733,11 @@ def record_signature(session: Session, token: str, copy: SignedCopy, actor: Acto
     if counterpart.id != copy.counterpart_id:
         raise ValueError("the signed copy was made for another counterpart")
     _ready_to_sign(session, counterpart, envelope, now)
+    verified = signer_identity.require_identity(session, counterpart, identity, now=now)
     if counterpart.first_viewed_at is None:
         counterpart.first_viewed_at = now
     _mark_signed(session, counterpart, now)
+    counterpart.identity = signer_identity.identity_record(verified)
     document = _store_document(session, envelope, "signed_counterpart", copy.pdf,
                                _counterpart_filename(envelope, counterpart, "signed"))
     counterpart.method = copy.method
@@ -723,14 +755,16 @@ def record_signature(session: Session, token: str, copy: SignedCopy, actor: Acto
     record_event(session, envelope.letter_id, "signed", **common,
                  detail={"method": copy.method, "document_sha256": document.blob_sha256,
                          "signature_sha256": counterpart.signature_sha256,
-                         "time_zone": copy.time_zone, "signed_on": copy.signed_on.isoformat()})
+                         "time_zone": copy.time_zone, "signed_on": copy.signed_on.isoformat(),
+                         "identity": counterpart.identity})
     return counterpart, _after_signature(session, envelope, now)
 
 
 def sign_counterpart(session: Session, token: str, *, consent: Any, signature: Any,
                      actor: Actor, time_zone: Any = None,
                      converter: PdfConverter | None = None,
-                     now: dt.datetime | None = None) -> tuple[Counterpart, bool]:
+                     now: dt.datetime | None = None,
+                     identity: Sequence[str] | None = None) -> tuple[Counterpart, bool]:
     """Sign a counterpart through its link: consent, adopt a signature, make and record it.
 
     :func:`prepare_signature` then :func:`record_signature`, in the caller's transaction: the
@@ -739,17 +773,21 @@ def sign_counterpart(session: Session, token: str, *, consent: Any, signature: A
     the envelope is now signed.
     """
     now = now or utcnow()
-    copy = _made(_copy_to_make(session, token, consent, signature, time_zone, now), converter)
+    copy = _made(_copy_to_make(session, token, consent, signature, time_zone, now, identity),
+                 converter)
     session.expire_all()  # read again under the lock what another signer may have changed
-    return record_signature(session, token, copy, actor)
+    return record_signature(session, token, copy, actor, identity=identity)
 
 
 def decline_counterpart(session: Session, token: str, *, reason: Any, actor: Actor,
-                        now: dt.datetime | None = None) -> Counterpart:
-    """Decline to sign, with a reason; the letter is then declined."""
+                        now: dt.datetime | None = None,
+                        identity: Sequence[str] | None = None) -> Counterpart:
+    """Decline to sign, with a reason; the letter is then declined. ``identity`` is as for
+    :func:`view_signing`."""
     now = now or utcnow()
     counterpart, envelope = envelope_for_token(session, token, lock=True)
     _check_link(session, counterpart, envelope, now)
+    signer_identity.require_identity(session, counterpart, identity, now=now)
     text = _clean_text(reason, "reason", 1000)
     counterpart.status = transition(counterpart.status, CounterpartStatus.DECLINED).value
     counterpart.declined_at = now
@@ -1400,7 +1438,9 @@ def _certificate_info(session: Session, envelope: Envelope, letter: Letter,
             ink_accepted_by=paper.get("ink_accepted_by"),
             order_override_reason=paper.get("order_override_reason"),
             order_override_by=paper.get("order_override_by"),
-            recorded_by=paper.get("recorded_by")))
+            recorded_by=paper.get("recorded_by"),
+            identified_by=None if c.method == "paper" else signer_identity.identity_words(
+                c.identity, pdfs.format_utc)))
     events = [pdfs.CertificateEvent(at=e.at, type=e.type, actor=e.actor,
                                     detail=_event_detail(e.detail))
               for e in events_of(session, letter.id) if e.envelope_id in (None, envelope.id)]
@@ -1601,6 +1641,7 @@ def counterpart_as_dict(session: Session, c: Counterpart) -> dict[str, Any]:
             "consent_at": iso(c.consent_at), "first_viewed_at": iso(c.first_viewed_at),
             "signed_at": iso(c.signed_at), "declined_at": iso(c.declined_at),
             "decline_reason": c.decline_reason, "ip": c.ip, "user_agent": c.user_agent,
+            "verify_email": bool(c.verify_email), "identity": c.identity,
             "signed_document_sha256": signed.blob_sha256 if signed else None}
 
 

@@ -13,22 +13,28 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from .audit import record_event
 from .convert import PdfConverter
 from .db import Database, rowcount
 from .errors import CounterpartError, NotFoundError, StateError, TemplateError
-from .models import Blob, Document, Letter, LetterVersion, User, utcnow
+from .models import Blob, Document, Letter, LetterVersion, TemplateVersion, User, utcnow
 from .render import render_docx
-from .schema import DEFAULT_TEMPLATE_DIR, TemplateSpec, load_template, terms_to_json, validate_terms
+from .schema import (
+    DEFAULT_TEMPLATE_DIR,
+    TemplateSpec,
+    document_names,
+    load_template,
+    terms_to_json,
+    validate_terms,
+)
 from .states import LetterStatus, transition
 from .text import file_slug, search_patterns, search_text
 
@@ -37,7 +43,7 @@ __all__ = [
     "revise_terms", "get_letter", "get_version", "list_letters", "document_bytes",
     "generate_document", "wait_for_document", "pending_documents", "version_terms",
     "latest_document", "retry_document", "STALE_CLAIM", "refresh_search_text",
-    "version_template", "render_version",
+    "version_template", "render_version", "version_spec", "version_template_version",
 ]
 
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -46,16 +52,6 @@ PDF_TYPE = "application/pdf"
 STALE_CLAIM = dt.timedelta(minutes=3)
 EDIT_LOCKED = {LetterStatus.OUT_FOR_SIGNATURE, LetterStatus.PARTIALLY_EXECUTED,
                LetterStatus.FULLY_EXECUTED, LetterStatus.DECLINED}
-
-
-@lru_cache(maxsize=32)
-def _file_sha256(path: Path, mtime_ns: int) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def template_sha256(spec: TemplateSpec) -> str:
-    """Return the SHA-256 of a template's .docx file."""
-    return _file_sha256(spec.docx_path, spec.docx_path.stat().st_mtime_ns)
 
 
 def store_blob(session: Session, data: bytes) -> str:
@@ -89,26 +85,32 @@ _slug = file_slug
 
 
 def _filename(letter: Letter, number: int, suffix: str) -> str:
-    return f"{_slug(letter.executive_name)}-{letter.template.replace('_', '-')}-v{number}{suffix}"
+    return f"{letter.file_stem}-v{number}{suffix}"
 
 
-def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: dict[str, Any],
+def _add_version(session: Session, letter: Letter, spec: TemplateSpec,
+                 template_version: TemplateVersion, terms: dict[str, Any],
                  user: User | None) -> LetterVersion:
+    from .library import template_docx
+
     number = (session.scalar(select(func.max(LetterVersion.number))
                              .where(LetterVersion.letter_id == letter.id)) or 0) + 1
-    # The template is read once and kept with the version: the letter is rendered from these
-    # bytes now, and again from the same bytes when it is signed, whatever happens to the file.
-    template = spec.docx_path.read_bytes()
+    # The letter is rendered from the template version's own bytes now, and again from the
+    # same bytes when it is signed, whatever later versions of the template say.
+    template = template_docx(session, template_version)
     version = LetterVersion(
         letter_id=letter.id, number=number, terms=terms_to_json(spec, terms),
-        template_name=spec.name, template_sha256=store_blob(session, template),
-        created_by_id=user.id if user else None,
+        template_name=spec.name, template_sha256=template_version.docx_sha256,
+        template_version_id=template_version.id, created_by_id=user.id if user else None,
     )
     session.add(version)
     session.flush()
-    # The file names below are made from the executive's name, so set it first.
-    letter.executive_name = str(terms.get("executive_full_name", ""))[:200]
-    letter.company_name = str(terms.get("company_name", ""))[:200]
+    # The file names below start with the letter's file stem, so name the letter first.
+    names = document_names(spec, terms)
+    letter.title = names.title
+    letter.file_stem = names.file_stem
+    letter.list_values = [{"term": term, "label": label, "value": value}
+                          for term, label, value in names.columns]
     refresh_search_text(session, letter)
     docx = render_docx(spec, terms, template=template)
     session.add(Document(
@@ -122,6 +124,34 @@ def _add_version(session: Session, letter: Letter, spec: TemplateSpec, terms: di
     letter.updated_at = utcnow()
     session.flush()
     return version
+
+
+def version_template_version(session: Session, version: LetterVersion,
+                             template_dir: Path = DEFAULT_TEMPLATE_DIR) -> TemplateVersion:
+    """Return the template version a letter version was made from, or raise TemplateError.
+
+    A version made before the template library names none; the library's version with the
+    same .docx stands for it, else the template's newest published version (for its schema).
+    """
+    from .library import letter_template_version, published_version
+
+    found = letter_template_version(session, version)
+    if found is not None:
+        return found
+    try:
+        return published_version(session, version.template_name, template_dir=template_dir)
+    except CounterpartError as exc:
+        raise TemplateError(f"Version {version.number} of letter {version.letter_id} was made "
+                            f"from the template {version.template_name!r}, which the library "
+                            f"no longer has ({exc})") from exc
+
+
+def version_spec(session: Session, version: LetterVersion,
+                 template_dir: Path = DEFAULT_TEMPLATE_DIR) -> TemplateSpec:
+    """Return the schema a letter version's terms follow: its template version's."""
+    from .library import template_spec
+
+    return template_spec(version_template_version(session, version, template_dir))
 
 
 def version_template(session: Session, version: LetterVersion,
@@ -151,37 +181,43 @@ def render_version(session: Session, version: LetterVersion,
 
     ``signing`` maps a role to its signer's date of signing (see :func:`render.date_signed`).
     """
-    spec = load_template(version.template_name, template_dir)
+    spec = version_spec(session, version, template_dir)
     return render_docx(spec, validate_terms(spec, version.terms), signing=signing,
                        template=version_template(session, version, template_dir))
 
 
 def refresh_search_text(session: Session, letter: Letter) -> None:
-    """Recompute what a letter is found by: its executive, company and every signer's name."""
+    """Recompute what a letter is found by: its title, listed terms and every signer's name."""
     from .models import Counterpart, Envelope
 
     signers = session.scalars(select(Counterpart.name).join(Envelope).where(
         Envelope.letter_id == letter.id)) if letter.id is not None else []
-    letter.search_text = search_text([letter.executive_name, letter.company_name, *signers])
+    listed = [str(column.get("value", "")) for column in letter.list_values or []]
+    letter.search_text = search_text([letter.title, *listed, *signers])
 
 
 def create_letter(session: Session, template: str, raw_terms: Any, user: User | None, *,
                   template_dir: Path = DEFAULT_TEMPLATE_DIR, ip: str | None = None,
                   user_agent: str | None = None) -> Letter:
-    """Validate terms and create a letter with its first version and its .docx.
+    """Validate terms and create a letter from a template's newest published version.
 
-    Raises TermsError naming every bad field; nothing is stored then.
+    Raises TermsError naming every bad field, NotFoundError for an unknown template, and
+    StateError for a template not yet published; nothing is stored then.
     """
-    spec = load_template(template, template_dir)
+    from .library import published_version, template_spec
+
+    template_version = published_version(session, template, template_dir=template_dir)
+    spec = template_spec(template_version)
     terms = validate_terms(spec, raw_terms)
     letter = Letter(template=spec.name, status=LetterStatus.DRAFT.value,
                     created_by_id=user.id if user else None)
     session.add(letter)
     session.flush()
-    version = _add_version(session, letter, spec, terms, user)
+    version = _add_version(session, letter, spec, template_version, terms, user)
     record_event(session, letter.id, "created", actor=user.email if user else "system",
                  ip=ip, user_agent=user_agent,
                  detail={"version": version.number, "template": spec.name,
+                         "template_version": template_version.number,
                          "template_sha256": version.template_sha256})
     return letter
 
@@ -197,10 +233,15 @@ def revise_terms(session: Session, letter_id: int, raw_terms: Any, user: User | 
             raise StateError("This letter is fully executed; its terms can no longer change.")
         raise StateError(f"This letter is {status.label.lower()}; void its envelope before "
                          "changing the terms.")
-    spec = load_template(letter.template, template_dir)
+    # A new version keeps the template version the letter was made from.
+    template_version = version_template_version(session, get_version(session, letter),
+                                                template_dir)
+    from .library import template_spec
+
+    spec = template_spec(template_version)
     terms = validate_terms(spec, raw_terms)
     letter.status = transition(status, LetterStatus.DRAFT).value
-    version = _add_version(session, letter, spec, terms, user)
+    version = _add_version(session, letter, spec, template_version, terms, user)
     record_event(session, letter.id, "edited", actor=user.email if user else "system",
                  ip=ip, user_agent=user_agent, detail={"version": version.number})
     return version
@@ -229,8 +270,10 @@ def get_version(session: Session, letter: Letter, number: int | None = None) -> 
 
 def version_terms(version: LetterVersion, template_dir: Path = DEFAULT_TEMPLATE_DIR
                   ) -> dict[str, Any]:
-    """Return a version's terms as typed values."""
-    return validate_terms(load_template(version.template_name, template_dir), version.terms)
+    """Return a version's terms as typed values (by its template version's schema)."""
+    session = object_session(version)
+    assert session is not None, "the version must belong to a session"
+    return validate_terms(version_spec(session, version, template_dir), version.terms)
 
 
 def latest_document(session: Session, version: LetterVersion, kind: str) -> Document:
@@ -256,10 +299,13 @@ class LetterPage:
         return max(1, -(-self.total // self.per_page))
 
 
-def list_letters(session: Session, *, q: str = "", status: str = "", page: int = 1,
-                 per_page: int = 25) -> LetterPage:
-    """List letters newest first, filtered by a name search and a status."""
+def list_letters(session: Session, *, q: str = "", status: str = "", template: str = "",
+                 page: int = 1, per_page: int = 25) -> LetterPage:
+    """List letters newest first, filtered by a search (title, listed terms, signers), a
+    status and a template."""
     query = select(Letter)
+    if template:
+        query = query.where(Letter.template == template)
     patterns = search_patterns(q) if q.strip() else []
     if patterns:
         query = query.where(or_(*(Letter.search_text.like(p, escape="\\") for p in patterns)))

@@ -34,6 +34,8 @@ __all__ = [
     "spec_to_raw",
     "schema_toml",
     "term_text",
+    "DocumentNames",
+    "document_names",
     "fill_pattern",
     "pattern_terms",
     "list_templates",
@@ -755,6 +757,32 @@ def term_text(f: Field, value: Any) -> str:
     if f.type in LIST_TYPES and isinstance(value, list):
         return join_and(long_date(v) if isinstance(v, dt.date) else str(v) for v in value)
     return str(value)
+
+
+@dataclass(frozen=True)
+class DocumentNames:
+    """What a letter is called, its files' name stem, and the terms the letters table shows."""
+
+    title: str
+    file_stem: str
+    columns: tuple[tuple[str, str, str], ...]
+    """(term, label, value as the letter writes it), in ``list_columns`` order."""
+
+
+def document_names(spec: TemplateSpec, terms: Mapping[str, Any]) -> DocumentNames:
+    """Fill a template's ``document_title``, ``file_stem`` and ``list_columns`` with typed terms.
+
+    The file stem is slugged (ASCII, lower case, hyphens); a term missing from ``terms``
+    reads as empty.
+    """
+    from .text import file_slug
+
+    written = {key: term_text(f, terms.get(key)) for key, f in spec.fields.items()}
+    title = fill_pattern(spec.document_title, written)[:300]
+    stem = file_slug(fill_pattern(spec.file_stem, written), default=file_slug(spec.name))
+    columns = tuple((key, spec.fields[key].label, written[key][:300])
+                    for key in spec.list_columns)
+    return DocumentNames(title=title or spec.title, file_stem=stem, columns=columns)
 
 
 # --- writing a schema -----------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_a_letter_executed_in_counterparts(browser, served, credentials, referen
         staff.get_by_role("button", name="Download executed PDF").click()
     saved = tmp_path / download.value.suggested_filename
     download.value.save_as(saved)
-    assert saved.name == "john-r-tucker-executed.pdf"
+    assert saved.name == "john-r-tucker-separation-letter-executed.pdf"
     executed = saved.read_bytes()
 
     with app.app_context(), get_db().transaction() as session:

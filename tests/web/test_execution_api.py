@@ -227,7 +227,8 @@ def test_signing_through_the_api_until_executed(app, client, api, sent, referenc
         names = opened_zip.namelist()
         assert opened_zip.read(names[0]) == executed.data
         assert opened_zip.read(names[1]) == signed_copy.data
-    assert names == ["john-r-tucker-executed.pdf", "counterpart-1-eliot-protsch-signed.pdf",
+    assert names == ["john-r-tucker-separation-letter-executed.pdf",
+                     "counterpart-1-eliot-protsch-signed.pdf",
                      "counterpart-2-john-r-tucker-signed.pdf", "audit.json"]
 
     audit = client.get(f"/api/letters/{letter_id}/audit", headers=api)
@@ -240,8 +241,8 @@ def test_signing_through_the_api_until_executed(app, client, api, sent, referenc
         assert expected in types, expected
     downloads = [e for e in record["events"] if e["type"] == "downloaded"]
     assert [d["detail"]["document"] for d in downloads] == [
-        "john-r-tucker-executed.pdf", "counterpart-1-eliot-protsch-signed.pdf",
-        "john-r-tucker-counterparts.zip"]
+        "john-r-tucker-separation-letter-executed.pdf", "counterpart-1-eliot-protsch-signed.pdf",
+        "john-r-tucker-separation-letter-counterparts.zip"]
     assert all(d["actor"] == "counsel@example.com" and d["ip"] == "127.0.0.1"
                for d in downloads)
     viewed = next(e for e in record["events"] if e["type"] == "viewed")

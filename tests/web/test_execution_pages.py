@@ -378,13 +378,13 @@ def test_paper_upload_from_the_letter_page_then_executed_downloads(app, staff, s
     executed = staff.post(f"/letters/{letter_id}/executed.pdf", data={"csrf_token": token})
     assert executed.status_code == 200 and executed.data.startswith(b"%PDF-")
     assert executed.headers["Content-Disposition"] == \
-        "attachment; filename=john-r-tucker-executed.pdf"
+        "attachment; filename=john-r-tucker-separation-letter-executed.pdf"
     signed = staff.post(f"/letters/{letter_id}/counterparts/{cid}/signed.pdf",
                         data={"csrf_token": token})
     assert signed.data == scan
     archive = staff.post(f"/letters/{letter_id}/counterparts.zip", data={"csrf_token": token})
     with zipfile.ZipFile(io.BytesIO(archive.data)) as opened:
-        assert opened.namelist() == ["john-r-tucker-executed.pdf",
+        assert opened.namelist() == ["john-r-tucker-separation-letter-executed.pdf",
                                      "counterpart-1-eliot-protsch-signed.pdf",
                                      "counterpart-2-john-r-tucker-scan.pdf", "audit.json"]
         assert opened.read("counterpart-2-john-r-tucker-scan.pdf") == scan
@@ -392,7 +392,7 @@ def test_paper_upload_from_the_letter_page_then_executed_downloads(app, staff, s
     assert record["chain"]["ok"]
     audit = staff.get(f"/letters/{letter_id}/audit.json")
     assert audit.headers["Content-Disposition"] == \
-        "attachment; filename=john-r-tucker-audit.json"
+        "attachment; filename=john-r-tucker-separation-letter-audit.json"
     assert json.loads(audit.data)["envelope"]["executed_pdf_sha256"]
     timeline = staff.get(f"/letters/{letter_id}").text
     # The blank printed to sign, the executed PDF, the signed counterpart, the zip.

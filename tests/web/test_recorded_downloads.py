@@ -68,8 +68,8 @@ def test_the_letter_page_downloads_with_posts_and_each_is_recorded(app, staff, e
     assert answers[0].data.startswith(b"%PDF-") and answers[1].data.startswith(b"PK")
     added = events(app, letter_id)[len(before):]
     assert added == [
-        ("downloaded", "counsel@example.com", "john-r-tucker-executed.pdf"),
-        ("downloaded", "counsel@example.com", "john-r-tucker-counterparts.zip"),
+        ("downloaded", "counsel@example.com", "john-r-tucker-separation-letter-executed.pdf"),
+        ("downloaded", "counsel@example.com", "john-r-tucker-separation-letter-counterparts.zip"),
         ("downloaded", "counsel@example.com", "counterpart-1-eliot-protsch-signed.pdf")]
     # Without the form's token, nothing is sent and nothing recorded.
     refused = staff.post(f"/letters/{letter_id}/executed.pdf")
@@ -83,7 +83,7 @@ def test_the_api_downloads_with_posts_and_each_is_recorded(app, client, api, exe
     answer = client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api)
     assert answer.status_code == 200 and answer.data.startswith(b"%PDF-")
     assert events(app, letter_id)[len(before):] == [
-        ("downloaded", "counsel@example.com", "john-r-tucker-executed.pdf")]
+        ("downloaded", "counsel@example.com", "john-r-tucker-separation-letter-executed.pdf")]
 
 
 def test_documents_and_page_pictures_are_not_stored_by_browsers(client, staff, api, sent):

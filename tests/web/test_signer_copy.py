@@ -18,6 +18,8 @@ from workflow.models import Counterpart, Envelope, Event, utcnow
 
 TYPED = {"consent": True, "signature": {"type": "typed", "text": "Signed"}}
 
+EXECUTED = "john-r-tucker-separation-letter-executed.pdf"
+
 
 def sign(client, token):
     response = client.post(f"/api/sign/{token}", json=TYPED)
@@ -92,8 +94,8 @@ def test_a_signed_link_shows_what_was_signed_and_gives_the_copies(app, client, a
     recorded = [d for d in downloads(app, letter_id) if d[0] != "counsel@example.com"]
     assert recorded == [
         ("Eliot Protsch", "counterpart-1-eliot-protsch-signed.pdf", company["counterpart_id"]),
-        ("Eliot Protsch", "john-r-tucker-executed.pdf", company["counterpart_id"]),
-        ("Eliot Protsch", "john-r-tucker-executed.pdf", company["counterpart_id"])]
+        ("Eliot Protsch", EXECUTED, company["counterpart_id"]),
+        ("Eliot Protsch", EXECUTED, company["counterpart_id"])]
 
 
 def test_signing_times_are_shown_in_the_signers_zone(app, sent):

@@ -114,12 +114,13 @@ def test_batch_renders_good_rows_and_reports_bad_ones(tmp_path, reference_terms)
     assert "3 of 4 letters written" in result.stdout
     assert "1 row(s) failed" in result.stdout
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["row0002-john-r-tucker.docx", "row0002-john-r-tucker.pdf",
-                       "row0003-ana-ortiz.docx", "row0003-ana-ortiz.pdf",
-                       "row0005-john-r-tucker.docx", "row0005-john-r-tucker.pdf"]
-    no_grants = docx_text((tmp_path / "out" / "row0003-ana-ortiz.docx").read_bytes())
+    stems = ["row0002-john-r-tucker", "row0003-ana-ortiz", "row0005-john-r-tucker"]
+    assert written == [f"{stem}-separation-letter.{ext}" for stem in stems
+                       for ext in ("docx", "pdf")]
+    out = tmp_path / "out"
+    no_grants = docx_text((out / "row0003-ana-ortiz-separation-letter.docx").read_bytes())
     assert "(iv)" not in no_grants
-    six_months = " ".join(docx_text((tmp_path / "out" / "row0005-john-r-tucker.docx")
+    six_months = " ".join(docx_text((out / "row0005-john-r-tucker-separation-letter.docx")
                                     .read_bytes()).split())
     assert "a six-month period" in six_months and "until January 31, 2007" in six_months
 

@@ -296,7 +296,9 @@ def test_a_letter_is_rendered_again_from_the_template_it_was_made_from(database,
                                                                      reference_terms):
     from workflow.errors import TemplateError
     from workflow.letters import render_version
-    from workflow.models import Blob, LetterVersion
+    from sqlalchemy import delete
+
+    from workflow.models import Blob, LetterVersion, Template, TemplateVersion
     from workflow.schema import DEFAULT_TEMPLATE_DIR
 
     templates = tmp_path / "templates"
@@ -325,6 +327,11 @@ def test_a_letter_is_rendered_again_from_the_template_it_was_made_from(database,
     with database.transaction() as session:
         version = session.scalar(select(LetterVersion).where(
             LetterVersion.letter_id == letter_id))
+        # As a version made before the template library: no template version, no kept copy.
+        version.template_version_id = None
+        session.flush()
+        session.execute(delete(TemplateVersion))
+        session.execute(delete(Template))
         session.delete(session.get(Blob, version.template_sha256))
     # Without its kept copy, a version renders from the file only if the file is unchanged.
     with pytest.raises(TemplateError, match="cannot be rendered again exactly as it was sent"):

@@ -1,4 +1,5 @@
-"""The API's routes: templates and their schemas, letters, their terms and their documents."""
+"""The API's routes: the template library (templates, their versions and schemas; uploads and
+publishing by administrators), letters, their terms and their documents."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ from typing import Any
 from flask import abort, current_app, g, jsonify, request, url_for
 from werkzeug.wrappers import Response
 
-from workflow.errors import NotFoundError, TermsError
+from workflow.errors import NotFoundError, StateError, TemplateProblems, TermsError
 from workflow.letters import create_letter, list_letters, revise_terms
 from workflow.models import User
-from workflow.schema import json_schema, list_templates, terms_to_json, validate_terms
+from workflow.schema import json_schema, terms_to_json, validate_terms
 from workflow.states import LetterStatus
 
+from ..admin.records import (
+    library,
+    publish,
+    read_schema_upload,
+    read_template_upload,
+    template_versions,
+    upload_template,
+)
 from ..database import get_db
 from ..documents import get_generator
 from ..downloads import send_document
@@ -25,7 +34,9 @@ from ..letters.records import (
     letter_summary,
     load_blob,
     pending_document_ids,
+    published_templates,
     spec_for,
+    template_titles,
 )
 from ..numbers import NumberError, loads_json, query_number
 from . import bp
@@ -92,8 +103,10 @@ def _summary_json(letter: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": letter["id"],
         "template": letter["template"],
-        "executive_name": letter["executive_name"],
-        "company_name": letter["company_name"],
+        "template_title": letter["template_title"],
+        "title": letter["title"],
+        # The template's listed terms, as the letter writes them.
+        "columns": letter["columns"],
         "status": letter["status"],
         "status_label": letter["status_label"],
         "current_version": letter["current_version"],
@@ -115,6 +128,7 @@ def _letter_json(letter_id: int) -> dict[str, Any]:
         "envelope": url_for(".envelope", letter_id=letter_id, _external=True)
         if letter["signatures"] else None,
         "created_by": letter["created_by"],
+        "template_version": letter["version"]["template_version"],
         "terms": letter["version"]["terms"],
         "versions": [{
             "number": v["number"],
@@ -126,37 +140,141 @@ def _letter_json(letter_id: int) -> dict[str, Any]:
     }
 
 
+def _require_admin() -> None:
+    if not g.user.is_admin:
+        abort(403, "Only an administrator may upload or publish templates.")
+
+
+def _version_json(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key": record["key"],
+        "version": record["version"],
+        "status": record["status"],
+        "origin": record["origin"],
+        "filename": record["filename"],
+        "docx_sha256": record["docx_sha256"],
+        "created_at": iso(record["created_at"]),
+        "published_at": iso(record["published_at"]),
+        "title": record["title"],
+        "description": record["description"],
+        "document_title": record["document_title"],
+        "file_stem": record["file_stem"],
+        "list_columns": record["list_columns"],
+        "fields": record["fields"],
+        "parties": record["parties"],
+        "schema_toml": record["schema_toml"],
+        "url": url_for(".template", key=record["key"], _external=True),
+    }
+
+
+def _template_problems(exc: TemplateProblems) -> tuple[Response, int]:
+    count = len(exc.problems)
+    noun = "problem" if count == 1 else "problems"
+    return jsonify(error=f"The template was refused: {count} {noun}.",
+                   errors=exc.problems), 422
+
+
 @bp.get("/templates")
 def templates() -> Response:
-    """List the templates a letter can be made from."""
-    specs = [spec_for(name) for name in list_templates(current_app.config["DOCX_TEMPLATE_DIR"])]
-    return jsonify(templates=[{
-        "name": spec.name,
-        "title": spec.title,
-        "description": spec.description,
-        "signers": list(spec.signers),
-        "schema": url_for(".template_schema", name=spec.name, _external=True),
-    } for spec in specs])
+    """List the templates: the published ones letters are made from (administrators also
+    see drafts), each with its status and versions."""
+    admin = g.user.is_admin
+    specs = {spec.name: spec for spec in published_templates()}
+    answer = []
+    for summary in library(published_only=not admin):
+        spec = specs.get(summary.key)
+        answer.append({
+            "name": summary.key,
+            "key": summary.key,
+            "title": summary.title,
+            "description": summary.description,
+            "builtin": summary.builtin,
+            "status": "published" if summary.published else summary.newest_status,
+            "published_version": summary.published,
+            "newest_version": summary.newest,
+            "signers": list(spec.signers) if spec else [],
+            "parties": [{"role": p.role, "label": p.label} for p in spec.parties]
+            if spec else [],
+            "schema": url_for(".template_schema", name=summary.key, _external=True)
+            if spec else None,
+            "url": url_for(".template", key=summary.key, _external=True),
+        })
+    return jsonify(templates=answer)
+
+
+@bp.post("/templates")
+def add_template() -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:
+    """Upload a template (multipart ``file``, optional ``key`` and ``schema``): its next
+    version, a draft. 422 with every problem when it is refused (administrators only)."""
+    _require_admin()
+    data, filename = read_template_upload()
+    key = request.form.get("key", "").strip() or None
+    try:
+        record = upload_template(data, filename, key, read_schema_upload())
+    except TemplateProblems as exc:
+        return _template_problems(exc)
+    answer = _version_json(record)
+    return jsonify(answer), 201, {"Location": answer["url"]}
+
+
+@bp.get("/templates/<key>")
+def template(key: str) -> Response:
+    """A template and its versions (newest first) with their status and schema; staff see
+    its published versions only."""
+    admin = g.user.is_admin
+    versions = template_versions(key, published_only=not admin)
+    if not versions:
+        raise NotFoundError(f"There is no template named {key[:64]!r}.")
+    newest = versions[0]
+    published = next((v for v in versions if v["status"] == "published"), None)
+    return jsonify(key=key, title=newest["title"], builtin=newest["builtin"],
+                   status="published" if published else newest["status"],
+                   published_version=published["version"] if published else None,
+                   newest_version=newest["version"],
+                   schema=url_for(".template_schema", name=key, _external=True)
+                   if published else None,
+                   versions=[_version_json(v) for v in versions])
+
+
+@bp.post("/templates/<key>/publish")
+def publish_template(key: str) -> Response | tuple[Response, int]:
+    """Publish a template's newest version, or ``{"version": N}`` (administrators only)."""
+    _require_admin()
+    number = None
+    if request.get_data(cache=True).strip():
+        body = json_body()
+        number = body.get("version")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int)
+                                   or not 1 <= number <= 2_147_483_647):
+            abort(400, "version: give the number of a version of the template.")
+    try:
+        record = publish(key, number)
+    except TemplateProblems as exc:
+        return _template_problems(exc)
+    return jsonify(_version_json(record))
 
 
 @bp.get("/templates/<name>/schema")
 def template_schema(name: str) -> Response:
-    """The JSON Schema of a template's terms."""
+    """The JSON Schema of the terms of a template's published version."""
     return jsonify(json_schema(spec_for(name)))
 
 
 @bp.get("/letters")
 def letters() -> Response:
-    """List letters newest first; ``q`` searches names, ``status`` filters, ``page`` pages."""
+    """List letters newest first; ``q`` searches titles, listed terms and signers, ``status``
+    and ``template`` filter, ``page`` pages."""
     status = request.args.get("status", "").strip()
     if status and status not in STATUS_VALUES:
         abort(400, f"status must be one of {', '.join(STATUS_VALUES)}.")
     page_number = query_number("page", 1)
     per_page = query_number("per_page", 25, maximum=MAX_PER_PAGE)
+    template = request.args.get("template", "").strip()[:64]
     with get_db().transaction() as session:
         page = list_letters(session, q=request.args.get("q", "")[:200], status=status,
-                            page=page_number, per_page=per_page)
-        rows = [letter_summary(letter) for letter in page.letters]
+                            template=template, page=page_number, per_page=per_page)
+        titles = template_titles(session)
+        rows = [letter_summary(letter, titles) for letter in page.letters]
         progress = signature_progress(session, [row["id"] for row in rows])
     for row in rows:
         row["signatures"] = progress.get(row["id"])
@@ -169,21 +287,21 @@ def create() -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:
     """Create a letter from ``{"template": ..., "terms": {...}}``; its PDF starts at once."""
     body = json_body()
     template = body.get("template")
+    names = ", ".join(spec.name for spec in published_templates())
     if not isinstance(template, str) or not template.strip():
-        return _invalid({"template": "is required: the name of a template, e.g. "
-                                     f"{', '.join(list_templates(_template_dir()))}"})
-    try:
-        spec = spec_for(template.strip())
-    except NotFoundError:
-        return _invalid({"template": f"there is no template named {template.strip()[:64]!r}; "
-                                     f"use one of {', '.join(list_templates(_template_dir()))}"})
+        return _invalid({"template": f"is required: the name of a template, e.g. {names}"})
     try:
         with get_db().transaction() as session:
             user = session.get(User, g.user.id)
-            letter = create_letter(session, spec.name, _terms_of(body), user,
+            letter = create_letter(session, template.strip(), _terms_of(body), user,
                                    template_dir=_template_dir(), **_client())
             letter_id = letter.id
             pending = pending_document_ids(session, letter_id)
+    except NotFoundError:
+        return _invalid({"template": f"there is no template named {template.strip()[:64]!r}; "
+                                     f"use one of {names}"})
+    except StateError as exc:  # a draft template: 409, saying it is not published
+        return jsonify(error=str(exc), code=exc.code, errors={"template": str(exc)}), 409
     except TermsError as exc:
         return _invalid(exc.errors)
     get_generator().submit(pending)
@@ -203,7 +321,7 @@ def put_terms(letter_id: int) -> Response | tuple[Response, int]:
     body = json_body()
     with get_db().transaction() as session:
         letter = letter_detail(session, letter_id, with_events=False)
-    spec = spec_for(letter["template"])
+    spec = letter["spec"]  # the schema of the template version the letter was made from
     try:
         raw = _terms_of(body)
         unchanged = terms_to_json(spec, validate_terms(spec, raw)) == letter["version"]["terms"]

@@ -29,7 +29,6 @@ from ..execution import (
     SentEnvelope,
     audit_json,
     executed_document,
-    file_slug,
     renew_signing_link,
     send_blank_counterpart,
     send_counterparts_zip,
@@ -194,7 +193,7 @@ def audit(letter_id: int) -> Response:
     """The audit record as a JSON file."""
     record = audit_json(letter_id)
     with get_db().transaction() as db_session:
-        name = get_letter(db_session, letter_id).executive_name
+        stem = get_letter(db_session, letter_id).file_stem
     data = json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8")
-    return send_document(data, filename=f"{file_slug(name)}-audit.json",
+    return send_document(data, filename=f"{stem}-audit.json",
                          media_type="application/json", sha256=None)

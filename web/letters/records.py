@@ -7,8 +7,6 @@ page or an answer needs out of the ORM objects, so nothing is loaded lazily late
 from __future__ import annotations
 
 import datetime as dt
-import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +15,51 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from workflow.audit import events_of
-from workflow.errors import CounterpartError, NotFoundError
-from workflow.letters import EDIT_LOCKED, blob_bytes, get_letter, get_version, latest_document
+from workflow.errors import CounterpartError
+from workflow.letters import (
+    EDIT_LOCKED,
+    blob_bytes,
+    get_letter,
+    get_version,
+    latest_document,
+    version_template_version,
+)
+from workflow.library import library_templates, published_specs, published_version, template_spec
 from workflow.models import Document, Letter, LetterVersion, User
-from workflow.schema import TemplateSpec, load_template
+from workflow.schema import TemplateSpec
 from workflow.states import LetterStatus
 
 from ..database import get_db
 from .display import EVENT_LABELS, describe_event
 
-__all__ = ["spec_for", "template_title", "document_record", "letter_summary", "letter_detail",
+__all__ = ["spec_for", "published_templates", "template_titles", "template_title",
+           "document_record", "letter_summary", "letter_detail",
            "pending_document_ids", "load_blob", "letter_documents", "find_document",
            "is_editable", "status_label", "iso"]
 
 
-_TEMPLATE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
-
-@lru_cache(maxsize=64)
-def _cached_spec(name: str, template_dir: Path, stamp: tuple[int, int]) -> TemplateSpec:
-    return load_template(name, template_dir)
+def _template_dir() -> Path:
+    return Path(current_app.config["DOCX_TEMPLATE_DIR"])
 
 
 def spec_for(name: str) -> TemplateSpec:
-    """Load a template's schema once per change of its files (raises NotFoundError)."""
-    template_dir = Path(current_app.config["DOCX_TEMPLATE_DIR"])
-    if not _TEMPLATE_NAME.fullmatch(name):
-        raise NotFoundError(f"There is no template named {name[:64]!r}.")
-    try:
-        stamp = ((template_dir / f"{name}.toml").stat().st_mtime_ns,
-                 (template_dir / f"{name}.docx").stat().st_mtime_ns)
-    except (OSError, ValueError):
-        # No such files: say so without the server's folder names, which the domain gives.
-        raise NotFoundError(f"There is no template named {name[:64]!r}.") from None
-    return _cached_spec(name, template_dir, stamp)
+    """Return the schema of a template's newest published version, the one new letters use.
+
+    Raises NotFoundError for an unknown template and StateError for one not yet published.
+    """
+    with get_db().transaction() as session:
+        return template_spec(published_version(session, name, template_dir=_template_dir()))
+
+
+def published_templates() -> list[TemplateSpec]:
+    """Return the schemas of the templates letters can be made from, by title."""
+    with get_db().transaction() as session:
+        return published_specs(session)
+
+
+def template_titles(session: Session) -> dict[str, str]:
+    """Return each template's title (its newest published version's), by key."""
+    return {summary.key: summary.title for summary in library_templates(session)}
 
 
 def template_title(name: str) -> str:
@@ -95,14 +104,18 @@ def document_record(document: Document, letter_id: int, number: int | None) -> d
     }
 
 
-def letter_summary(letter: Letter) -> dict[str, Any]:
-    """Describe a letter as the letters table shows it."""
+def letter_summary(letter: Letter, titles: dict[str, str] | None = None) -> dict[str, Any]:
+    """Describe a letter as the letters table shows it: its title and its template's listed
+    terms (``columns``: term, label and value as the letter writes it).
+
+    ``titles`` gives the templates' titles by key (see :func:`template_titles`).
+    """
     return {
         "id": letter.id,
         "template": letter.template,
-        "template_title": template_title(letter.template),
-        "executive_name": letter.executive_name,
-        "company_name": letter.company_name,
+        "template_title": (titles or {}).get(letter.template, letter.template),
+        "title": letter.title,
+        "columns": [dict(column) for column in letter.list_values or []],
         "status": letter.status,
         "status_label": status_label(letter.status),
         "current_version": letter.current_version,
@@ -146,7 +159,10 @@ def letter_detail(session: Session, letter_id: int, number: int | None = None,
         documents.setdefault(doc_number, {})[document.kind] = document_record(
             document, letter.id, doc_number)
     emails = _emails(session, {v.created_by_id for v in versions} | {letter.created_by_id})
-    detail = letter_summary(letter)
+    template_version = version_template_version(session, version, _template_dir())
+    spec = template_spec(template_version)
+    detail = letter_summary(letter, {letter.template: spec.title})
+    detail["spec"] = spec
     detail["created_by"] = emails.get(letter.created_by_id or 0)
     detail["versions"] = [{
         "number": v.number,
@@ -158,7 +174,8 @@ def letter_detail(session: Session, letter_id: int, number: int | None = None,
     } for v in versions]
     selected = next(v for v in detail["versions"] if v["number"] == version.number)
     detail["version"] = {**selected, "terms": dict(version.terms),
-                         "template_name": version.template_name}
+                         "template_name": version.template_name,
+                         "template_version": template_version.number}
     if with_events:
         detail["events"] = [{
             "sequence": e.sequence,

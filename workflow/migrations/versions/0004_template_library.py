@@ -1,4 +1,5 @@
-"""Template library
+"""Template library: templates and their versions in the database; letters named by their
+template (title, file-name stem, listed terms) instead of an executive and a company
 
 Revision ID: 0004
 Revises: 0003
@@ -7,8 +8,10 @@ Create Date: 2026-12-01 01:30:00
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0004"
 down_revision = "0003"
@@ -17,8 +20,140 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "templates",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("builtin", sa.Boolean(), nullable=False),
+        sa.Column("created_by_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["created_by_id"], ["users.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("key"),
+    )
+    op.create_table(
+        "template_versions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("template_id", sa.Integer(), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("docx_sha256", sa.String(length=64), nullable=False),
+        sa.Column("schema_toml", sa.Text(), nullable=False),
+        sa.Column("filename", sa.String(length=200), nullable=False),
+        sa.Column("origin", sa.String(length=16), nullable=False),
+        sa.Column("created_by_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("published_by_id", sa.Integer(), nullable=True),
+        sa.Column("test_pdf_sha256", sa.String(length=64), nullable=True),
+        sa.Column("test_rendered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["template_id"], ["templates.id"]),
+        sa.ForeignKeyConstraint(["docx_sha256"], ["blobs.sha256"]),
+        sa.ForeignKeyConstraint(["test_pdf_sha256"], ["blobs.sha256"]),
+        sa.ForeignKeyConstraint(["created_by_id"], ["users.id"]),
+        sa.ForeignKeyConstraint(["published_by_id"], ["users.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("template_id", "number"),
+    )
+    with op.batch_alter_table("template_versions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_template_versions_template_id"), ["template_id"],
+                              unique=False)
+    with op.batch_alter_table("letter_versions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("template_version_id", sa.Integer(), nullable=True))
+        batch_op.create_foreign_key("fk_letter_versions_template_version_id",
+                                    "template_versions", ["template_version_id"], ["id"])
+    with op.batch_alter_table("letters", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("title", sa.String(length=300), nullable=False,
+                                      server_default=""))
+        batch_op.add_column(sa.Column("file_stem", sa.String(length=80), nullable=False,
+                                      server_default="letter"))
+        batch_op.add_column(sa.Column("list_values", sa.JSON(), nullable=True))
+    _name_existing_letters()
+    with op.batch_alter_table("letters", schema=None) as batch_op:
+        batch_op.drop_column("executive_name")
+        batch_op.drop_column("company_name")
+
+
+def _names_from_template(template: str, terms: dict[str, Any]) -> tuple[str, str, list] | None:
+    """Name a letter from its template's schema in the shipped template folder, if it is
+    there and the terms still validate."""
+    from workflow.errors import CounterpartError
+    from workflow.schema import document_names, load_template, validate_terms
+
+    try:
+        spec = load_template(template)
+        names = document_names(spec, validate_terms(spec, terms))
+    except CounterpartError:
+        return None
+    return names.title, names.file_stem, [
+        {"term": term, "label": label, "value": value} for term, label, value in names.columns]
+
+
+def _name_existing_letters() -> None:
+    """Give existing letters their title, file stem and listed terms from their newest
+    version's terms, and their search text from those and their signers."""
+    from workflow.text import file_slug, search_text
+
+    bind = op.get_bind()
+    letters = sa.table("letters", sa.column("id", sa.Integer), sa.column("template", sa.String),
+                       sa.column("current_version", sa.Integer),
+                       sa.column("executive_name", sa.String),
+                       sa.column("company_name", sa.String), sa.column("title", sa.String),
+                       sa.column("file_stem", sa.String), sa.column("list_values", sa.JSON),
+                       sa.column("search_text", sa.Text))
+    versions = sa.table("letter_versions", sa.column("letter_id", sa.Integer),
+                        sa.column("number", sa.Integer), sa.column("terms", sa.JSON),
+                        sa.column("template_name", sa.String))
+    envelopes = sa.table("envelopes", sa.column("id", sa.String),
+                         sa.column("letter_id", sa.Integer))
+    counterparts = sa.table("counterparts", sa.column("envelope_id", sa.String),
+                            sa.column("name", sa.String))
+    signers: dict[int, list[str]] = {}
+    for letter_id, name in bind.execute(
+            sa.select(envelopes.c.letter_id, counterparts.c.name)
+            .join(counterparts, counterparts.c.envelope_id == envelopes.c.id)):
+        signers.setdefault(letter_id, []).append(name)
+    rows = bind.execute(
+        sa.select(letters.c.id, letters.c.executive_name, letters.c.company_name,
+                  versions.c.template_name, versions.c.terms)
+        .join(versions, (versions.c.letter_id == letters.c.id)
+              & (versions.c.number == letters.c.current_version))).all()
+    for letter_id, executive, company, template, terms in rows:
+        named = _names_from_template(template, dict(terms or {}))
+        if named is None:  # a template no longer shipped: keep the names the row had
+            title = ", ".join(n for n in (executive, company) if n) or template
+            named = (title, file_slug(executive or template), [])
+        title, stem, columns = named
+        text = search_text([title, *(c["value"] for c in columns), executive, company,
+                            *signers.get(letter_id, [])])
+        bind.execute(letters.update().where(letters.c.id == letter_id).values(
+            title=title, file_stem=stem, list_values=columns, search_text=text))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("letters", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("executive_name", sa.String(length=200), nullable=False,
+                                      server_default=""))
+        batch_op.add_column(sa.Column("company_name", sa.String(length=200), nullable=False,
+                                      server_default=""))
+    bind = op.get_bind()
+    letters = sa.table("letters", sa.column("id", sa.Integer),
+                       sa.column("executive_name", sa.String),
+                       sa.column("company_name", sa.String), sa.column("title", sa.String),
+                       sa.column("list_values", sa.JSON))
+    for letter_id, title, columns in bind.execute(
+            sa.select(letters.c.id, letters.c.title, letters.c.list_values)).all():
+        values = [str(c.get("value", "")) for c in columns or []] + [title or "", ""]
+        bind.execute(letters.update().where(letters.c.id == letter_id).values(
+            executive_name=values[0][:200], company_name=values[1][:200]))
+    with op.batch_alter_table("letters", schema=None) as batch_op:
+        batch_op.drop_column("list_values")
+        batch_op.drop_column("file_stem")
+        batch_op.drop_column("title")
+    with op.batch_alter_table("letter_versions", schema=None) as batch_op:
+        batch_op.drop_constraint("fk_letter_versions_template_version_id", type_="foreignkey")
+        batch_op.drop_column("template_version_id")
+    with op.batch_alter_table("template_versions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_template_versions_template_id"))
+    op.drop_table("template_versions")
+    op.drop_table("templates")
