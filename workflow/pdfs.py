@@ -197,9 +197,12 @@ class PdfFields:
 
 
 _FIELD_KINDS = (SIGN_HERE, DATE_SIGNED)
-# Where the first character of a field is looked for, below the top of its line of text.
-_FIRST_CHAR_DROP = 6.0
-_FIRST_CHAR_TOLERANCE = (3.0, 12.0)
+# Where the first character of a field is looked for, below the top of its line of text, and
+# how far around that point (pdfium looks half of each tolerance either side).
+_FIRST_CHAR_DROP = 9.0
+_FIRST_CHAR_TOLERANCE = (3.0, 20.0)
+# How many characters after the one found there may still precede the field.
+_FIRST_CHAR_SLACK = 400
 
 
 def _destination_name(raw: str) -> str:
@@ -238,26 +241,34 @@ def _field_names(reader: PdfReader) -> dict[tuple[str, str, bool], tuple[int, fl
     return found
 
 
-def _field_text_box(textpage: pdfium.PdfTextPage, kind: str, x0: float, x1: float,
+def _field_text_box(textpage: pdfium.PdfTextPage, kind: str, x0: float, x1: float | None,
                     top: float) -> Box | None:
     """Measure what a field printed on its line of text, from the first character at its
-    start to its end: the underscores of a signature line, or a date's characters."""
+    start to its end (``x1``; unknown: to the end of what it printed): the underscores of a
+    signature line, or a date's characters."""
     index = textpage.get_index(x0 + 1.5, top - _FIRST_CHAR_DROP, *_FIRST_CHAR_TOLERANCE)
-    if index < 0:
+    if index is None or index < 0:
         return None
-    count = textpage.count_chars()
+    right_end = x1 if x1 is not None else math.inf
     boxes: list[Box] = []
     line: float | None = None
-    for i in range(max(0, index - 2), count):
+    for i in range(max(0, index - 2), textpage.count_chars()):
         char = pdfium_c.FPDFText_GetUnicode(textpage, i)
         left, bottom, right, upper = textpage.get_charbox(i)
-        if right <= x0 + 0.25 or char in _SPACES:
-            if boxes and left >= x1 - 0.25:
+        on_line = upper <= top + 2 and bottom >= top - 30
+        if not on_line and not boxes:
+            if i > index + _FIRST_CHAR_SLACK:
+                break
+            continue  # the end of the line before, or a character found beside the field
+        if char in _SPACES or right <= x0 + 0.25:
+            if boxes and (left >= right_end - 0.25 or x1 is None):
                 break
             continue
-        if left >= x1 - 0.25 or upper > top + 2 or bottom < top - 30:
+        if left >= right_end - 0.25 or not on_line:
             break
         if kind == SIGN_HERE and char != _UNDERSCORE:
+            if boxes:
+                break
             continue
         if line is not None and abs(bottom - line) > 4 and char != _UNDERSCORE:
             break
@@ -285,15 +296,15 @@ def _read_fields(pdf: bytes) -> PdfFields:
             page, textpage = pages[page_index]
             page_box = tuple(float(v) for v in page.get_mediabox())
             right = names.get((kind, role, True))
-            # The end of the field, where it is on the same line; else the field's own width.
+            # The end of the field, where it is on the same line (LibreOffice drops a bookmark
+            # at the very end of a document: then the end of what the field printed).
             x1 = right[1] if right and right[0] == page_index and abs(right[2] - top) < 1 \
-                and right[1] > left else left + SIGNATURE_MAX_WIDTH
+                and right[1] > left else None
             measured = _field_text_box(textpage, kind, left, x1, top)
             if measured is None:
                 # Nothing printed there to measure: the line is where 12-point type puts it.
-                measured = (left, top - 12.5, x1, top - 11.9)
-            box = (left, measured[1], x1 if kind == SIGN_HERE else max(x1, measured[2]),
-                   measured[3])
+                measured = (left, top - 12.5, x1 or left + SIGNATURE_MAX_WIDTH, top - 11.9)
+            box = (left, measured[1], x1 if x1 is not None else measured[2], measured[3])
             found[kind][role] = SigningField(role, page_index, box,
                                              cast(Box, page_box))
     finally:
@@ -362,7 +373,7 @@ def _text_under(textpage: pdfium.PdfTextPage, field: SigningField) -> Box | None
     template prints it): the characters found there, on one line, from the line's left end."""
     x0, y0, x1, _ = field.line_box
     index = textpage.get_index(x0 + 3, y0 - 7, 4.0, 6.0)
-    if index < 0:
+    if index is None or index < 0:
         return None
     boxes: list[Box] = []
     line: float | None = None
@@ -819,6 +830,9 @@ class CertificateSigner:
     order_override_reason: str | None = None
     order_override_by: str | None = None
     recorded_by: str | None = None
+    identified_by: str | None = None
+    """How an online signer was identified: "link only", or "link and a one-time code
+    emailed to ADDRESS, entered at TIME"."""
 
 
 class CertificateEvent(NamedTuple):
@@ -1001,6 +1015,7 @@ def _signer_rows(signer: CertificateSigner) -> list[tuple[str, str]]:
         ("First viewed", format_utc(signer.first_viewed_at)),
         ("Signed", f"{format_utc(signer.signed_at)}; date of signing "
                    f"{_date_of_signing(signer)}"),
+        ("Identified by", signer.identified_by or "link only"),
         ("IP address", signer.ip or "\u2014"),
         ("User agent", signer.user_agent or "\u2014"),
     ]
