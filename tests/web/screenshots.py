@@ -77,7 +77,8 @@ def take_screenshots(out_dir: Path) -> list[Path]:
             page.wait_for_url(f"{server.url}/letters")
             shot("letters")
 
-            page.goto(f"{server.url}/letters/new?start=reference")
+            page.goto(f"{server.url}/letters/new?template=separation_letter"
+                      "&start=reference")
             shot("new-letter")
             page.fill("#term-vested_option_shares", "2500000")
             page.click("button:has-text('Create the letter')")

@@ -95,6 +95,8 @@ def test_from_a_blank_form_to_two_versions(page, spec, reference_terms, referenc
     sign_in(page, credentials)
     page.get_by_role("link", name="New letter").first.click()
     page.wait_for_url("**/letters/new")
+    page.get_by_role("link", name="Executive separation and consulting letter").click()
+    page.wait_for_url("**/letters/new?template=separation_letter")
 
     mistaken = {**reference_terms, "vested_option_shares": 2500000}
     fill_from_scratch(page, spec, mistaken)
@@ -180,7 +182,7 @@ def test_date_list_buttons_act_at_once_with_javascript(page, credentials):
     from playwright.sync_api import expect
 
     sign_in(page, credentials)
-    page.goto("/letters/new?start=reference")
+    page.goto("/letters/new?template=separation_letter&start=reference")
     # The buttons act at once only once the script has wired them: wait for that state, or a
     # click could land first and submit the form instead.
     expect(page.locator("[data-terms-form][data-enhanced]")).to_have_count(1)
@@ -195,13 +197,13 @@ def test_date_list_buttons_act_at_once_with_javascript(page, credentials):
     expect(boxes.nth(0)).to_have_value("2006-06-22")
     expect(boxes.nth(1)).to_have_value("")
     expect(page.locator(f"label[for=term-{key}-1]")).to_have_text("Date 1")
-    assert page.url.endswith("/letters/new?start=reference")  # no round trip
+    assert page.url.endswith("?template=separation_letter&start=reference")  # no round trip
     assert page.problems == []
 
 
 def test_derived_field_typed_over_stays_as_typed(page, credentials):
     sign_in(page, credentials)
-    page.goto("/letters/new?start=reference")
+    page.goto("/letters/new?template=separation_letter&start=reference")
     page.locator("#term-effective_date").fill("2006-08-15")
     page.locator("#term-resignation_date").fill("2006-07-30")
     assert page.locator("#term-effective_date").input_value() == "2006-08-15"
@@ -220,7 +222,7 @@ def test_the_form_works_without_javascript(browser, server, credentials, referen
         page.get_by_label("Email address").fill(email)
         page.get_by_label("Password").fill(password)
         page.get_by_role("button", name="Sign in").click()
-        page.goto("/letters/new?start=reference")
+        page.goto("/letters/new?template=separation_letter&start=reference")
         key = "cancelled_option_grant_dates"
         page.get_by_role("button", name="Add another date").click()  # a round trip
         page.wait_for_load_state()

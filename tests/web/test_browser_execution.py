@@ -91,7 +91,7 @@ def test_a_letter_executed_in_counterparts(browser, served, credentials, referen
     staff.wait_for_url("**/letters")
 
     # Create the letter; the page follows its PDF and then offers to send it.
-    staff.goto("/letters/new?start=reference")
+    staff.goto("/letters/new?template=separation_letter&start=reference")
     staff.get_by_role("button", name="Create the letter").click()
     staff.wait_for_url("**/letters/1")
     staff.locator("#signers-0-email").wait_for()

@@ -10,7 +10,8 @@ from sqlalchemy import func, inspect, select, table
 
 from web.database import get_db
 
-LETTER_PAGES = ("/letters", "/letters/new", "/letters/new?start=reference")
+LETTER_PAGES = ("/letters", "/letters/new",
+                "/letters/new?template=separation_letter&start=reference")
 
 
 def url_for_rule(rule) -> str:

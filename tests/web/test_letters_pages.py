@@ -153,7 +153,7 @@ def test_table_is_paginated(app, staff, make_letter, reference_terms):
 # --- creating a letter through the form --------------------------------------------------------
 
 def test_creating_a_letter_goes_to_its_page(app, staff, reference_terms):
-    form = staff.get("/letters/new").text
+    form = staff.get("/letters/new?template=separation_letter").text
     response = staff.post("/letters/new", data=terms_form_data(reference_terms, form))
     assert response.status_code == 302
     page = staff.get(response.headers["Location"])
@@ -197,7 +197,7 @@ def test_background_generation_makes_the_pdf(app_config, converter, staff, refer
         client.post("/sign-in", data={"email": "counsel@example.com",
                                       "password": "correct horse battery",
                                       "csrf_token": csrf_token(page.text)})
-        form = client.get("/letters/new").text
+        form = client.get("/letters/new?template=separation_letter").text
         location = client.post("/letters/new",
                                data=terms_form_data(reference_terms, form)).headers["Location"]
         deadline = time.monotonic() + 60

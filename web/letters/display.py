@@ -31,6 +31,10 @@ EVENT_LABELS = {
     "email_failed": "Email not accepted",
     "link_ready": "Link ready",
     "new_link": "New link",
+    "code_sent": "Identity code emailed",
+    "code_not_sent": "Identity code not accepted by the mail server",
+    "code_failed": "Wrong identity code",
+    "code_verified": "Email address confirmed with a code",
 }
 
 
@@ -56,6 +60,8 @@ def format_term(f: Field, value: Any) -> str:
             return "Yes" if value is True else "No" if value is False else str(value)
         if f.type == "date_list":
             return join_and(_date(v) for v in value) if value else "None"
+        if f.type == "text_list":
+            return join_and(str(v) for v in value) if value else "None"
     except (ValueError, TypeError, InvalidOperation):
         pass
     return str(value)
@@ -115,6 +121,13 @@ def describe_event(event_type: str, detail: dict[str, Any]) -> str:
     if event_type == "email_failed" and detail.get("to"):
         return (f"Invitation to {detail['to']} not accepted: {detail.get('error', '')}; the "
                 "link is ready to be handed over")
+    if event_type in ("code_sent", "code_verified") and detail.get("email"):
+        return f"To {detail['email']}"
+    if event_type == "code_not_sent" and detail.get("email"):
+        return f"To {detail['email']}: {detail.get('answer', '')}"
+    if event_type == "code_failed" and "tries_left" in detail:
+        left = detail["tries_left"]
+        return f"{left} {'try' if left == 1 else 'tries'} left on that code"
     if event_type == "signed" and detail.get("method"):
         method = detail["method"]
         if method == "paper":

@@ -2,11 +2,12 @@
 
 The form keeps exactly what was typed, as text, and hands it to the domain's
 :func:`workflow.schema.validate_terms`, so the page checks the same rules as the command line
-and the API. Each field knows its input (date, whole number, money, yes/no, a list of dates),
+and the API. Each field knows its input (date, whole number, money, yes/no, a list of dates or texts),
 its label, help and error, and the ids that tie them together for screen readers.
 
-The list of dates grows and shrinks without JavaScript: its "Add another date" and "Remove"
-buttons submit the form, which comes back with one more or one fewer box and nothing lost.
+A list (of dates, or of texts) grows and shrinks without JavaScript: its "Add another" and
+"Remove" buttons submit the form, which comes back with one more or one fewer box and nothing
+lost.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from workflow.envelopes import (
     parse_signers,
 )
 from workflow.errors import CounterpartError
-from workflow.schema import Field, TemplateSpec
+from workflow.schema import LIST_TYPES, Field, TemplateSpec
 
 __all__ = ["TermInput", "TermsForm", "SendForm", "ADD_BUTTON", "REMOVE_BUTTON"]
 
@@ -40,7 +41,7 @@ class TermInput:
     """One field of the terms form: what was typed and what is wrong with it."""
 
     field: Field
-    value: Any  # a str; a list[str] for a list of dates
+    value: Any  # a str; a list[str] for a list (of dates or of texts)
     error: str | None = None
 
     @property
@@ -50,7 +51,7 @@ class TermInput:
     @property
     def id(self) -> str:
         """The id of the input (of the first box, for a list; of "Yes", for yes/no)."""
-        if self.field.type == "date_list":
+        if self.field.type in LIST_TYPES:
             return f"term-{self.key}-1"
         if self.field.type == "boolean":
             return f"term-{self.key}-yes"
@@ -76,7 +77,7 @@ class TermInput:
         """The error as a sentence that names the field."""
         if not self.error:
             return None
-        joiner = ": " if self.field.type == "date_list" else " "
+        joiner = ": " if self.field.type in LIST_TYPES else " "
         return f"{self.field.label}{joiner}{self.error}"
 
     @property
@@ -89,8 +90,13 @@ class TermInput:
 
     @property
     def boxes(self) -> list[str]:
-        """The date boxes a list shows: what was typed, or one empty box."""
+        """The boxes a list shows: what was typed, or one empty box."""
         return list(self.value) or [""]
+
+    @property
+    def item_noun(self) -> str:
+        """What one box of a list holds: "Date", or "Item" for a list of texts."""
+        return "Date" if self.field.type == "date_list" else "Item"
 
     @property
     def can_add(self) -> bool:
@@ -111,7 +117,8 @@ class TermsForm:
     @classmethod
     def blank(cls, spec: TemplateSpec) -> TermsForm:
         """An empty form."""
-        return cls(spec, {f.key: [] if f.type == "date_list" else "" for f in spec.fields.values()})
+        return cls(spec, {f.key: [] if f.type in LIST_TYPES else ""
+                          for f in spec.fields.values()})
 
     @classmethod
     def from_terms(cls, spec: TemplateSpec, terms: Mapping[str, Any]) -> TermsForm:
@@ -121,7 +128,7 @@ class TermsForm:
             value = terms.get(f.key)
             if value is None:
                 continue
-            if f.type == "date_list":
+            if f.type in LIST_TYPES:
                 form.values[f.key] = [str(v) for v in value] if isinstance(value, list) else []
             elif f.type == "boolean":
                 form.values[f.key] = "true" if value is True else "false" if value is False else ""
@@ -134,7 +141,7 @@ class TermsForm:
         """A form holding what was posted, with a list's add or remove button applied."""
         form = cls.blank(spec)
         for f in spec.fields.values():
-            if f.type == "date_list":
+            if f.type in LIST_TYPES:
                 form.values[f.key] = [v.strip() for v in data.getlist(f.key)][:f.max_items]
             elif f.type == "boolean":
                 value = data.get(f.key, "").strip()
@@ -151,7 +158,7 @@ class TermsForm:
 
     def _list_field(self, key: str) -> Field | None:
         f = self.spec.fields.get(key)
-        return f if f is not None and f.type == "date_list" else None
+        return f if f is not None and f.type in LIST_TYPES else None
 
     def _add_box(self, key: str) -> None:
         f = self._list_field(key)
@@ -181,7 +188,7 @@ class TermsForm:
         raw: dict[str, Any] = {}
         for f in self.spec.fields.values():
             value = self.values.get(f.key)
-            if f.type == "date_list":
+            if f.type in LIST_TYPES:
                 raw[f.key] = [v for v in value or [] if v]
             elif f.type == "text":
                 raw[f.key] = value or ""
@@ -212,7 +219,8 @@ class TermsForm:
 
 # ASCII digits only: str.isdigit() also says yes to "²", which int() then refuses.
 _SMALL_NUMBER = re.compile(r"[0-9]{1,4}")
-_SIGNER_FIELD = re.compile(r"^signers\[(\d+)\]\.(role|name|email)(:?) (.*)$", re.DOTALL)
+_SIGNER_FIELD = re.compile(r"^signers\[(\d+)\]\.(role|name|email|verify_email)(:?) (.*)$",
+                           re.DOTALL)
 
 
 @dataclass
@@ -255,14 +263,15 @@ class SendForm:
             if prefix + "name" not in form:
                 break
             signers.append({key: form.get(prefix + key, "").strip()
-                            for key in ("role", "name", "email")})
+                            for key in ("role", "name", "email", "verify_email")})
         return cls(signers, signing_order=form.get("signing_order") == "yes",
                    link_days=form.get("link_days", "").strip(),
                    roles=cls.party_roles(spec) if spec is not None else ())
 
     def signer_specs(self) -> list[SignerSpec]:
         """Check the signers with the domain's rules (raises CounterpartError)."""
-        return parse_signers([dict(s) for s in self.signers])
+        return parse_signers([{**s, "verify_email": s.get("verify_email") == "yes"}
+                              for s in self.signers])
 
     def link_days_value(self) -> int:
         """The links' lifetime in days (raises CounterpartError naming link_days)."""

@@ -1,6 +1,6 @@
 // Conveniences for the terms form. The form works without them: the list buttons submit the
 // form and the server adds or removes a box, and empty derived fields are computed on saving.
-//  - Lists of dates: "Add another date" and "Remove" act at once, without a round trip.
+//  - Lists of dates or texts: "Add another" and "Remove" act at once, without a round trip.
 //  - Derived fields (a date the day after another, a period's end...) follow the fields they
 //    come from as the user types, until the user types a value of their own.
 //  - After a failed save, the summary of problems takes the focus.
@@ -18,9 +18,10 @@
     summary.focus();
   }
 
-  // --- lists of dates -------------------------------------------------------------------------
+  // --- lists (of dates or of texts) ---------------------------------------------------------
   function renumber(list) {
     var key = list.getAttribute("data-date-list");
+    var noun = list.getAttribute("data-list-noun") || "Date";
     var items = list.querySelectorAll("[data-date-list-items] > li");
     items.forEach(function (item, index) {
       var number = index + 1;
@@ -29,10 +30,11 @@
       var input = item.querySelector("input");
       var remove = item.querySelector("[data-date-list-remove]");
       label.setAttribute("for", id);
-      label.textContent = "Date " + number;
+      label.textContent = noun + " " + number;
       input.id = id;
       remove.value = key + ":" + number;
-      remove.querySelector(".visually-hidden").textContent = " date " + number;
+      remove.querySelector(".visually-hidden").textContent = " " + noun.toLowerCase() + " " +
+        number;
     });
     var max = parseInt(list.getAttribute("data-max-items"), 10) || 50;
     list.querySelector("[data-date-list-add]").disabled = items.length >= max;
