@@ -945,17 +945,24 @@ def version_docx(session: Session, version: LetterVersion) -> bytes:
     return document_bytes(session, document)
 
 
-def letter_redline(session: Session, letter_id: int, from_number: int, to_number: int
-                   ) -> LetterRedline:
+def letter_redline(session: Session, letter_id: int, from_number: int | None = None,
+                   to_number: int | None = None) -> LetterRedline:
     """Compare two versions of a letter: ``from_number``'s words deleted, ``to_number``'s
     inserted, dated when ``to_number`` was made.
 
+    ``to_number`` defaults to the newest version and ``from_number`` to the one before it.
     Raises NotFoundError naming ``from`` or ``to`` for a version the letter does not have,
     and StateError when they are the same version.
     """
     from .letters import get_letter
 
     letter = get_letter(session, letter_id)
+    to_number = letter.current_version if to_number is None else to_number
+    if from_number is None:
+        if to_number <= 1:
+            raise NotFoundError(f"from: version {to_number} is the first version of letter "
+                                f"{letter.id}; there is no version before it to compare with.")
+        from_number = to_number - 1
     if from_number == to_number:
         raise StateError(f"from and to are both version {from_number}; compare two different "
                          "versions.")
