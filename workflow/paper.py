@@ -382,6 +382,9 @@ def _fill_in_blanks(letter_pdf: bytes, spot: SigningField) -> list[Box]:
         if dated.page_index == spot.page_index:
             box = dated.line_box
             boxes.append((box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 14))
+    # The fields' own rules are placed above; other rules of underscores are found below.
+    printed_fields = [f.line_box for f in (*fields.signatures.values(), *fields.dates.values())
+                      if f.page_index == spot.page_index]
     document = pdfium.PdfDocument(letter_pdf)
     try:
         page = document[spot.page_index]
@@ -399,7 +402,7 @@ def _fill_in_blanks(letter_pdf: bytes, spot: SigningField) -> list[Box]:
                 chars = [text.get_charbox(k) for k in range(index, end + 1)]
                 box = (min(c[0] for c in chars), min(c[1] for c in chars),
                        max(c[2] for c in chars), max(c[3] for c in chars))
-                if abs(box[1] - spot.line_box[1]) > 1 or abs(box[0] - spot.line_box[0]) > 1:
+                if not any(_same_line(box, known) for known in printed_fields):
                     if box[2] - box[0] >= SIGNATURE_LINE_MIN_WIDTH:
                         boxes.append((box[0] - INK_BAND_MARGIN, box[1] - 3,
                                       box[2] + INK_BAND_MARGIN, box[3] + INK_BAND_HEIGHT))
@@ -411,6 +414,12 @@ def _fill_in_blanks(letter_pdf: bytes, spot: SigningField) -> list[Box]:
     finally:
         document.close()
     return boxes
+
+
+def _same_line(box: Box, field: Box) -> bool:
+    """Whether a rule of underscores is a field's own: on its line, within its ends."""
+    return (field[0] - 1 <= box[0] and box[2] <= field[2] + 1
+            and box[1] <= field[3] + 1 and field[1] - 1 <= box[3])
 
 
 def _pixel_box(box: Box, page_height: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
