@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 
 from workflow.errors import (
     CounterpartError,
+    IdentityError,
     LinkError,
     NotFoundError,
     ScanCheckError,
@@ -122,6 +123,11 @@ def handle_domain_error(error: CounterpartError) -> Response:
             response.status_code = 422
             return response
         return _answer(422, str(error))
+    if isinstance(error, IdentityError):
+        # The signer must first confirm their email with a code (403), or asked for one too
+        # soon (429).
+        return _answer(429 if error.code == "too_soon" else 403, str(error), code=error.code
+                       or "identity")
     if isinstance(error, LinkError):
         # Waiting for earlier signers passes; an expired, used or withdrawn link is gone.
         return _answer(409 if error.reason == "waiting" else 410, str(error),

@@ -8,6 +8,12 @@ letter (``/sign/<token>/executed.pdf``); it never signs again. A link that no lo
 (expired, withdrawn, declined; used, when it tries to sign) answers 410 with a page saying why,
 an unknown or altered one 404, and neither changes anything. Forms keep their CSRF token: the
 page sets it in the signer's session cookie like any other.
+
+When the sender asked for it, the link opens only after a one-time code emailed to the signer
+is entered (``/sign/<token>/code``, ``/sign/<token>/code/verify``): the browser that entered
+it gets a signed cookie (:data:`IDENTITY_COOKIE`) holding a random token that the server
+stores, hashed, with the code (:mod:`workflow.signer_identity`). Until then every part of the
+link (pages, pictures, the PDF, signing, declining, copies) answers with the code page.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from typing import Any
 from flask import (
     Blueprint,
     abort,
+    current_app,
+    flash,
     redirect,
     render_template,
     request,
     send_file,
     url_for,
 )
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
@@ -33,24 +42,44 @@ from workflow.envelopes import (
     envelope_for_token,
     link_shows_letter,
     party_label,
+    readable_link,
     record_signature,
     signer_document,
     view_signing,
 )
-from workflow.errors import CounterpartError, LinkError, NotFoundError
+from workflow.errors import CounterpartError, IdentityError, LinkError, NotFoundError
 from workflow.letters import blob_bytes
-from workflow.models import Document, Letter
-from workflow.pdfs import HANDWRITING_FONT
+from workflow.mail import send_mail, signer_code_mail
+from workflow.models import Document, Letter, utcnow
+from workflow.pdfs import HANDWRITING_FONT, signing_field
+from workflow.signer_identity import (
+    CODE_LIFETIME,
+    VERIFIED_LIFETIME,
+    CodeCheck,
+    issue_code,
+    masked_email,
+    record_code_mail,
+    require_identity,
+    verify_code,
+    waiting_code,
+)
 from workflow.states import CounterpartStatus, LetterStatus
 
-from .auth import public
+from .auth import public, secret_key
 from .database import get_db
 from .downloads import require_post, send_document
-from .execution import assemble_quietly, letter_title, prepare_signed_copy, signer_actor
+from .execution import (
+    assemble_quietly,
+    letter_title,
+    prepare_signed_copy,
+    signer_actor,
+    smtp_settings,
+)
 from .previews import get_previews, send_page_picture
 
 __all__ = ["bp", "CONSENT_DISCLOSURE", "signing_summary", "page_urls", "open_link_document",
-           "copy_urls", "send_signer_copy"]
+           "copy_urls", "send_signer_copy", "identity_tokens", "remember_identity",
+           "send_identity_code", "check_identity_code", "IDENTITY_COOKIE"]
 
 bp = Blueprint("signing", __name__)
 
@@ -87,6 +116,131 @@ def _link_error(error: LinkError) -> tuple[str, int]:
         reason=error.reason, token=token, public_page=True), code
 
 
+# --- the one-time code that opens a link --------------------------------------------------
+
+IDENTITY_COOKIE = "counterpart_signer"
+_IDENTITY_SALT = "signer-identity"
+_KEPT_IDENTITIES = 10
+
+
+def _identity_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_IDENTITY_SALT)
+
+
+def identity_tokens() -> list[str]:
+    """The browser tokens this browser's signed cookie holds (one per confirmed link)."""
+    raw = request.cookies.get(IDENTITY_COOKIE)
+    if not raw or len(raw) > 4000:
+        return []
+    try:
+        tokens = _identity_serializer().loads(
+            raw, max_age=int(VERIFIED_LIFETIME.total_seconds()))
+    except BadSignature:
+        return []
+    return [t for t in tokens if isinstance(t, str)][:_KEPT_IDENTITIES] \
+        if isinstance(tokens, list) else []
+
+
+def remember_identity(response: Response, browser_token: str) -> Response:
+    """Add a confirmed link's browser token to this browser's signed cookie."""
+    tokens = [*identity_tokens(), browser_token][-_KEPT_IDENTITIES:]
+    response.set_cookie(IDENTITY_COOKIE, _identity_serializer().dumps(tokens),
+                        max_age=int(VERIFIED_LIFETIME.total_seconds()), path="/",
+                        secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")
+                                    or request.is_secure),
+                        httponly=True, samesite="Lax")
+    return response
+
+
+def send_identity_code(token: str) -> tuple[bool, str]:
+    """Email a new one-time code to the signer of a link that needs one; say whether the mail
+    server took it, in a sentence. Raises IdentityError (``too_soon``) when asked too often,
+    LinkError or NotFoundError for a link that no longer reads, StateError when the link
+    needs no code."""
+    actor = signer_actor()
+    with get_db().transaction() as session:
+        counterpart, envelope = readable_link(session, token)
+        issued = issue_code(session, counterpart, envelope, key=secret_key())
+        letter = session.get(Letter, envelope.letter_id)
+        assert letter is not None
+        mail = signer_code_mail(name=issued.name, email=issued.email, title=letter_title(letter),
+                                code=issued.code,
+                                minutes=int(CODE_LIFETIME.total_seconds() // 60))
+    settings = smtp_settings()
+    if settings is None:
+        accepted, answer, at = False, "outgoing mail is not set up", None
+    else:
+        result = send_mail(settings, mail)
+        accepted, answer, at = result.accepted, result.answer, result.at
+    with get_db().transaction() as session:
+        record_code_mail(session, issued.code_id, accepted=accepted, answer=answer,
+                         ip=actor.ip, user_agent=actor.user_agent, at=at or utcnow())
+    where = masked_email(issued.email)
+    if accepted:
+        return True, (f"A 6-digit code was sent to {where}. It works for "
+                      f"{int(CODE_LIFETIME.total_seconds() // 60)} minutes.")
+    return False, (f"The code could not be emailed to {where} just now; try again in a "
+                   "minute, or ask the sender for help.")
+
+
+def check_identity_code(token: str, code: Any) -> CodeCheck:
+    """Check a code typed for a link (a wrong one uses up a try, and is recorded)."""
+    actor = signer_actor()
+    with get_db().transaction() as session:
+        counterpart, _ = readable_link(session, token)
+        return verify_code(session, counterpart, code, key=secret_key(), ip=actor.ip,
+                           user_agent=actor.user_agent)
+
+
+def _identity_page(token: str, *, status: int, error: str | None = None,
+                   notice: str | None = None) -> tuple[str, int]:
+    with get_db().transaction() as session:
+        counterpart, envelope = readable_link(session, token)
+        letter = session.get(Letter, envelope.letter_id)
+        assert letter is not None
+        waiting = waiting_code(session, counterpart) is not None
+        page = {"name": counterpart.name, "title": letter_title(letter),
+                "email": masked_email(counterpart.email), "waiting": waiting,
+                "minutes": int(CODE_LIFETIME.total_seconds() // 60)}
+    return render_template("signing/identity.html", token=token, page=page, error=error,
+                           notice=notice, public_page=True), status
+
+
+@bp.errorhandler(IdentityError)
+def _identity_needed(error: IdentityError) -> tuple[str, int]:
+    # The link itself opens on the code page; anything else of it is refused until then.
+    token = (request.view_args or {}).get("token", "")
+    opening = request.method == "GET" and request.endpoint in ("signing.sign", "signing.done")
+    return _identity_page(token, status=200 if opening else 403,
+                          error=None if opening else str(error))
+
+
+@bp.post("/sign/<token>/code")
+@public
+def send_code(token: str) -> Response | tuple[str, int]:
+    """Email a one-time code to the signer, then show the page to type it."""
+    try:
+        sent, message = send_identity_code(token)
+    except IdentityError as exc:  # asked too often
+        return _identity_page(token, status=429, error=str(exc))
+    if not sent:
+        return _identity_page(token, status=503, error=message)
+    flash(message, "info")
+    return redirect(url_for(".sign", token=token), code=303)
+
+
+@bp.post("/sign/<token>/code/verify")
+@public
+def verify_identity(token: str) -> Response | tuple[str, int]:
+    """Check the code; the right one opens the link in this browser."""
+    check = check_identity_code(token, request.form.get("code", ""))
+    if not check.ok:
+        return _identity_page(token, status=401, error=check.message)
+    assert check.browser_token is not None
+    return remember_identity(redirect(url_for(".sign", token=token), code=303),
+                             check.browser_token)
+
+
 @bp.errorhandler(NotFoundError)
 def _unknown_link(error: NotFoundError) -> tuple[str, int]:
     return render_template(
@@ -121,6 +275,14 @@ def _role_words(label: str) -> str:
     return "as " + label[:1].lower() + label[1:]
 
 
+def _signature_page(session: Session, sha: str, role: str) -> int | None:
+    """The page (from 1) where this party signs, as the letter's signing field places it."""
+    try:
+        return signing_field(blob_bytes(session, sha), role).page_index + 1
+    except CounterpartError:
+        return None
+
+
 def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
     """Copy what a signing page or the signer API shows out of a SigningView."""
     counterpart, envelope, letter = view.counterpart, view.envelope, view.letter
@@ -138,6 +300,7 @@ def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
         "status_label": CounterpartStatus(counterpart.status).label,
         "expires_at": envelope.expires_at, "waiting_for": list(view.waiting_for),
         "can_sign": view.can_sign, "page_sizes": sizes,
+        "signature_page": _signature_page(session, sha, counterpart.role),
         "signed": view.signed, "method": counterpart.method,
         "signed_at": counterpart.signed_at, "time_zone": counterpart.time_zone,
         "others": others, "still_to_sign": [o["name"] for o in others if not o["signed"]],
@@ -159,6 +322,7 @@ def open_link_document(token: str) -> tuple[str, str]:
         if not link_shows_letter(counterpart, envelope):
             abort(410, "This signing link cannot show the letter now; open the link itself to "
                        "see why.")
+        require_identity(session, counterpart, identity_tokens())
         document = session.get(Document, envelope.letter_pdf_id)
         assert document is not None and document.blob_sha256 is not None
         return document.blob_sha256, document.filename
@@ -167,7 +331,7 @@ def open_link_document(token: str) -> tuple[str, str]:
 def _open(token: str) -> dict[str, Any]:
     """Open a signing link (recording the first view) and describe it."""
     with get_db().transaction() as session:
-        view = view_signing(session, token, signer_actor())
+        view = view_signing(session, token, signer_actor(), identity=identity_tokens())
         return signing_summary(session, view)
 
 
@@ -212,11 +376,12 @@ def sign_submit(token: str) -> Response | tuple[str, int]:
         # The browser's time zone (sign.js fills it in); without JavaScript, UTC.
         copy = prepare_signed_copy(token, consent=form.get("consent") == "yes",
                                    signature=_signature_from_form(form),
-                                   time_zone=form.get("time_zone"))
+                                   time_zone=form.get("time_zone"), identity=identity_tokens())
         with get_db().transaction() as session:
-            counterpart, all_signed = record_signature(session, token, copy, signer_actor())
+            counterpart, all_signed = record_signature(session, token, copy, signer_actor(),
+                                                       identity=identity_tokens())
             envelope_id = counterpart.envelope_id
-    except (LinkError, NotFoundError):
+    except (LinkError, NotFoundError, IdentityError):
         raise
     except CounterpartError as exc:
         # Consent missing or the signature unusable: the page again, with what was chosen.
@@ -236,8 +401,8 @@ def decline(token: str) -> Response | tuple[str, int]:
     try:
         with get_db().transaction() as session:
             decline_counterpart(session, token, reason=request.form.get("reason", ""),
-                                actor=signer_actor())
-    except (LinkError, NotFoundError):
+                                actor=signer_actor(), identity=identity_tokens())
+    except (LinkError, NotFoundError, IdentityError):
         raise
     except CounterpartError as exc:
         return _render_sign_page(token, _open(token), status=400, decline_error=str(exc))
@@ -270,7 +435,8 @@ def send_signer_copy(token: str, which: SignerCopy) -> Response:
     """Answer with a signer's copy (``signed`` or ``executed``), recording the download."""
     require_post()  # recorded: see web/downloads.py
     with get_db().transaction() as session:
-        document = signer_document(session, token, which, signer_actor())
+        document = signer_document(session, token, which, signer_actor(),
+                                   identity=identity_tokens())
         assert document.blob_sha256 is not None
         data = blob_bytes(session, document.blob_sha256)
         filename, sha = document.filename, document.blob_sha256

@@ -25,7 +25,7 @@ __all__ = ["EVENT_TYPES", "record_event", "events_of", "verify_chain", "ChainChe
 EVENT_TYPES = ("created", "generated", "edited", "sent", "viewed", "consented", "signed",
                "declined", "uploaded", "voided", "executed", "downloaded", "expired",
                "emailed", "email_failed", "link_ready", "new_link", "upload_discarded",
-               "upload_undone")
+               "upload_undone", "code_sent", "code_not_sent", "code_failed", "code_verified")
 GENESIS_HASH = "0" * 64
 
 

@@ -80,7 +80,7 @@ __all__ = [
     "PaperChoices", "PendingScan", "stage_paper_counterpart",
     "pending_paper_upload", "confirm_paper_counterpart", "discard_paper_upload",
     "undo_paper_counterpart", "CheckedScan", "check_paper_scan", "paper_scan_target",
-    "pending_scan_bytes",
+    "pending_scan_bytes", "readable_link",
 ]
 
 DEFAULT_LINK_DAYS = 30
@@ -461,6 +461,15 @@ def link_shows_letter(counterpart: Counterpart, envelope: Envelope,
     except LinkError:
         return False
     return counterpart.status in _OPEN and not _waiting_for(counterpart, envelope)
+
+
+def readable_link(session: Session, token: str, *, now: dt.datetime | None = None
+                  ) -> tuple[Counterpart, Envelope]:
+    """Return the counterpart and envelope of a link that may still be read, locked (for the
+    one-time code steps); raises LinkError or NotFoundError as :func:`view_signing` does."""
+    counterpart, envelope = envelope_for_token(session, token, lock=True)
+    _check_readable(counterpart, envelope, now or utcnow())
+    return counterpart, envelope
 
 
 SignerCopy = Literal["signed", "executed"]

@@ -22,6 +22,7 @@ __all__ = [
     "StorageFullError",
     "ScanCheckError",
     "SigningOrderError",
+    "IdentityError",
 ]
 
 
@@ -107,3 +108,13 @@ class SigningOrderError(StateError):
     """A counterpart would be signed before the signers who come first in the signing order."""
 
     code = "signing_order"
+
+
+class IdentityError(CounterpartError):
+    """A signing link whose signer must first confirm their email address with a one-time
+    code; ``code`` is ``identity`` (no code entered in this browser) or ``too_soon`` (a new
+    code was asked for too soon)."""
+
+    def __init__(self, message: str, code: str):
+        self.code = code
+        super().__init__(message)

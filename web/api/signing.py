@@ -1,5 +1,10 @@
 """The public API: what the signing page does, as JSON (the token in the path is the
 credential), and the verification of an executed PDF anyone may hand in.
+
+A link whose signer must confirm their email answers 403 with ``code`` ``identity`` until the
+code is entered: ``POST /api/sign/<token>/code`` emails one, ``POST
+/api/sign/<token>/code/verify`` with ``{"code"}`` checks it and sets the same signed cookie
+the signing page sets, which the client then sends with its requests.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from ..execution import assemble_quietly, prepare_signed_copy, signer_actor
 from ..letters.records import iso
 from ..signing import (
     CONSENT_DISCLOSURE,
+    check_identity_code,
     copy_urls,
+    identity_tokens,
     page_urls,
+    remember_identity,
+    send_identity_code,
     send_signer_copy,
     signing_summary,
 )
@@ -37,7 +46,8 @@ def signing(token: str) -> Response:
     are the signer's copies (null until each exists), to POST to with the token alone.
     """
     with get_db().transaction() as session:
-        summary = signing_summary(session, view_signing(session, token, signer_actor()))
+        summary = signing_summary(session, view_signing(session, token, signer_actor(),
+                                                        identity=identity_tokens()))
     count = len(summary["page_sizes"])
     readable = summary["can_sign"]
     return jsonify(
@@ -86,9 +96,11 @@ def sign(token: str) -> Response:
     """Sign: ``{"consent": true, "signature": {"type": "typed", "text": ...}}`` or drawn."""
     body = json_body()
     copy = prepare_signed_copy(token, consent=body.get("consent"),
-                               signature=body.get("signature"), time_zone=body.get("time_zone"))
+                               signature=body.get("signature"), time_zone=body.get("time_zone"),
+                               identity=identity_tokens())
     with get_db().transaction() as session:
-        counterpart, all_signed = record_signature(session, token, copy, signer_actor())
+        counterpart, all_signed = record_signature(session, token, copy, signer_actor(),
+                                                   identity=identity_tokens())
         envelope_id = counterpart.envelope_id
         letter_id = counterpart.envelope.letter_id
         answer = {"status": counterpart.status, "method": counterpart.method,
@@ -109,10 +121,33 @@ def decline(token: str) -> Response:
     body = json_body()
     with get_db().transaction() as session:
         counterpart = decline_counterpart(session, token, reason=body.get("reason"),
-                                          actor=signer_actor())
+                                          actor=signer_actor(), identity=identity_tokens())
         answer = {"status": counterpart.status, "declined_at": iso(counterpart.declined_at),
                   "reason": counterpart.decline_reason}
     return jsonify(answer)
+
+
+@bp.post("/sign/<token>/code")
+@public
+def signer_code(token: str) -> tuple[Response, int]:
+    """Email the signer a one-time code: 202 once the mail server took it, 503 if it did not,
+    429 when asked again within a minute or more than five times an hour."""
+    sent, message = send_identity_code(token)
+    return jsonify(sent=sent, message=message), 202 if sent else 503
+
+
+@bp.post("/sign/<token>/code/verify")
+@public
+def signer_code_verify(token: str) -> Response | tuple[Response, int]:
+    """Check ``{"code"}``: 200 and the cookie that opens the link, or 401 with the tries
+    left."""
+    body = json_body()
+    check = check_identity_code(token, body.get("code"))
+    if not check.ok:
+        return jsonify(error=check.message, tries_left=check.tries_left), 401
+    assert check.browser_token is not None
+    return remember_identity(jsonify(verified=True, message=check.message),
+                             check.browser_token)
 
 
 @bp.post("/verify")
