@@ -125,12 +125,14 @@ def data_dir(tmp_path: Path, seeded_database: Path, database_url: str | None) ->
         return folder
     seed = open_database(seeded_database.parent, migrate=False)
     with seed.transaction() as session:
-        accounts = [(u.email, u.password_hash, u.is_admin) for u in session.query(User)]
+        accounts = [(u.email, u.password_hash, u.role, u.password_set_at)
+                    for u in session.query(User)]
     seed.dispose()
     database = open_database(folder, database_url)
     with database.transaction() as session:
-        session.add_all(User(email=email, password_hash=password_hash, is_admin=is_admin)
-                        for email, password_hash, is_admin in accounts)
+        session.add_all(User(email=email, password_hash=password_hash, role=role,
+                             is_admin=role == "admin", password_set_at=password_set_at)
+                        for email, password_hash, role, password_set_at in accounts)
     database.dispose()
     return folder
 
