@@ -400,6 +400,9 @@ def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
             "pending_document_id": c.pending_document_id,
             "can_undo": (c.method == "paper" and c.status == CounterpartStatus.SIGNED.value
                          and undo_open),
+            # Asked to confirm their email with a code; how they were identified once signed.
+            "verify_email": bool(c.verify_email),
+            "identity": dict(c.identity) if c.identity else None,
         })
         unsigned_before = unsigned_before or c.status != CounterpartStatus.SIGNED.value
     executed = (session.get(Document, envelope.executed_document_id)

@@ -36,6 +36,7 @@ def identified(client, api, make_letter, reference_terms):
                            json={"signers": SIGNERS})
     assert response.status_code == 201, response.text
     tokens = [s["link"].rsplit("/", 1)[1] for s in response.json["signers"]]
+    assert [s["verify_email"] for s in response.json["signers"]] == [True, False]
     return {"letter_id": letter_id, "tokens": tokens, "answer": response.json}
 
 
@@ -120,6 +121,8 @@ def test_the_link_opens_only_after_the_emailed_code(app, client, api, identified
     assert signers[0]["identity"]["email"] == "eliot@capstone.test"
     assert signers[0]["identity"]["verified_at"] == verified["at"]
     assert signers[1]["identity"] == {"method": "link"}
+    envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
+    assert [s["identity"]["method"] for s in envelope["signers"]] == ["email_code", "link"]
 
     executed = client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api)
     assert executed.status_code == 200

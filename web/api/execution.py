@@ -38,6 +38,7 @@ from ..execution import (
     upload_limit,
 )
 from ..letters.paper import check_upload
+from ..letters.redline import review_json, review_warnings
 from ..letters.records import iso
 from . import bp
 from .views import json_body
@@ -65,6 +66,8 @@ def _signer_json(letter_id: int, signer: dict[str, Any]) -> dict[str, Any]:
         "paper": _paper_json(signer["paper"]),
         "pending_upload": signer["pending_document_id"] is not None,
         "can_undo_upload": signer["can_undo"],
+        "verify_email": signer["verify_email"],
+        "identity": signer["identity"],
     }
 
 
@@ -139,9 +142,11 @@ def send(letter_id: int) -> tuple[Response, int, dict[str, str]]:
     signing_order = body.get("signing_order", False)
     if not isinstance(signing_order, bool):
         abort(400, "signing_order must be true or false.")
+    warnings = review_json(review_warnings(letter_id))  # never block: see web/letters/redline
     sent = send_for_signature(letter_id, signers, signing_order=signing_order,
                               link_days=_link_days(body))
     answer = _envelope_answer(letter_id, sent.links)
+    answer["warnings"] = warnings
     answer["emails"] = _emails(sent)
     location = url_for(".envelope", letter_id=letter_id, _external=True)
     return jsonify(answer), 201, {"Location": location}
