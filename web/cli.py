@@ -2,7 +2,8 @@
 
 ``serve`` runs the app under waitress; ``migrate``, ``create-user``, ``create-first-admin``,
 ``set-password``, ``disable-user``, ``enable-user``, ``create-token``, ``list-tokens`` and
-``revoke-token`` look after the data folder and its accounts. Each reads
+``revoke-token`` look after the data folder and its accounts; ``template add`` and
+``template list`` look after its template library. Each reads
 the same environment variables as the app (``COUNTERPART_DATA_DIR``,
 ``COUNTERPART_DATABASE_URL``, ...), and the first to touch a new data folder creates and
 migrates it.
@@ -16,6 +17,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -77,9 +79,95 @@ for _name, _command in workflow_cli.commands.items():
 
 @cli.command()
 def migrate() -> None:
-    """Create the data folder's database, or bring it up to the newest schema."""
+    """Create the data folder's database, or bring it up to the newest schema, and load the
+    template folder's templates into its template library."""
     with _database() as database:
+        added = _load_builtin_templates(database)
         click.echo(f"The database is up to date: {database.engine.url.render_as_string()}")
+    for key, number in added:
+        click.echo(f"Loaded the built-in template {key}, version {number} (published).")
+
+
+def _load_builtin_templates(database: Database) -> list[tuple[str, int]]:
+    from workflow.library import sync_builtin_templates
+
+    config = config_from_env()
+    with database.transaction() as session:
+        return [(v.template.key, v.number)
+                for v in sync_builtin_templates(session, config["DOCX_TEMPLATE_DIR"])]
+
+
+@cli.group()
+def template() -> None:
+    """The template library: add a .docx template (a draft, or published), list them."""
+
+
+@template.command("add")
+@click.argument("docx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", default=None, help="The template's key (default: from the file name); "
+              "an existing key gets its next version.")
+@click.option("--schema", "schema_path", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The TOML schema of its terms (default: inferred from the template).")
+@click.option("--publish", "publish_now", is_flag=True,
+              help="Publish it at once (after checking that its example terms render).")
+def template_add(docx: Path, key: str | None, schema_path: Path | None,
+                 publish_now: bool) -> None:
+    """Add a .docx as a template's next version; every problem is listed when it is refused."""
+    from workflow.errors import TemplateProblems
+    from workflow.library import add_template, publish_template, template_spec
+    from workflow.template_check import MAX_TEMPLATE_BYTES
+
+    if docx.stat().st_size > MAX_TEMPLATE_BYTES:
+        _fail(f"{docx.name}: the template is larger than "
+              f"{MAX_TEMPLATE_BYTES // (1024 * 1024)} MB, the largest accepted.")
+    try:
+        schema = schema_path.read_text(encoding="utf-8") if schema_path else None
+    except UnicodeDecodeError:
+        _fail(f"{schema_path}: not UTF-8 text; the schema is a TOML file.")
+    with _database() as database:
+        _load_builtin_templates(database)
+        try:
+            with database.transaction() as session:
+                version = add_template(session, docx.read_bytes(), docx.name, None, key=key,
+                                       schema=schema)
+                if publish_now:
+                    publish_template(session, version.template.key, version.number, None)
+                spec = template_spec(version)
+                added = (version.template.key, version.number, version.status)
+        except TemplateProblems as exc:
+            click.echo(f"{docx.name} was refused ({len(exc.problems)} "
+                       f"problem{'s' if len(exc.problems) != 1 else ''}); nothing was stored:",
+                       err=True)
+            for problem in exc.problems:
+                click.echo(f"  - {problem}", err=True)
+            sys.exit(EXIT_ERROR)
+        except CounterpartError as exc:
+            _fail(str(exc))
+    key, number, status = added
+    click.echo(f"Added {key}, version {number} ({status}): {spec.title}")
+    click.echo(f"  terms: {', '.join(f'{k} ({f.type})' for k, f in spec.fields.items())}")
+    click.echo(f"  parties: {', '.join(p.role for p in spec.parties) or 'none'}")
+    if status != "published":
+        click.echo("  Publish it from the Templates page, or add it again with --publish.")
+
+
+@template.command("list")
+def template_list() -> None:
+    """List the library's templates: key, published version, newest version and title."""
+    from workflow.library import library_templates
+
+    with _database() as database:
+        _load_builtin_templates(database)
+        with database.transaction() as session:
+            templates = library_templates(session)
+    rows = [("key", "published", "newest", "title")]
+    rows += [(t.key, str(t.published or "-"), f"{t.newest} ({t.newest_status})", t.title)
+             for t in templates]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                   + "  " + row[-1])
 
 
 @cli.command("create-user")

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from . import render
 from .errors import NotFoundError, StateError, TemplateError, TemplateProblems, TermsError
+from .formatting import FILTERS
 from .models import LetterVersion, Template, TemplateVersion, User, utcnow
 from .schema import (
     DEFAULT_TEMPLATE_DIR,
@@ -102,7 +103,9 @@ class TemplateUse:
     """The roles of its ``sign_here('ROLE')`` fields, in order of first appearance."""
     problems: list[str] = field(default_factory=list)
     parsed: bool = True
-    """False when a part did not parse: its variables are then unknown."""
+    """False when a part did not parse: its variables are then known only roughly."""
+    unparsed_names: set[str] = field(default_factory=set)
+    """Every name inside the tags of the parts that did not parse (they may be variables)."""
 
 
 def _strip_tags(text: str) -> str:
@@ -172,17 +175,39 @@ def inspect_docx(docx: bytes, filename: str) -> TemplateUse:
     use = TemplateUse()
     condition_ids: set[int] = set()
     for where, source in parts:
+        # Read with a plain environment of the same filters, tests and functions: nothing is
+        # rendered here, and a filter that does not exist must not stop the reading.
+        reader = jinja2.Environment(autoescape=True)
+        reader.filters = dict(env.filters)
+        reader.tests = dict(env.tests)
+        reader.globals = dict(env.globals)
         try:
-            tree = env.parse(source)
+            tree = reader.parse(source)
         except jinja2.TemplateSyntaxError as exc:
             use.problems.append(_syntax_problem(where, source, exc))
-            use.parsed = False
+            _read_roughly(use, source)
             continue
         except RecursionError:
             use.problems.append(f"{where}: a tag is nested too deeply to be read.")
-            use.parsed = False
+            _read_roughly(use, source)
             continue
-        undeclared = meta.find_undeclared_variables(tree)
+        for node in tree.find_all(nodes.Filter):
+            if node.name not in env.filters:
+                use.problems.append(f"{where}: uses the filter “{node.name}”, which does not "
+                                    f"exist; the letter filters are {', '.join(FILTERS)}, "
+                                    "besides Jinja's own.")
+                reader.filters[node.name] = str
+        for node in tree.find_all(nodes.Test):
+            if node.name not in env.tests:
+                use.problems.append(f"{where}: uses the test “is {node.name}”, which does "
+                                    "not exist.")
+                reader.tests[node.name] = bool
+        try:
+            undeclared = meta.find_undeclared_variables(tree)
+        except (jinja2.TemplateError, RecursionError) as exc:
+            use.problems.append(f"{where}: the tags cannot be read ({exc}).")
+            _read_roughly(use, source)
+            continue
         called: set[str] = set()
         for call in tree.find_all(nodes.Call):
             if not isinstance(call.node, nodes.Name):
@@ -198,14 +223,6 @@ def inspect_docx(docx: bytes, filename: str) -> TemplateUse:
                 called.add(name)
                 use.problems.append(f"{where}: calls {name}(), which is not a function "
                                     "templates may use.")
-        for node in tree.find_all(nodes.Filter):
-            if node.name not in env.filters:
-                use.problems.append(f"{where}: uses the filter “{node.name}”, which does not "
-                                    f"exist; the filters are {', '.join(sorted(env.filters))}.")
-        for node in tree.find_all(nodes.Test):
-            if node.name not in env.tests:
-                use.problems.append(f"{where}: uses the test “is {node.name}”, which does "
-                                    "not exist.")
         names = [n for n in undeclared if n not in env.globals and n not in called]
         for loop in tree.find_all(nodes.For):
             target = loop.iter
@@ -223,6 +240,22 @@ def inspect_docx(docx: bytes, filename: str) -> TemplateUse:
                     variable.condition_only = False
     use.problems = list(dict.fromkeys(use.problems))
     return use
+
+
+_TAG = re.compile(r"\{[{%]([^{}]*)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ROLE_CALL = re.compile(r"""sign_here\(\s*['"]([a-z][a-z0-9_]*)['"]\s*\)""")
+
+
+def _read_roughly(use: TemplateUse, source: str) -> None:
+    """Note what a part that does not parse may use: every name inside its tags, and the
+    roles its ``sign_here`` calls name, so that its other problems can still be listed."""
+    use.parsed = False
+    for tag in _TAG.findall(_strip_tags(source)):
+        use.unparsed_names.update(_NAME.findall(tag))
+        for role in _ROLE_CALL.findall(tag):
+            if role not in use.signature_roles:
+                use.signature_roles.append(role)
 
 
 def _variable(use: TemplateUse, name: str, where: str) -> VariableUse:
@@ -388,21 +421,32 @@ def template_problems(use: TemplateUse, spec: TemplateSpec, docx: bytes) -> list
     The Jinja's own problems; each variable the schema lacks and each field the template
     never uses (a field used only by the document title, the file name or as a party's email
     counts as used); and the signing fields (:func:`workflow.render.check_signing_fields`):
-    a party without ``sign_here``, or a role the schema does not declare.
+    a party without ``sign_here``, or a role the schema does not declare. When a part does
+    not parse, the rest is still checked as far as it can be read.
     """
     problems = list(use.problems)
-    if not use.parsed:
-        return problems
     for name, variable in use.variables.items():
         if name not in spec.fields:
             problems.append(f"{' and '.join(variable.parts)}: uses “{name}”, which the schema "
                             f"has no field for.")
-    used = set(use.variables) | {p.email_term for p in spec.parties if p.email_term}
+    used = set(use.variables) | use.unparsed_names
+    used |= {p.email_term for p in spec.parties if p.email_term}
     used |= set(pattern_terms(spec.document_title)) | set(pattern_terms(spec.file_stem))
     for key in spec.fields:
         if key not in used:
             problems.append(f"the schema's field “{key}” is never used by the template.")
-    problems += render.check_signing_fields(spec, docx)
+    if use.parsed:
+        problems += render.check_signing_fields(spec, docx)
+    else:  # the signing fields' own check needs every part parsed: check what was read
+        for party in spec.parties:
+            if party.role not in use.signature_roles:
+                problems.append(f"{party.label} ({party.role}) has no signature field; put "
+                                f"{{{{ sign_here('{party.role}') }}}} where they sign, above "
+                                "their printed name.")
+        for role in use.signature_roles:
+            if role not in spec.signers:
+                problems.append(f"sign_here('{role}') names a role the schema does not "
+                                f"declare (its parties: {', '.join(spec.signers) or 'none'}).")
     return list(dict.fromkeys(problems))
 
 
@@ -559,7 +603,11 @@ def add_template(session: Session, docx: bytes, filename: str, user: User | None
         spec = parse_schema(key, schema, docx_path=Path(f"{key}.docx"))
     except TemplateProblems as exc:
         raise TemplateProblems([*use.problems, *problems, *exc.problems]) from exc
-    problems = [*problems, *template_problems(use, spec, docx)]
+    unnamed = [role for role in use.signature_roles if role not in spec.signers]
+    problems = [*problems, *(p for p in template_problems(use, spec, docx)
+                             # a party inference could not name is said so once, above
+                             if not (problems and any(f"sign_here('{role}') names a role" in p
+                                                      for role in unnamed)))]
     if problems:
         raise TemplateProblems(list(dict.fromkeys(problems)))
     template = _locked_template(session, key, user=user)

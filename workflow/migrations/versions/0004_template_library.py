@@ -58,20 +58,36 @@ def upgrade() -> None:
     with op.batch_alter_table("template_versions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_template_versions_template_id"), ["template_id"],
                               unique=False)
-    with op.batch_alter_table("letter_versions", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("template_version_id", sa.Integer(), nullable=True))
-        batch_op.create_foreign_key("fk_letter_versions_template_version_id",
-                                    "template_versions", ["template_version_id"], ["id"])
-    with op.batch_alter_table("letters", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("title", sa.String(length=300), nullable=False,
-                                      server_default=""))
-        batch_op.add_column(sa.Column("file_stem", sa.String(length=80), nullable=False,
-                                      server_default="letter"))
-        batch_op.add_column(sa.Column("list_values", sa.JSON(), nullable=True))
+    # Plain ALTER TABLE statements: SQLite's batch mode would copy these tables, which others
+    # refer to, and dropping a table that rows refer to fails while foreign keys are on.
+    existing = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("letter_versions")}
+    if "template_version_id" in existing:  # left by a downgrade on SQLite (see below)
+        pass
+    elif op.get_bind().dialect.name == "sqlite":
+        op.execute("ALTER TABLE letter_versions ADD COLUMN template_version_id INTEGER "
+                   "CONSTRAINT fk_letter_versions_template_version_id "
+                   "REFERENCES template_versions (id)")
+    else:
+        op.add_column("letter_versions",
+                      sa.Column("template_version_id", sa.Integer(), nullable=True))
+        op.create_foreign_key("fk_letter_versions_template_version_id", "letter_versions",
+                              "template_versions", ["template_version_id"], ["id"])
+    op.add_column("letters", sa.Column("title", sa.String(length=300), nullable=False,
+                                       server_default=""))
+    op.add_column("letters", sa.Column("file_stem", sa.String(length=80), nullable=False,
+                                       server_default="letter"))
+    op.add_column("letters", sa.Column("list_values", sa.JSON(), nullable=True))
     _name_existing_letters()
-    with op.batch_alter_table("letters", schema=None) as batch_op:
-        batch_op.drop_column("executive_name")
-        batch_op.drop_column("company_name")
+    _drop_columns("letters", "executive_name", "company_name")
+
+
+def _drop_columns(table: str, *columns: str) -> None:
+    if op.get_bind().dialect.name == "sqlite":  # SQLite 3.35 and later drop a column in place
+        for column in columns:
+            op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        return
+    for column in columns:
+        op.drop_column(table, column)
 
 
 def _names_from_template(template: str, terms: dict[str, Any]) -> tuple[str, str, list] | None:
@@ -131,11 +147,10 @@ def _name_existing_letters() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("letters", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("executive_name", sa.String(length=200), nullable=False,
-                                      server_default=""))
-        batch_op.add_column(sa.Column("company_name", sa.String(length=200), nullable=False,
-                                      server_default=""))
+    op.add_column("letters", sa.Column("executive_name", sa.String(length=200), nullable=False,
+                                       server_default=""))
+    op.add_column("letters", sa.Column("company_name", sa.String(length=200), nullable=False,
+                                       server_default=""))
     bind = op.get_bind()
     letters = sa.table("letters", sa.column("id", sa.Integer),
                        sa.column("executive_name", sa.String),
@@ -146,13 +161,15 @@ def downgrade() -> None:
         values = [str(c.get("value", "")) for c in columns or []] + [title or "", ""]
         bind.execute(letters.update().where(letters.c.id == letter_id).values(
             executive_name=values[0][:200], company_name=values[1][:200]))
-    with op.batch_alter_table("letters", schema=None) as batch_op:
-        batch_op.drop_column("list_values")
-        batch_op.drop_column("file_stem")
-        batch_op.drop_column("title")
-    with op.batch_alter_table("letter_versions", schema=None) as batch_op:
-        batch_op.drop_constraint("fk_letter_versions_template_version_id", type_="foreignkey")
-        batch_op.drop_column("template_version_id")
+    _drop_columns("letters", "list_values", "file_stem", "title")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite cannot drop a column with a foreign key in place, nor copy a table that
+        # others refer to inside a transaction: the column stays, empty, unknown to 0003.
+        op.execute("UPDATE letter_versions SET template_version_id = NULL")
+    else:
+        op.drop_constraint("fk_letter_versions_template_version_id", "letter_versions",
+                           type_="foreignkey")
+        op.drop_column("letter_versions", "template_version_id")
     with op.batch_alter_table("template_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_template_versions_template_id"))
     op.drop_table("template_versions")
