@@ -958,6 +958,7 @@ def letter_redline(session: Session, letter_id: int, from_number: int | None = N
 
     letter = get_letter(session, letter_id)
     to_number = letter.current_version if to_number is None else to_number
+    new = _version(session, letter, to_number, "to")
     if from_number is None:
         if to_number <= 1:
             raise NotFoundError(f"from: version {to_number} is the first version of letter "
@@ -967,7 +968,6 @@ def letter_redline(session: Session, letter_id: int, from_number: int | None = N
         raise StateError(f"from and to are both version {from_number}; compare two different "
                          "versions.")
     old = _version(session, letter, from_number, "from")
-    new = _version(session, letter, to_number, "to")
     date = revision_date(new)
     redline = redline_docx(version_docx(session, old), version_docx(session, new), date=date,
                            old_name=f"version {from_number}", new_name=f"version {to_number}")

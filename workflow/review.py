@@ -370,8 +370,8 @@ def _derivation(spec: TemplateSpec, f: Field, terms: Mapping[str, Any]) -> tuple
         how = f"the day after {described[0]}"
     elif name == "add_months":
         start, months = values
-        how = f"{described[0]} plus {months} month{'s' if months != 1 else ''} " \
-              f"({described[1]})"
+        how = (f"{described[0]} plus {months} month{'s' if months != 1 else ''}, the "
+               f"{sources[1].label.lower()}")
         if value.day != start.day:
             how += (f"; {start:%B} {start.day} has no match in {value:%B} {value.year}, so it "
                     "is that month's last day")

@@ -53,7 +53,8 @@ def test_a_derived_term_says_how_it_was_derived_rounded_and_written(spec, refere
         "it in the terms form: a typed value overrides the derivation.")
     assert message(warnings, "derived", "option_exercise_deadline").startswith(
         "Option exercise deadline: January 31, 2026, derived: the resignation date (January "
-        "31, 2025) plus 12 months (the consulting period (months) (12))")
+        "31, 2025) plus 12 months, the consulting period (months), written as “January 31, "
+        "2026”.")
 
 
 def test_a_derived_term_typed_over_says_what_the_derivation_would_give(spec, reference_terms):
@@ -72,8 +73,8 @@ def test_month_ends_that_a_later_month_lacks_are_explained(spec, reference_terms
     warnings = review_terms(spec, terms, NOW.date())
     assert message(warnings, "derived", "option_exercise_deadline").startswith(
         "Option exercise deadline: February 28, 2025, derived: the resignation date (January "
-        "31, 2025) plus 1 month (the consulting period (months) (1)); January 31 has no match "
-        "in February 2025, so it is that month's last day.")
+        "31, 2025) plus 1 month, the consulting period (months); January 31 has no match in "
+        "February 2025, so it is that month's last day.")
 
 
 def test_dates_near_today_in_order_give_no_date_warning(spec, reference_terms):

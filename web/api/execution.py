@@ -38,8 +38,8 @@ from ..execution import (
     upload_limit,
 )
 from ..letters.paper import check_upload
-from ..letters.redline import review_json, review_warnings
 from ..letters.records import iso
+from ..letters.redline import review_json, review_warnings
 from . import bp
 from .views import json_body
 

@@ -8,4 +8,4 @@ __all__ = ["bp"]
 
 bp = Blueprint("letters", __name__)
 
-from . import execution, paper, views  # noqa: E402,F401  (register the routes on bp)
+from . import execution, paper, redline, views  # noqa: E402,F401  (register the routes on bp)
