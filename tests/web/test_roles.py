@@ -199,6 +199,9 @@ def test_a_reader_sees_letters_without_the_controls_that_change_them(reader, sen
     assert "Read-only" in page.text
     nav = page.text.split('aria-label="Main"', 1)[1].split("</nav>", 1)[0]
     assert "New letter" not in nav and "Admin" not in nav
+    for control in ("Void this envelope", "New link", "Upload the scan", "Change the terms"):
+        assert control not in page.text, control
+    assert "Print to sign on paper" in page.text  # a download, recorded
     assert reader.get("/letters/new").status_code == 403
     assert reader.get("/letters").status_code == 200
 
