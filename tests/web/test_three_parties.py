@@ -77,6 +77,12 @@ def test_three_parties_sign_two_online_and_one_on_paper(client, api, drawn_signa
     assert uploaded.status_code == 201, uploaded.text
     assert uploaded.json["counterpart"]["paper"]["ink"] == "found"
 
+    # The signing page tells the guarantor where their signature goes, from their field.
+    page = client.get(f"/sign/{guarantor['link'].rsplit('/', 1)[1]}")
+    assert page.status_code == 200
+    assert ("sign your counterpart as the guarantor: your signature goes on your signature "
+            f"line on page {fields.signature('guarantor').page_index + 1}") in \
+        " ".join(page.text.split())
     drawn = client.post(f"/api/sign/{guarantor['link'].rsplit('/', 1)[1]}", json={
         "consent": True, "time_zone": "Europe/Lisbon",
         "signature": {"type": "drawn", "png": drawn_signature}})
