@@ -184,9 +184,9 @@ def test_a_published_version_never_changes_and_a_new_draft_is_made_from_it(app, 
                       data={"csrf_token": csrf_token(page)})
     assert made.headers["Location"] == "/admin/templates/separation_letter/versions/2"
     assert versions(app)[-1] == ("separation_letter", 2, "draft")
-    docx = admin.get("/admin/templates/separation_letter/versions/2/docx")
+    docx = admin.get("/admin/templates/separation_letter/versions/2/template.docx")
     assert docx.data[:2] == b"PK"
-    toml = admin.get("/admin/templates/separation_letter/versions/2/toml")
+    toml = admin.get("/admin/templates/separation_letter/versions/2/schema.toml")
     assert b"[[parties]]" in toml.data
 
 

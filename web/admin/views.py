@@ -166,16 +166,25 @@ def test_page(key: str, number: int, page: int) -> Response:
     return send_page_picture(png, etag=f"{sha}-{page}")
 
 
-@bp.get("/templates/<key>/versions/<int:number>/<any(docx, toml):extension>")
-def download(key: str, number: int, extension: str) -> Response:
-    """Download a version's .docx or its TOML schema."""
+def _record(key: str, number: int) -> dict[str, Any]:
     record = next((v for v in _versions(key) if v["version"] == number), None)
     if record is None:
         abort(404, f"The template {key!r} has no version {number}.")
-    if extension == "docx":
-        return send_document(load_blob(record["docx_sha256"]),
-                             filename=f"{key}-v{number}.docx", media_type=DOCX_TYPE,
-                             sha256=record["docx_sha256"])
+    return record
+
+
+@bp.get("/templates/<key>/versions/<int:number>/template.docx")
+def download_docx(key: str, number: int) -> Response:
+    """Download a version's .docx."""
+    record = _record(key, number)
+    return send_document(load_blob(record["docx_sha256"]), filename=f"{key}-v{number}.docx",
+                         media_type=DOCX_TYPE, sha256=record["docx_sha256"])
+
+
+@bp.get("/templates/<key>/versions/<int:number>/schema.toml")
+def download_schema(key: str, number: int) -> Response:
+    """Download a version's TOML schema."""
+    record = _record(key, number)
     return send_document(record["schema_toml"].encode("utf-8"),
                          filename=f"{key}-v{number}.toml", media_type="application/toml",
                          sha256=None)
