@@ -233,6 +233,8 @@ def _field_names(reader: PdfReader) -> dict[tuple[str, str, bool], tuple[int, fl
             role = stem[len(kind) + 1:]
             try:
                 page = reader.get_destination_page_number(destination)
+                if destination.left is None or destination.top is None:
+                    continue
                 left, top = float(destination.left), float(destination.top)
             except (PyPdfError, ValueError, TypeError, KeyError):
                 continue

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import docx
+import pypdfium2 as pdfium
 import pytest
+from docx.oxml import parse_xml
 from pypdf import PdfReader
 
 from workflow.convert import (
@@ -292,3 +294,38 @@ def test_default_converter_is_shared() -> None:
     first = default_converter()
     assert first is default_converter()
     assert first.processes >= 1
+
+
+def bookmarked_docx(path: Path) -> Path:
+    """A document with a Word bookmark around a word, as a signing field is made."""
+    document = docx.Document()
+    paragraph = document.add_paragraph("Sign ")
+    namespace = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    paragraph._p.append(parse_xml(f'<w:bookmarkStart {namespace} w:id="7" '
+                                  f'w:name="sign_here_buyer"/>'))
+    paragraph.add_run("__________")
+    paragraph._p.append(parse_xml(f'<w:bookmarkEnd {namespace} w:id="7"/>'))
+    document.save(path)
+    return path
+
+
+@pytest.mark.parametrize("how", ["warm", "fresh"])
+def test_word_bookmarks_become_named_destinations(converter: PdfConverter, tmp_path: Path,
+                                                  how: str) -> None:
+    src = bookmarked_docx(tmp_path / "bookmarked.docx")
+    out = tmp_path / "bookmarked.pdf"
+    if how == "warm":
+        converter.convert(src, out)
+    else:
+        fresh_process_convert(src, out)
+    reader = PdfReader(io.BytesIO(out.read_bytes()))
+    # LibreOffice escapes the name: "_" is written "5F".
+    (name,) = [n for n in reader.named_destinations if "sign" in n]
+    assert name.lstrip("/") == "sign5Fhere5Fbuyer"
+    destination = reader.named_destinations[name]
+    assert reader.get_destination_page_number(destination) == 0
+    # The place of the bookmark: the start of its underscores, after "Sign " in the margin.
+    page = pdfium.PdfDocument(out.read_bytes())[0]
+    text = page.get_textpage()
+    start = text.get_text_range().index("_")
+    assert float(destination.left) == pytest.approx(text.get_charbox(start)[0], abs=0.5)

@@ -49,8 +49,8 @@ def check_upload(letter_id: int, counterpart_id: int, data: bytes, filename: str
     """Check a scan for a counterpart before the transaction that records it, so that the
     second or two this takes holds no lock."""
     with get_db().transaction() as session:
-        letter_pdf, signer = paper_scan_target(session, letter_id, counterpart_id)
-    return check_paper_scan(letter_pdf, signer, data, filename, max_bytes=max_bytes)
+        letter_pdf, role = paper_scan_target(session, letter_id, counterpart_id)
+    return check_paper_scan(letter_pdf, role, data, filename, max_bytes=max_bytes)
 
 
 def status_of(error: CounterpartError) -> int:
