@@ -370,26 +370,33 @@ def _union(boxes: Sequence[Box]) -> Box:
             max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
+# How many characters either side of the one found under a line are looked at for the name.
+_NAME_WINDOW = 120
+
+
 def _text_under(textpage: pdfium.PdfTextPage, field: SigningField) -> Box | None:
     """Measure the first line printed just under a signature line (the party's name, as the
-    template prints it): the characters found there, on one line, from the line's left end."""
-    x0, y0, x1, _ = field.line_box
+    template prints it): the characters found there on one line, from the line's left end.
+
+    Characters near the one found are gathered by their place, not their order, so a
+    right-to-left name is measured whole.
+    """
+    x0, y0, _x1, _ = field.line_box
     index = textpage.get_index(x0 + 3, y0 - 7, 4.0, 6.0)
     if index is None or index < 0:
         return None
+    first = textpage.get_charbox(index)
+    if first[3] > y0 + 1 or first[3] < y0 - 18 or first[0] < x0 - 4:
+        return None
     boxes: list[Box] = []
-    line: float | None = None
-    for i in range(index, textpage.count_chars()):
+    for i in range(max(0, index - _NAME_WINDOW), min(textpage.count_chars(),
+                                                      index + _NAME_WINDOW)):
         left, bottom, right, upper = textpage.get_charbox(i)
         char = pdfium_c.FPDFText_GetUnicode(textpage, i)
         if char in _SPACES or right - left <= 0:
             continue
-        if upper > y0 + 1 or upper < y0 - 18 or left < x0 - 4:
-            break
-        if line is not None and abs(bottom - line) > 3:
-            break
-        line = bottom if line is None else line
-        boxes.append((left, bottom, right, upper))
+        if abs(bottom - first[1]) <= 3 and left >= x0 - 4 and y0 - 18 <= upper <= y0 + 1:
+            boxes.append((left, bottom, right, upper))
     return _union(boxes) if boxes else None
 
 

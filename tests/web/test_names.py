@@ -63,6 +63,32 @@ def image_boxes(pdf: bytes, page_index: int) -> list[tuple[float, ...]]:
         document.close()
 
 
+def overlapping_notes(pdf: bytes, page_index: int, note: str) -> list[str]:
+    """The characters a "Signed electronically on ..." note is drawn over, on one page."""
+    document = pdfium.PdfDocument(pdf)
+    text = document[page_index].get_textpage()
+    try:
+        notes, searcher = [], text.search(note)
+        while (found := searcher.get_next()) is not None:
+            notes.append(range(found[0], found[0] + found[1]))
+        searcher.close()
+        assert notes, note
+        rects = [text.get_rect(i) for found in notes
+                 for i in range(text.count_rects(found.start, len(found)))]
+        hit = []
+        for index in range(text.count_chars()):
+            char = chr(pdfium_c.FPDFText_GetUnicode(text, index))
+            if char.isspace() or any(index in found for found in notes):
+                continue
+            x0, y0, x1, y1 = text.get_charbox(index)
+            if any(x0 < r[2] and r[0] < x1 and y0 < r[3] and r[1] < y1 for r in rects):
+                hit.append(char)
+        return hit
+    finally:
+        text.close()
+        document.close()
+
+
 def inside(box, field_box, slack: float = 3.0) -> bool:
     x0, y0, x1, y1 = box
     f0, g0, f1, g1 = field_box
@@ -122,10 +148,12 @@ def test_a_letter_is_sent_and_signed_whatever_the_names(client, api, case_name):
     letter_pdf = client.get(f"/api/letters/{letter_id}/document.pdf", headers=api).data
     fields = signing_fields(letter_pdf)
 
+    signed_on = set()
     for signer in signers:
         token = signer["link"].rsplit("/", 1)[1]
         answer = sign(client, token, signer["name"])
         assert answer["status"] == "signed"
+        signed_on.add(dt.date.fromisoformat(answer["signed_on"]))
     executed = client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api)
     assert executed.status_code == 200, executed.text
 
@@ -138,6 +166,12 @@ def test_a_letter_is_sent_and_signed_whatever_the_names(client, api, case_name):
                  if inside(box, field.box)]
         assert len(found) == 1, (role, image_boxes(conformed, field.page_index), field.box)
     assert sum(len(image_boxes(conformed, i)) for i in range(pages)) == 2
+    # The notes of the date of signing are written where nothing is printed, whatever the
+    # length or the direction of the names.
+    for day in signed_on:
+        note = f"Signed electronically on {day:%B} {day.day}, {day.year}"
+        assert overlapping_notes(conformed, fields.signature("company").page_index,
+                                 note) == []
 
     # The certificate names every signer, each name in a font that has its letters, and a
     # right-to-left name reads in its order.
