@@ -51,7 +51,7 @@ def signing(token: str) -> Response:
     count = len(summary["page_sizes"])
     readable = summary["can_sign"]
     return jsonify(
-        letter={"title": summary["title"], "company": summary["company"],
+        letter={"title": summary["title"],
                 "page_count": count,
                 "pages": page_urls(token, count, external=True) if readable else [],
                 "pdf": url_for("signing.letter_pdf", token=token, _external=True)
