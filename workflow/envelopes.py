@@ -29,7 +29,7 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from . import paper, pdfs, signer_identity
 from .audit import event_as_dict, events_of, record_event, verify_chain
@@ -158,8 +158,13 @@ def _clean_text(value: Any, what: str, limit: int) -> str:
 
 
 def _spec_of(version: LetterVersion) -> TemplateSpec:
-    """The schema of the template a letter version was made from (its parties)."""
-    return load_template(version.template_name)
+    """The schema of the template version a letter version was made from (its parties)."""
+    from .letters import version_spec
+
+    session = object_session(version)
+    if session is None:
+        return load_template(version.template_name)
+    return version_spec(session, version)
 
 
 def party_label(session: Session, counterpart: Counterpart) -> str:
