@@ -62,8 +62,9 @@ def scan_of(letter_pdf: bytes, *, signed_by: Sequence[str] = (),
     """Return an image-only PDF scan of pages of the letter (its signature page by default).
 
     ``signed_by`` parties (roles) get a scribble on their signature field's line; ``marks``
-    are dark boxes (PDF points) drawn on the signature page. Each page is put on ``paper`` ("a4" or "letter") scaled to
-    fit, turned by ``angle`` degrees, shifted by ``shift`` points, greyed and given noise.
+    are dark boxes (PDF points) drawn on the signature page. Each page is put on ``paper``
+    ("a4" or "letter") scaled to fit, turned by ``angle`` degrees, shifted by ``shift``
+    points, greyed and given noise.
     """
     fields = signing_fields(letter_pdf)
     spots = {role: fields.signature(role) for role in signed_by}
