@@ -213,9 +213,24 @@ def _read_paragraph(paragraph: etree._Element) -> _Paragraph:
 
 
 def _block_text(block: etree._Element) -> str:
-    if block.tag == _P:
-        return _read_paragraph(block).key
-    return "\x02".join(_block_text(p) for p in block.iter(_P))
+    """The text of a block as blocks are aligned by: its words, tabs and breaks, and what
+    else its runs hold written out (a field, a picture), paragraph by paragraph."""
+    paragraphs = []
+    for paragraph in ([block] if block.tag == _P else block.iter(_P)):
+        pieces = []
+        for run in paragraph.iter(_R_RUN):
+            for child in run:
+                tag = child.tag
+                if tag == _T:
+                    pieces.append(child.text or "")
+                elif tag == _w("tab"):
+                    pieces.append("\t")
+                elif tag in (_w("br"), _w("cr")):
+                    pieces.append("\n")
+                elif tag != _RPR and tag not in _RENDER_CACHES and isinstance(tag, str):
+                    pieces.append("\x00" + etree.tostring(child).decode("utf-8"))
+        paragraphs.append("".join(pieces))
+    return "\x02".join(paragraphs)
 
 
 def _block_key(block: etree._Element) -> str:
@@ -521,7 +536,23 @@ def _word_opcodes(old: list[str], new: list[str]) -> list[tuple[str, int, int, i
     added to "June 12, 2006 and June 22, 2006" inserts " and July 1, 2006", not
     ", 2006 and July 1" after "June 22".
     """
-    ops = SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+    # Most of a paragraph is the same in both versions: compare only what lies between the
+    # words they start and end with.
+    limit = min(len(old), len(new))
+    head = 0
+    while head < limit and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < limit - head and old[-1 - tail] == new[-1 - tail]:
+        tail += 1
+    ops = [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in
+           SequenceMatcher(None, old[head:len(old) - tail], new[head:len(new) - tail],
+                           autojunk=False).get_opcodes()]
+    if head:
+        ops.insert(0, ("equal", 0, head, 0, head))
+    if tail:
+        ops.append(("equal", len(old) - tail, len(old), len(new) - tail, len(new)))
+    ops = _joined_ops(ops)
     merged: list[list[Any]] = []
     for index, (tag, i1, i2, j1, j2) in enumerate(ops):
         island = (tag == "equal" and 0 < index < len(ops) - 1
@@ -537,6 +568,20 @@ def _word_opcodes(old: list[str], new: list[str]) -> list[tuple[str, int, int, i
         if op[0] == "change" and 0 < index < len(merged) - 1:
             _slide(op, merged[index - 1], merged[index + 1], old, new)
     return [tuple(op) for op in merged if op[1] != op[2] or op[3] != op[4]]  # type: ignore[misc]
+
+
+def _joined_ops(ops: list[tuple[str, int, int, int, int]]
+                ) -> list[tuple[str, int, int, int, int]]:
+    """Join neighbouring opcodes of the same kind (equal words around an empty middle)."""
+    out: list[tuple[str, int, int, int, int]] = []
+    for op in ops:
+        if op[1] == op[2] and op[3] == op[4]:
+            continue
+        if out and out[-1][0] == op[0] == "equal":
+            out[-1] = ("equal", out[-1][1], op[2], out[-1][3], op[4])
+        else:
+            out.append(op)
+    return out
 
 
 def _edge_score(before: str, after: str) -> int:
@@ -560,10 +605,10 @@ def _slide(op: list[Any], previous: list[Any], following: list[Any], old: list[s
     prev_start = previous[3] if i1 == i2 else previous[1]
     next_end = following[4] if i1 == i2 else following[2]
     left = 0
-    while start - left - 1 > prev_start and tokens[start - left - 1] == tokens[end - left - 1]:
+    while start - left > prev_start and tokens[start - left - 1] == tokens[end - left - 1]:
         left += 1
     right = 0
-    while end + right + 1 < next_end and tokens[start + right] == tokens[end + right]:
+    while end + right < next_end and tokens[start + right] == tokens[end + right]:
         right += 1
 
     def score(shift: int) -> tuple[int, bool, int]:

@@ -20,6 +20,7 @@ import io
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from decimal import Decimal
 from typing import Any
 
@@ -321,6 +322,7 @@ def _date_warnings(spec: TemplateSpec, terms: Mapping[str, Any], today: dt.date
 
 # --- derived terms ----------------------------------------------------------------------------
 
+@lru_cache(maxsize=32)
 def _template_source(template: bytes) -> str:
     """The Jinja source of a template's body, headers and footers."""
     from docxtpl import DocxTemplate

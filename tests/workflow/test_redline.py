@@ -15,6 +15,8 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_raw
 import pytest
 from docx.shared import Pt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from support import pdftotext
 
@@ -164,6 +166,15 @@ def test_a_boolean_that_drops_a_sentence_deletes_that_sentence(render, reference
     check_round_trip(old, new, redline.docx)
     [sentence] = changed_sentences(redline.changes[0])
     assert [(s.kind, s.text) for s in sentence] == [("delete", DROPPED_SENTENCE.lstrip())]
+
+
+def test_several_changes_in_one_paragraph_are_each_marked(render, reference_terms):
+    old = render(reference_terms)
+    new = render({**reference_terms, "repurchase_unvested_restricted": False,
+                  "cancelled_option_grant_dates": ["2006-06-12", "2006-06-22", "2006-07-01"]})
+    redline = redline_docx(old, new, date=DATE)
+    assert marks(redline.docx) == (" and" + DROPPED_SENTENCE, ", and July 1, 2006")
+    check_round_trip(old, new, redline.docx)
 
 
 def test_a_term_in_the_page_header_is_marked_in_the_header(spec, render, reference_terms):
@@ -331,3 +342,22 @@ def test_libreoffice_opens_the_redline_and_its_pdf_shows_both_texts_marked(
     assert (deleted, inserted) == ("struck", "underlined")
     assert deleted_colour == inserted_colour != (0, 0, 0)
     assert _word_marking(pdf, "Dear John")[0] == "plain"
+
+
+_WORDS = st.sampled_from(["the", "Company", "shall", "pay", "$500", "$600", "2,000,000",
+                          "July", "1,", "2006", "and", "(i)", "“Agreement”", "clause."])
+_PARAGRAPH = st.lists(_WORDS, min_size=0, max_size=12).map(" ".join)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(old=st.lists(_PARAGRAPH, min_size=1, max_size=6),
+       new=st.lists(_PARAGRAPH, min_size=1, max_size=6))
+def test_accepting_or_rejecting_every_change_gives_either_version_whatever_the_edit(old, new):
+    before = _paragraphs_document(old, [["a", "b"]])
+    after = _paragraphs_document(new, [["a", "c"]])
+    redline = redline_docx(before, after, date=DATE)
+    check_round_trip(before, after, redline.docx)
+    deleted, inserted = marks(redline.docx)
+    # Only words that differ are marked: unchanged documents carry no marks at all.
+    if old == new:
+        assert (deleted, inserted) == ("b", "c")
