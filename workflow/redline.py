@@ -545,15 +545,16 @@ def _word_opcodes(old: list[str], new: list[str]) -> list[tuple[str, int, int, i
     tail = 0
     while tail < limit - head and old[-1 - tail] == new[-1 - tail]:
         tail += 1
-    ops = [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in
+    ops: list[tuple[str, int, int, int, int]] = [
+        (tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in
            SequenceMatcher(None, old[head:len(old) - tail], new[head:len(new) - tail],
                            autojunk=False).get_opcodes()]
     if head:
         ops.insert(0, ("equal", 0, head, 0, head))
     if tail:
         ops.append(("equal", len(old) - tail, len(old), len(new) - tail, len(new)))
-    ops = _joined_ops(ops)
     merged: list[list[Any]] = []
+    ops = _joined_ops(ops)
     for index, (tag, i1, i2, j1, j2) in enumerate(ops):
         island = (tag == "equal" and 0 < index < len(ops) - 1
                   and all(not t.strip() for t in old[i1:i2]))
