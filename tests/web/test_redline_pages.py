@@ -168,7 +168,7 @@ def test_the_review_panel_shows_before_the_pdf_is_ready(staff, make_letter, refe
     assert not tree.xpath('//form[@class="send-form"]')
 
 
-def test_the_review_api_and_the_send_answer_carry_the_warnings(client, api, make_letter,
+def test_the_review_api_and_the_send_answer_carry_the_warnings(client, api, staff, make_letter,
                                                                reference_terms, send_letter):
     letter_id = make_letter(reference_terms)
     review = client.get(f"/api/letters/{letter_id}/review", headers=api)
@@ -186,8 +186,9 @@ def test_the_review_api_and_the_send_answer_carry_the_warnings(client, api, make
     answer = send_letter(letter_id)
     codes = [w["code"] for w in answer["warnings"]]
     assert "not_reviewed" not in codes and "party" in codes
-    # Once out for signature, the letter page no longer shows the review.
-    assert client.get(f"/api/letters/{letter_id}/review", headers=api).status_code == 200
+    # Once out for signature, the letter page no longer shows the review; the API still says.
+    assert "data-review" not in staff.get(f"/letters/{letter_id}").text
+    assert client.get(f"/api/letters/{letter_id}/review", headers=api).json["warnings"]
 
 
 def test_terms_changed_since_a_signer_saw_the_letter_are_named(
