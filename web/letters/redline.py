@@ -167,7 +167,7 @@ def letter_review(letter_id: int, status: str | None = None) -> list[Warning] | 
 
 
 @bp.context_processor
-def _review_helpers() -> dict[str, Any]:
+def _page_functions() -> dict[str, Any]:
     return {"what_changed": what_changed, "letter_review": letter_review}
 
 
