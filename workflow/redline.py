@@ -960,6 +960,7 @@ class LetterRedline:
 
     @property
     def docx(self) -> bytes:
+        """The tracked-changes .docx."""
         return self.redline.docx
 
 
