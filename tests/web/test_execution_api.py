@@ -516,7 +516,7 @@ def test_paper_counterparts(app, client, api, sent, make_letter, reference_terms
                         headers=api)
     assert blank.status_code == 200
     assert blank.headers["Content-Disposition"].startswith("attachment;")
-    assert "john-r-tucker-counterpart-2-john-r-tucker-to-sign.pdf" in \
+    assert "john-r-tucker-separation-letter-counterpart-2-john-r-tucker-to-sign.pdf" in \
         blank.headers["Content-Disposition"]
     assert len(pdf_reader(blank.data).pages) == 3
     scan = scan_of(blank.data, signed_by=["executive"], angle=2.2, paper="a4")
