@@ -139,6 +139,11 @@ def _docx_parts(docx: bytes) -> list[tuple[str, str]]:
     return parts
 
 
+def _any_value(*_args: Any) -> bool:
+    """Stand in, while a template is read, for a filter or test it names that does not exist."""
+    return False
+
+
 def _condition_names(test: nodes.Node) -> Iterable[nodes.Name]:
     """The names a condition tests for truth: alone, negated, or joined by and/or."""
     if isinstance(test, nodes.Name):
@@ -191,17 +196,17 @@ def inspect_docx(docx: bytes, filename: str) -> TemplateUse:
             use.problems.append(f"{where}: a tag is nested too deeply to be read.")
             _read_roughly(use, source)
             continue
-        for node in tree.find_all(nodes.Filter):
-            if node.name not in env.filters:
-                use.problems.append(f"{where}: uses the filter “{node.name}”, which does not "
-                                    f"exist; the letter filters are {', '.join(FILTERS)}, "
-                                    "besides Jinja's own.")
-                reader.filters[node.name] = str
-        for node in tree.find_all(nodes.Test):
-            if node.name not in env.tests:
-                use.problems.append(f"{where}: uses the test “is {node.name}”, which does "
-                                    "not exist.")
-                reader.tests[node.name] = bool
+        for used_filter in tree.find_all(nodes.Filter):
+            if used_filter.name not in env.filters:
+                use.problems.append(f"{where}: uses the filter “{used_filter.name}”, which "
+                                    f"does not exist; the letter filters are "
+                                    f"{', '.join(FILTERS)}, besides Jinja's own.")
+                reader.filters[used_filter.name] = _any_value
+        for used_test in tree.find_all(nodes.Test):
+            if used_test.name not in env.tests:
+                use.problems.append(f"{where}: uses the test “is {used_test.name}”, which "
+                                    "does not exist.")
+                reader.tests[used_test.name] = _any_value
         try:
             undeclared = meta.find_undeclared_variables(tree)
         except (jinja2.TemplateError, RecursionError) as exc:
@@ -225,18 +230,19 @@ def inspect_docx(docx: bytes, filename: str) -> TemplateUse:
                                     "templates may use.")
         names = [n for n in undeclared if n not in env.globals and n not in called]
         for loop in tree.find_all(nodes.For):
-            target = loop.iter
+            target: nodes.Node | None = loop.iter
             while isinstance(target, nodes.Filter):
                 target = target.node
             if isinstance(target, nodes.Name) and target.name in names:
                 _variable(use, target.name, where).iterated = True
         for branch in tree.find_all((nodes.If, nodes.CondExpr)):
-            if branch.test is not None:
-                condition_ids.update(id(n) for n in _condition_names(branch.test))
-        for node in tree.find_all(nodes.Name):
-            if node.ctx == "load" and node.name in names:
-                variable = _variable(use, node.name, where)
-                if id(node) not in condition_ids:
+            test = getattr(branch, "test", None)
+            if test is not None:
+                condition_ids.update(id(n) for n in _condition_names(test))
+        for name_node in tree.find_all(nodes.Name):
+            if name_node.ctx == "load" and name_node.name in names:
+                variable = _variable(use, name_node.name, where)
+                if id(name_node) not in condition_ids:
                     variable.condition_only = False
     use.problems = list(dict.fromkeys(use.problems))
     return use
@@ -343,17 +349,18 @@ def infer_schema(use: TemplateUse, key: str, title: str,
     previous = dict(previous or {})
     old_fields: dict[str, Any] = dict(previous.get("fields") or {})
     old_meta: dict[str, Any] = dict(previous.get("template") or {})
-    types = {name: (old_fields[name].get("type") if name in old_fields
-                    else guess_type(variable)) for name, variable in use.variables.items()}
+    types: dict[str, str] = {
+        name: str(old_fields[name].get("type")) if isinstance(old_fields.get(name), dict)
+        else guess_type(variable) for name, variable in use.variables.items()}
     problems: list[str] = []
     parties: list[dict[str, Any]] = []
     old_parties = {p.get("role"): p for p in previous.get("parties") or []
                    if isinstance(p, dict)}
     for role in use.signature_roles:
         old = old_parties.get(role)
-        if old and types.get(old.get("name")) == "text":
+        if old and types.get(str(old.get("name"))) == "text":
             party = {k: v for k, v in old.items()
-                     if k != "email" or types.get(v) == "text"}
+                     if k != "email" or types.get(str(v)) == "text"}
             parties.append(party)
             continue
         name_term = _name_term(role, types)
@@ -380,7 +387,7 @@ def infer_schema(use: TemplateUse, key: str, title: str,
                 inside = derive.partition("(")[2].rpartition(")")[0]
                 if any(a.strip() not in use.variables for a in inside.split(",") if a.strip()):
                     table.pop("derive", None)
-            group = table.get("group")
+            group = str(table.get("group"))
             if group in old_groups:
                 groups[group] = old_groups[group]
             else:
