@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, g, request
+from sqlalchemy import select
 
 from workflow.errors import ConversionError, TemplateProblems
 from workflow.library import (
@@ -20,7 +21,7 @@ from workflow.library import (
     template_spec,
     update_draft,
 )
-from workflow.models import TemplateVersion, User
+from workflow.models import Template, TemplateVersion, User
 from workflow.schema import TemplateSpec, spec_to_raw
 from workflow.template_check import MAX_TEMPLATE_BYTES
 
@@ -154,12 +155,11 @@ def template_versions(key: str, *, published_only: bool = False) -> list[dict[st
     """Describe every version of a template, newest first (raises NotFoundError)."""
     with get_db().transaction() as session:
         get_template_version(session, key)  # an unknown key: NotFoundError
-        records = []
-        for summary in library_templates(session, published_only=published_only):
-            if summary.key == key:
-                records = [version_record(get_template_version(session, key, v["number"]))
-                           for v in summary.versions]
-        return records
+        query = (select(TemplateVersion).join(Template).where(Template.key == key)
+                 .order_by(TemplateVersion.number.desc()))
+        if published_only:
+            query = query.where(TemplateVersion.status == PUBLISHED)
+        return [version_record(version) for version in session.scalars(query)]
 
 
 def library(*, published_only: bool = False) -> list[Any]:
