@@ -294,10 +294,10 @@ def test_a_tap_is_not_a_signature(database, letter_id):
 
 def test_a_letter_is_rendered_again_from_the_template_it_was_made_from(database, tmp_path,
                                                                      reference_terms):
-    from workflow.errors import TemplateError
-    from workflow.letters import render_version
     from sqlalchemy import delete
 
+    from workflow.errors import TemplateError
+    from workflow.letters import render_version
     from workflow.models import Blob, LetterVersion, Template, TemplateVersion
     from workflow.schema import DEFAULT_TEMPLATE_DIR
 

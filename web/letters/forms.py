@@ -2,8 +2,8 @@
 
 The form keeps exactly what was typed, as text, and hands it to the domain's
 :func:`workflow.schema.validate_terms`, so the page checks the same rules as the command line
-and the API. Each field knows its input (date, whole number, money, yes/no, a list of dates or texts),
-its label, help and error, and the ids that tie them together for screen readers.
+and the API. Each field knows its input (date, whole number, money, yes/no, a list of dates or
+texts), its label, help and error, and the ids that tie them together for screen readers.
 
 A list (of dates, or of texts) grows and shrinks without JavaScript: its "Add another" and
 "Remove" buttons submit the form, which comes back with one more or one fewer box and nothing
