@@ -28,16 +28,24 @@ def server(app_config: dict[str, Any]) -> Iterator[LiveServer]:
 
 
 @pytest.fixture()
-def page(browser, server) -> Iterator[Any]:
-    context = browser.new_context(base_url=server.url)
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    tab.problems = []  # type: ignore[attr-defined]
-    tab.on("console", lambda message: tab.problems.append(message.text)
-           if message.type == "error" else None)
-    tab.on("pageerror", lambda error: tab.problems.append(str(error)))
-    yield tab
-    context.close()
+def new_page(browser, server) -> Iterator[Any]:
+    """Open a tab in a browser of its own (its own cookies): ``new_page()``."""
+    contexts = []
+
+    def open_tab() -> Any:
+        context = browser.new_context(base_url=server.url)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        tab = context.new_page()
+        tab.problems = []  # type: ignore[attr-defined]
+        tab.on("console", lambda message: tab.problems.append(message.text)
+               if message.type == "error" else None)
+        tab.on("pageerror", lambda error: tab.problems.append(str(error)))
+        return tab
+
+    yield open_tab
+    for context in contexts:
+        context.close()
 
 
 def sign_in(page, email: str, password: str, landing: str) -> None:
@@ -48,9 +56,11 @@ def sign_in(page, email: str, password: str, landing: str) -> None:
     page.wait_for_url(f"**{landing}")
 
 
-def test_an_administrator_publishes_a_template_and_staff_use_it(page, credentials, tmp_path):
+def test_an_administrator_publishes_a_template_and_staff_use_it(new_page, credentials,
+                                                                 tmp_path):
     from playwright.sync_api import expect
 
+    page = new_page()
     template = tmp_path / "Purchase agreement.docx"
     template.write_bytes(purchase_agreement())
     sign_in(page, *credentials["admin"], "/letters")
@@ -80,8 +90,8 @@ def test_an_administrator_publishes_a_template_and_staff_use_it(page, credential
     expect(page.locator("[data-version-status]")).to_have_text("Published")
     assert page.problems == []  # type: ignore[attr-defined]
 
-    # A member of staff now finds it among the kinds of letter.
-    page.context.clear_cookies()
+    # A member of staff, at their own browser, now finds it among the kinds of letter.
+    page = new_page()
     sign_in(page, *credentials["staff"], "/letters/new")
     page.get_by_role("link", name="Sale of goods").click()
     page.wait_for_url("**/letters/new?template=purchase_agreement")
