@@ -26,7 +26,7 @@ from support import TEST_DATABASE_ENV
 from web import create_app
 from web.database import get_db
 from web.documents import get_generator
-from web.testing import csrf_token
+from web.testing import ClosingClient, csrf_token
 from workflow.accounts import create_api_token, create_user
 from workflow.convert import PdfConverter
 from workflow.db import open_database
@@ -158,6 +158,7 @@ def app_config(data_dir: Path, converter: PdfConverter,
 @pytest.fixture()
 def app(app_config: dict[str, Any]) -> Iterator[Flask]:
     application = create_app(app_config)
+    application.test_client_class = ClosingClient
     yield application
     application.extensions["counterpart.documents"].close()
     application.extensions["counterpart.db"].dispose()
