@@ -27,7 +27,7 @@ help:
 	@echo "make dev          the same with Flask's debug server (reloads on change)"
 	@echo "make test         set up, then run the whole suite on SQLite and on PostgreSQL"
 	@echo "make test-sqlite  the suite on the embedded SQLite database only"
-	@echo "make test-postgres  the suite on a private PostgreSQL server it starts and stops"
+	@echo "make test-postgres  the database tests on a private PostgreSQL server it starts and stops"
 	@echo "make bench        set up, then print the speed benchmarks"
 	@echo "make screenshots  save pictures of the main pages into docs/screenshots/"
 
@@ -64,8 +64,16 @@ test: test-sqlite test-postgres
 test-sqlite: setup test-packages
 	@scripts/run-pytest $(BIN)/pytest $(PYTEST_ARGS)
 
+# On PostgreSQL: the domain (every transaction, lock and migration) and the web tests that
+# drive the database through many requests or several servers. The rest (browser, PDF and
+# page rendering) does not depend on the database engine and runs once, on SQLite.
+POSTGRES_TESTS ?= tests/workflow tests/web/test_two_servers.py tests/web/test_execution_api.py \
+	tests/web/test_api.py tests/web/test_roles.py tests/web/test_template_library.py \
+	tests/web/test_sessions.py tests/web/test_tokens.py tests/web/test_signer_copy.py \
+	tests/web/test_accounts_admin.py
+
 test-postgres: setup test-packages
-	@scripts/with-postgres scripts/run-pytest $(BIN)/pytest $(PYTEST_ARGS)
+	@scripts/with-postgres scripts/run-pytest $(BIN)/pytest $(or $(PYTEST_ARGS),$(POSTGRES_TESTS))
 
 screenshots: setup
 	$(BIN)/python tests/web/screenshots.py docs/screenshots
