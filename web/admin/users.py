@@ -5,9 +5,11 @@ set-password link; the account's sessions end and its API tokens stop)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from workflow.accounts import (
@@ -99,20 +101,35 @@ def _yourself(user_id: int, what: str) -> tuple[str, int] | None:
                               "administrator.")
 
 
+def _change_account(user_id: int, change: Callable[[Session], str], *,
+                    own: str | None = None, conflict: Callable[[str], int] = lambda _: 409
+                    ) -> str | tuple[str, int]:
+    """Apply one change to an account in a transaction and return its address, or the page
+    refusing it: the change of one's own account named by ``own``, or the domain's refusal
+    with the status ``conflict`` gives for its message. An unknown account is a 404."""
+    if own is not None:
+        refused = _yourself(user_id, own)
+        if refused is not None:
+            return refused
+    try:
+        with get_db().transaction() as session:
+            return change(session)
+    except NotFoundError:
+        raise
+    except CounterpartError as exc:
+        return _render(conflict(str(exc)), error=str(exc))
+
+
 @bp.post("/users/<int:user_id>/role")
 def change_role(user_id: int) -> Response | tuple[str, int]:
     """Give an account another role."""
     role = request.form.get("role", "")
-    refused = _yourself(user_id, "change the role of")
-    if refused is not None:
-        return refused
-    try:
-        with get_db().transaction() as session:
-            address = set_role(session, user_id, role).email
-    except NotFoundError:
-        raise
-    except CounterpartError as exc:
-        return _render(409 if "only administrator" in str(exc) else 422, error=str(exc))
+    address = _change_account(
+        user_id, lambda session: set_role(session, user_id, role).email,
+        own="change the role of",
+        conflict=lambda message: 409 if "only administrator" in message else 422)
+    if not isinstance(address, str):
+        return address
     flash(f"{address} is now {ROLE_LABELS[role].lower()}.", "success")
     return redirect(url_for(".users"))
 
@@ -120,16 +137,11 @@ def change_role(user_id: int) -> Response | tuple[str, int]:
 @bp.post("/users/<int:user_id>/disable")
 def disable(user_id: int) -> Response | tuple[str, int]:
     """Disable an account: it cannot sign in; its sessions end and its API tokens stop."""
-    refused = _yourself(user_id, "disable")
-    if refused is not None:
-        return refused
-    try:
-        with get_db().transaction() as session:
-            address = disable_user(session, _account(session, user_id).email).email
-    except NotFoundError:
-        raise
-    except CounterpartError as exc:
-        return _render(409, error=str(exc))
+    address = _change_account(
+        user_id, lambda session: disable_user(session, _account(session, user_id).email).email,
+        own="disable")
+    if not isinstance(address, str):
+        return address
     flash(f"{address} is disabled: its sessions ended and its API tokens stopped.", "success")
     return redirect(url_for(".users"))
 
@@ -137,13 +149,10 @@ def disable(user_id: int) -> Response | tuple[str, int]:
 @bp.post("/users/<int:user_id>/enable")
 def enable(user_id: int) -> Response | tuple[str, int]:
     """Let a disabled account sign in again."""
-    try:
-        with get_db().transaction() as session:
-            address = enable_user(session, _account(session, user_id).email).email
-    except NotFoundError:
-        raise
-    except CounterpartError as exc:
-        return _render(409, error=str(exc))
+    address = _change_account(
+        user_id, lambda session: enable_user(session, _account(session, user_id).email).email)
+    if not isinstance(address, str):
+        return address
     flash(f"{address} may sign in again (its earlier API tokens stay revoked).", "success")
     return redirect(url_for(".users"))
 
@@ -153,19 +162,18 @@ def reset(user_id: int) -> Response | tuple[str, int]:
     """Reset an account's password: a new set-password link; its sessions end and its API
     tokens stop; with the box ticked, its two-factor sign-in is turned off too."""
     two_factor_off = request.form.get("two_factor_off") == "yes"
-    refused = _yourself(user_id, "reset")
-    if refused is not None:
-        return refused
-    try:
-        with get_db().transaction() as session:
-            user, token = reset_account(session, user_id, by=g.user.email,
-                                        two_factor_off=two_factor_off)
-            address = user.email
-    except NotFoundError:
-        raise
-    except CounterpartError as exc:
-        return _render(409, error=str(exc))
-    _hand_over_link(address, token, "reset")
+    tokens: list[str] = []
+
+    def change(session: Session) -> str:
+        user, token = reset_account(session, user_id, by=g.user.email,
+                                    two_factor_off=two_factor_off)
+        tokens.append(token)
+        return user.email
+
+    address = _change_account(user_id, change, own="reset")
+    if not isinstance(address, str):
+        return address
+    _hand_over_link(address, tokens[0], "reset")
     flash(f"The password of {address} was reset: its sessions ended and its API tokens "
           "stopped" + (", and two-factor sign-in is off." if two_factor_off else "."),
           "success")
