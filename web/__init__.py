@@ -24,6 +24,7 @@ from . import (
     documents,
     errors,
     filters,
+    jobs,
     previews,
     ratelimit,
     redaction,
@@ -64,6 +65,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["int"] = BoundedIntegerConverter
     ratelimit.init_app(app)  # first: a client over its limit costs nothing more
     db = database.init_app(app)
+    jobs.init_app(app, db)  # the job queue and the runtime its jobs use
     csrf.init_app(app)
     security.init_app(app)
     auth.init_app(app)

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from workflow.db import DATA_DIR_ENV, DATABASE_URL_ENV
 from workflow.files import make_private_folder
@@ -136,7 +137,39 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SMTP_PASSWORD": env.get(ENV_PREFIX + "SMTP_PASSWORD") or None,
         "SMTP_STARTTLS": _flag(env, "SMTP_STARTTLS", True),
         "SMTP_FROM": _text(env, "SMTP_FROM") or None,
+        # The app's public address, for links in emails and webhooks sent by background jobs
+        # (which have no request to take it from).
+        "BASE_URL": _base_url(env),
+        # The job queue: empty means the embedded default (DATA_DIR/queue.db, or the
+        # PostgreSQL database itself); "immediate" runs jobs in the web process (development);
+        # redis://... uses Redis. See web/jobs.py.
+        "QUEUE_URL": _text(env, "QUEUE_URL") or None,
+        # "none": `counterpart serve` starts no worker (run `counterpart worker` beside it).
+        "WORKER": _choice(env, "WORKER", ("child", "none"), "child"),
+        "WORKER_THREADS": _integer(env, "WORKER_THREADS", 2, minimum=1),
+        # A worker's heartbeat, and how long a silent worker's jobs wait before another takes
+        # them over; how often an idle worker looks at the queue at most (milliseconds).
+        "QUEUE_HEARTBEAT_SECONDS": _integer(env, "QUEUE_HEARTBEAT_SECONDS", 5, minimum=1),
+        "QUEUE_DEAD_AFTER_SECONDS": _integer(env, "QUEUE_DEAD_AFTER_SECONDS", 60, minimum=2),
+        "QUEUE_POLL_MS": _integer(env, "QUEUE_POLL_MS", 2000, minimum=10),
     }
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = _text(env, name, default).lower()
+    if raw not in choices:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be one of {', '.join(choices)}, "
+                          f"not {raw!r}.")
+    return raw
+
+
+def _base_url(env: Mapping[str, str]) -> str:
+    raw = _text(env, "BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+    parsed = urlsplit(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query:
+        raise ConfigError(f"{ENV_PREFIX}BASE_URL must be the app's address, such as "
+                          f"https://sign.example.com, not {raw!r}.")
+    return raw
 
 
 def _estimated_bits(key: str) -> float:

@@ -17,7 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import NotFoundError
+from .jobs import enqueue_after_commit
 from .models import Event, Letter, utcnow
+from .outbox import dispatch_event
 
 __all__ = ["EVENT_TYPES", "record_event", "events_of", "verify_chain", "ChainCheck",
            "event_as_dict", "GENESIS_HASH"]
@@ -74,6 +76,8 @@ def record_event(session: Session, letter_id: int, type: str, *, actor: str,
     event.hash = _hash(event.prev_hash, event)
     session.add(event)
     session.flush()
+    # The outbox: once this transaction commits, the event goes to each subscriber.
+    enqueue_after_commit(session, dispatch_event, event.id)
     return event
 
 

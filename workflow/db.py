@@ -111,7 +111,10 @@ class Database:
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine, Path(str(parsed.database)))
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Each session names its Database, so that jobs enqueued after its commit (in
+        # immediate mode) run against the same database (workflow.jobs).
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False,
+                                     info={"counterpart.database": self})
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

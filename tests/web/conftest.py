@@ -91,6 +91,9 @@ def _no_counterpart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("COUNTERPART_") and name != TEST_DATABASE_ENV:
             monkeypatch.delenv(name)
+    # Jobs run in the test's own process right after the request's commit (immediate mode),
+    # whatever configuration a test gives create_app; tests of real workers set QUEUE_URL.
+    monkeypatch.setenv("COUNTERPART_QUEUE_URL", "immediate")
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +151,8 @@ def app_config(data_dir: Path, converter: PdfConverter,
         "PDF_CONVERTER": converter,
         # Tests decide when PDFs are made; a few turn background generation on.
         "GENERATE_IN_BACKGROUND": False,
+        # Background jobs run right after the enqueueing request commits.
+        "QUEUE_URL": "immediate",
         # Tests that walk every route fail on purpose many times from one address; the
         # limit itself is tested with its own setting.
         "RATE_LIMIT_FAILURES": "1000 per minute",
