@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app, g, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response
@@ -48,7 +48,8 @@ from workflow.errors import ConversionError, CounterpartError, StateError
 from workflow.formatting import long_date
 from workflow.letters import blob_bytes, get_letter, get_version, latest_document
 from workflow.mail import SigningInvitation, SmtpSettings, send_signing_invitations
-from workflow.models import Counterpart, Document, Envelope, Letter, utcnow
+from workflow.models import Counterpart, Document, Envelope, Letter
+from workflow.representations import describe_envelope, signature_progress
 from workflow.seal import Sealer, load_or_create_sealer
 from workflow.states import (
     OPEN_COUNTERPART_STATUSES,
@@ -354,109 +355,13 @@ def executed_document(letter_id: int) -> Document:
 
 # --- reading envelopes ---------------------------------------------------------------------------
 
-def _document_info(document: Document | None) -> dict[str, Any] | None:
-    if document is None:
-        return None
-    return {"id": document.id, "filename": document.filename, "size": document.size,
-            "sha256": document.blob_sha256, "kind": document.kind}
-
-
 def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
-    """Describe a letter's newest envelope and its counterparts, or None if never sent."""
+    """Describe a letter's newest envelope and its counterparts, or None if never sent (see
+    :func:`workflow.representations.describe_envelope`)."""
     envelope = current_envelope(session, letter_id)
     if envelope is None:
         return None
-    now = utcnow()
-    expired = envelope.status == EnvelopeStatus.OUT.value and now >= envelope.expires_at
-    signers = []
-    unsigned_before = False  # in a signing order, someone earlier has still to sign
-    # A paper upload can be undone until the executed PDF is being assembled.
-    undo_open = (envelope.status == EnvelopeStatus.OUT.value
-                 and envelope.executed_document_id is None
-                 and envelope.assembly_state not in ("running", "done"))
-    for c in envelope.counterparts:
-        status = c.status
-        if expired and status in OPEN_STATUSES:
-            status = CounterpartStatus.EXPIRED.value  # the link no longer works, as it says
-        signed = session.get(Document, c.signed_document_id) if c.signed_document_id else None
-        signers.append({
-            "counterpart_id": c.id, "position": c.position, "role": c.role, "name": c.name,
-            "email": c.email, "status": status, "status_label": CounterpartStatus(status).label,
-            "method": c.method, "emailed_at": c.emailed_at,
-            "first_viewed_at": c.first_viewed_at,
-            "consent_at": c.consent_at, "signed_at": c.signed_at,
-            "declined_at": c.declined_at, "decline_reason": c.decline_reason,
-            "ip": c.ip, "open": status in OPEN_STATUSES,
-            "waiting": bool(envelope.signing_order and unsigned_before
-                            and status in OPEN_STATUSES),
-            # A lost link is replaced, an expired one renewed, while the envelope is out.
-            "renewable": envelope.status == EnvelopeStatus.OUT.value
-            and (status in OPEN_STATUSES or status == CounterpartStatus.EXPIRED.value),
-            "signed_document": _document_info(signed),
-            # Signed on paper: the date the signer wrote, the upload, and its checks.
-            "signed_on": c.signed_on, "uploaded_at": c.uploaded_at,
-            "signed_on_text": long_date(c.signed_on) if c.signed_on else None,
-            "paper": dict(c.paper) if c.paper else None,
-            "pending_document_id": c.pending_document_id,
-            "can_undo": (c.method == "paper" and c.status == CounterpartStatus.SIGNED.value
-                         and undo_open),
-            # Asked to confirm their email with a code; how they were identified once signed.
-            "verify_email": bool(c.verify_email),
-            "identity": dict(c.identity) if c.identity else None,
-        })
-        unsigned_before = unsigned_before or c.status != CounterpartStatus.SIGNED.value
-    executed = (session.get(Document, envelope.executed_document_id)
-                if envelope.executed_document_id else None)
-    signed_count = sum(s["status"] == CounterpartStatus.SIGNED.value for s in signers)
-    return {
-        "id": envelope.id, "letter_id": letter_id, "status": envelope.status,
-        "signing_order": envelope.signing_order, "created_at": envelope.created_at,
-        "expires_at": envelope.expires_at, "expired": expired,
-        "completed_at": envelope.completed_at, "voided_at": envelope.voided_at,
-        "void_reason": envelope.void_reason, "assembly_state": envelope.assembly_state,
-        "assembly_error": envelope.assembly_error,
-        "assembling": (envelope.status == EnvelopeStatus.OUT.value
-                       and signed_count == len(signers) and executed is None
-                       and envelope.assembly_state != "failed"),
-        "signers": signers, "signed": signed_count, "total": len(signers),
-        "executed": _document_info(executed),
-        # Once every counterpart is signed the letter is executed: there is nothing to void.
-        "can_void": envelope.status in (EnvelopeStatus.OUT.value, EnvelopeStatus.DECLINED.value)
-        and signed_count < len(signers),
-    }
-
-
-def signature_progress(session: Session, letter_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Count the signed counterparts of each letter's newest envelope, for the letters table."""
-    if not letter_ids:
-        return {}
-    newest: dict[int, Envelope] = {}
-    for envelope in session.scalars(select(Envelope).where(Envelope.letter_id.in_(letter_ids))
-                                    .order_by(Envelope.created_at)):
-        newest[envelope.letter_id] = envelope
-    if not newest:
-        return {}
-    counts: dict[str, dict[str, int]] = {}
-    rows = session.execute(select(Counterpart.envelope_id, Counterpart.status, func.count())
-                           .where(Counterpart.envelope_id.in_([e.id for e in newest.values()]))
-                           .group_by(Counterpart.envelope_id, Counterpart.status))
-    for envelope_id, status, count in rows:
-        counts.setdefault(envelope_id, {})[status] = count
-    progress = {}
-    now = utcnow()
-    for letter_id, envelope in newest.items():
-        by_status = counts.get(envelope.id, {})
-        out = envelope.status == EnvelopeStatus.OUT.value
-        lapsed = out and now >= envelope.expires_at
-        open_count = sum(n for s, n in by_status.items() if s in OPEN_STATUSES)
-        progress[letter_id] = {
-            "signed": by_status.get(CounterpartStatus.SIGNED.value, 0),
-            "total": sum(by_status.values()), "envelope_status": envelope.status,
-            # Links issued but never accepted by a mail server: staff must hand them over.
-            "ready": 0 if not out or lapsed else by_status.get(CounterpartStatus.READY.value, 0),
-            "expired": 0 if not out else by_status.get(CounterpartStatus.EXPIRED.value, 0)
-            + (open_count if lapsed else 0)}
-    return progress
+    return describe_envelope(session, envelope)
 
 
 # --- downloads ---------------------------------------------------------------------------------

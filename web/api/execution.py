@@ -9,6 +9,7 @@ from typing import Any
 from flask import abort, jsonify, request, url_for
 from werkzeug.wrappers import Response
 
+from workflow import representations
 from workflow.envelopes import (
     DEFAULT_LINK_DAYS,
     PaperChoices,
@@ -38,75 +39,21 @@ from ..execution import (
     upload_limit,
 )
 from ..letters.paper import check_upload
-from ..letters.records import iso
 from ..letters.redline import review_json, review_warnings
 from . import bp
-from .views import json_body
+from .views import base_url, json_body
 
 __all__ = ["envelope_json", "read_upload"]
 
 
-def _signer_json(letter_id: int, signer: dict[str, Any]) -> dict[str, Any]:
-    cid = signer["counterpart_id"]
-    return {
-        "counterpart_id": cid, "position": signer["position"], "name": signer["name"],
-        "role": signer["role"], "email": signer["email"], "status": signer["status"],
-        "status_label": signer["status_label"], "waiting": signer["waiting"],
-        "method": signer["method"], "emailed_at": iso(signer["emailed_at"]),
-        "first_viewed_at": iso(signer["first_viewed_at"]),
-        "consent_at": iso(signer["consent_at"]), "signed_at": iso(signer["signed_at"]),
-        "declined_at": iso(signer["declined_at"]), "decline_reason": signer["decline_reason"],
-        "blank_pdf": url_for("api.blank_counterpart", letter_id=letter_id, counterpart_id=cid,
-                             _external=True),
-        "signed_pdf": url_for("api.signed_counterpart", letter_id=letter_id,
-                              counterpart_id=cid, _external=True)
-        if signer["signed_document"] else None,
-        "signed_on": signer["signed_on"].isoformat() if signer["signed_on"] else None,
-        "uploaded_at": iso(signer["uploaded_at"]),
-        "paper": _paper_json(signer["paper"]),
-        "pending_upload": signer["pending_document_id"] is not None,
-        "can_undo_upload": signer["can_undo"],
-        "verify_email": signer["verify_email"],
-        "identity": signer["identity"],
-    }
-
-
-_PAPER_KEYS = ("filename", "sha256", "signature_page", "ink", "ink_accepted_by",
-               "order_override_reason", "order_override_by", "crop_box", "recorded_by")
-
-
-def _paper_json(paper: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The checks of a paper upload as the API states them."""
-    return {key: paper.get(key) for key in _PAPER_KEYS} if paper else None
-
-
 def envelope_json(record: dict[str, Any], links: dict[int, str] | None = None
                   ) -> dict[str, Any]:
-    """Describe an envelope for the API; ``links`` adds each signer's link (once, on sending)."""
-    letter_id = record["letter_id"]
-    signers = []
-    for signer in record["signers"]:
-        described = _signer_json(letter_id, signer)
-        if links is not None:
-            described["link"] = links.get(signer["counterpart_id"])
-        signers.append(described)
-    executed = record["executed"]
-    return {
-        "envelope_id": record["id"], "letter_id": letter_id, "status": record["status"],
-        "signing_order": record["signing_order"], "created_at": iso(record["created_at"]),
-        "expires_at": iso(record["expires_at"]), "expired": record["expired"],
-        "completed_at": iso(record["completed_at"]), "voided_at": iso(record["voided_at"]),
-        "void_reason": record["void_reason"], "signed": record["signed"],
-        "total": record["total"],
-        "assembly": {"state": record["assembly_state"], "error": record["assembly_error"]},
-        "signers": signers,
-        "executed_pdf": url_for("api.executed_pdf", letter_id=letter_id, _external=True)
-        if executed else None,
-        "executed_sha256": executed["sha256"] if executed else None,
-        "counterparts_zip": url_for("api.counterparts_zip", letter_id=letter_id,
-                                    _external=True) if executed else None,
-        "audit": url_for("api.audit", letter_id=letter_id, _external=True),
-    }
+    """Describe an envelope for the API; ``links`` adds each signer's link (once, on sending).
+
+    The same representation as a webhook's (:func:`workflow.representations.envelope_json`),
+    with addresses on the host this request came to.
+    """
+    return representations.envelope_json(record, base_url(), links)
 
 
 def _envelope_answer(letter_id: int, links: dict[int, str] | None = None) -> dict[str, Any]:

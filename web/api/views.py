@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 from workflow.errors import NotFoundError, StateError, TemplateProblems, TermsError
 from workflow.letters import create_letter, list_letters, revise_terms
 from workflow.models import User
+from workflow.representations import letter_json, summary_json
 from workflow.schema import json_schema, terms_to_json, validate_terms
 from workflow.states import LetterStatus
 
@@ -84,60 +85,20 @@ def _terms_of(body: dict[str, Any]) -> Any:
     return terms
 
 
-def _document_json(document: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "kind": document["kind"],
-        "status": document["status"],
-        "filename": document["filename"],
-        "media_type": document["media_type"],
-        "size": document["size"],
-        "sha256": document["sha256"],
-        "error": document["error"],
-        "download": url_for(".letter_document", letter_id=document["letter_id"],
-                            extension=document["extension"], version=document["version"],
-                            _external=True),
-    }
+def base_url() -> str:
+    """The address this request came to, without a trailing slash: the start of every
+    address an answer gives (:mod:`workflow.representations` builds them)."""
+    return request.url_root.rstrip("/")
 
 
 def _summary_json(letter: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": letter["id"],
-        "template": letter["template"],
-        "template_title": letter["template_title"],
-        "title": letter["title"],
-        # The template's listed terms, as the letter writes them.
-        "columns": letter["columns"],
-        "status": letter["status"],
-        "status_label": letter["status_label"],
-        "current_version": letter["current_version"],
-        "created_at": iso(letter["created_at"]),
-        "updated_at": iso(letter["updated_at"]),
-        "url": url_for(".get_letter", letter_id=letter["id"], _external=True),
-        "page": url_for("letters.show", letter_id=letter["id"], _external=True),
-        # The counterparts of the newest envelope, once the letter was sent for signature.
-        "signatures": letter.get("signatures"),
-    }
+    return summary_json(letter, base_url())
 
 
 def _letter_json(letter_id: int) -> dict[str, Any]:
     with get_db().transaction() as session:
-        letter = letter_detail(session, letter_id, with_events=False)
-        letter["signatures"] = signature_progress(session, [letter_id]).get(letter_id)
-    return {
-        **_summary_json(letter),
-        "envelope": url_for(".envelope", letter_id=letter_id, _external=True)
-        if letter["signatures"] else None,
-        "created_by": letter["created_by"],
-        "template_version": letter["version"]["template_version"],
-        "terms": letter["version"]["terms"],
-        "versions": [{
-            "number": v["number"],
-            "created_at": iso(v["created_at"]),
-            "created_by": v["created_by"],
-            "template_sha256": v["template_sha256"],
-            "documents": [_document_json(d) for d in v["documents"].values()],
-        } for v in letter["versions"]],
-    }
+        return letter_json(session, letter_id, base_url=base_url(),
+                           template_dir=_template_dir())
 
 
 def _require_admin() -> None:

@@ -1,12 +1,12 @@
 """Letters, versions and documents read from the database as plain values, for pages and API.
 
-Views read inside a short transaction and render after it: the functions here copy what a
-page or an answer needs out of the ORM objects, so nothing is loaded lazily later.
+Views read inside a short transaction and render after it: the functions here (and those of
+:mod:`workflow.representations`, which webhooks share and which are named here too) copy what
+a page or an answer needs out of the ORM objects, so nothing is loaded lazily later.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +16,19 @@ from sqlalchemy.orm import Session
 
 from workflow.audit import events_of
 from workflow.errors import CounterpartError
-from workflow.letters import (
-    EDIT_LOCKED,
-    blob_bytes,
-    get_letter,
-    get_version,
-    latest_document,
-    version_template_version,
-)
+from workflow.letters import blob_bytes, get_letter, get_version, latest_document
 from workflow.library import library_templates, published_specs, published_version, template_spec
-from workflow.models import Document, Letter, LetterVersion, User
+from workflow.models import Document
+from workflow.representations import (
+    describe_letter,
+    document_record,
+    is_editable,
+    iso,
+    letter_documents,
+    letter_summary,
+    status_label,
+)
 from workflow.schema import TemplateSpec
-from workflow.states import LetterStatus
 
 from ..database import get_db
 from .display import EVENT_LABELS, describe_event
@@ -70,112 +71,15 @@ def template_title(name: str) -> str:
         return name
 
 
-def status_label(status: str) -> str:
-    """Return the readable name of a letter status."""
-    try:
-        return LetterStatus(status).label
-    except ValueError:
-        return status
-
-
-def is_editable(status: str) -> bool:
-    """Say whether a letter's terms may be changed in its current status."""
-    try:
-        return LetterStatus(status) not in EDIT_LOCKED
-    except ValueError:
-        return False
-
-
-def document_record(document: Document, letter_id: int, number: int | None) -> dict[str, Any]:
-    """Describe a document: what it is, whether it is ready, its size and SHA-256."""
-    extension = "pdf" if document.kind.endswith("pdf") else "docx"
-    return {
-        "id": document.id,
-        "kind": document.kind,
-        "status": document.status,
-        "filename": document.filename,
-        "media_type": document.media_type,
-        "size": document.size,
-        "sha256": document.blob_sha256,
-        "error": document.error,
-        "version": number,
-        "extension": extension,
-        "letter_id": letter_id,
-    }
-
-
-def letter_summary(letter: Letter, titles: dict[str, str] | None = None) -> dict[str, Any]:
-    """Describe a letter as the letters table shows it: its title and its template's listed
-    terms (``columns``: term, label and value as the letter writes it).
-
-    ``titles`` gives the templates' titles by key (see :func:`template_titles`).
-    """
-    return {
-        "id": letter.id,
-        "template": letter.template,
-        "template_title": (titles or {}).get(letter.template, letter.template),
-        "title": letter.title,
-        "columns": [dict(column) for column in letter.list_values or []],
-        "status": letter.status,
-        "status_label": status_label(letter.status),
-        "current_version": letter.current_version,
-        "created_at": letter.created_at,
-        "updated_at": letter.updated_at,
-        "editable": is_editable(letter.status),
-    }
-
-
-def _emails(session: Session, ids: set[int | None]) -> dict[int, str]:
-    wanted = {i for i in ids if i is not None}
-    if not wanted:
-        return {}
-    return dict(session.execute(select(User.id, User.email).where(User.id.in_(wanted))).all())
-
-
-def letter_documents(session: Session, letter_id: int) -> list[tuple[int, Document]]:
-    """Return every document of a letter's versions with its version number, oldest first."""
-    rows = session.execute(
-        select(LetterVersion.number, Document)
-        .join(Document, Document.version_id == LetterVersion.id)
-        .where(LetterVersion.letter_id == letter_id)
-        .order_by(LetterVersion.number, Document.id))
-    return [(number, document) for number, document in rows]
-
-
 def letter_detail(session: Session, letter_id: int, number: int | None = None,
                   *, with_events: bool = True) -> dict[str, Any]:
     """Describe a letter with its versions, their documents, and its events.
 
-    ``version`` is the version asked for (the current one by default), with its terms.
-    Raises NotFoundError for an unknown letter or version.
+    ``version`` is the version asked for (the current one by default), with its terms (see
+    :func:`workflow.representations.describe_letter`). Raises NotFoundError for an unknown
+    letter or version.
     """
-    letter = get_letter(session, letter_id)
-    version = get_version(session, letter, number)
-    versions = list(session.scalars(select(LetterVersion).where(
-        LetterVersion.letter_id == letter.id).order_by(LetterVersion.number.desc())))
-    documents: dict[int, dict[str, dict[str, Any]]] = {}
-    for doc_number, document in letter_documents(session, letter.id):
-        # The newest document of each kind wins, as latest_document has it.
-        documents.setdefault(doc_number, {})[document.kind] = document_record(
-            document, letter.id, doc_number)
-    emails = _emails(session, {v.created_by_id for v in versions} | {letter.created_by_id})
-    template_version = version_template_version(session, version, _template_dir())
-    spec = template_spec(template_version)
-    detail = letter_summary(letter, {letter.template: spec.title})
-    detail["spec"] = spec
-    detail["created_by"] = emails.get(letter.created_by_id or 0)
-    detail["versions"] = [{
-        "number": v.number,
-        "created_at": v.created_at,
-        "created_by": emails.get(v.created_by_id or 0),
-        "template_sha256": v.template_sha256,
-        "documents": documents.get(v.number, {}),
-        "current": v.number == letter.current_version,
-    } for v in versions]
-    selected = next(v for v in detail["versions"] if v["number"] == version.number)
-    detail["version"] = {**selected, "terms": dict(version.terms),
-                         "template_name": version.template_name,
-                         "template_version": template_version.number}
+    detail = describe_letter(session, letter_id, number, template_dir=_template_dir())
     if with_events:
         detail["events"] = [{
             "sequence": e.sequence,
@@ -185,7 +89,7 @@ def letter_detail(session: Session, letter_id: int, number: int | None = None,
             "at": e.at,
             "actor": e.actor,
             "ip": e.ip,
-        } for e in events_of(session, letter.id)]
+        } for e in events_of(session, letter_id)]
     return detail
 
 
@@ -207,8 +111,3 @@ def load_blob(sha256: str) -> bytes:
     """Read stored bytes in a transaction of their own."""
     with get_db().transaction() as session:
         return blob_bytes(session, sha256)
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    """Format a timestamp as ISO 8601 UTC for JSON."""
-    return value.astimezone(dt.UTC).isoformat(timespec="seconds") if value else None
