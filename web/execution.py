@@ -9,7 +9,6 @@ parse the request, call one function here or in :mod:`workflow.envelopes`, answe
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import logging
@@ -39,16 +38,23 @@ from workflow.envelopes import (
     expire_links,
     letter_pdf_for,
     prepare_signature,
-    record_delivery,
     reissue_link,
     send_envelope,
-    token_hash,
 )
 from workflow.errors import ConversionError, CounterpartError, StateError
-from workflow.formatting import long_date
 from workflow.letters import blob_bytes, get_letter, get_version, latest_document
-from workflow.mail import SigningInvitation, SmtpSettings, send_signing_invitations
-from workflow.models import Counterpart, Document, Envelope, Letter
+from workflow.mail import SmtpSettings
+from workflow.models import Counterpart, Document, Envelope, Event, Letter, Notice
+from workflow.notices import (
+    DEFAULT_REMINDERS,
+    ReminderSettings,
+    keep_link,
+    letter_notices,
+    remind_allowed_at,
+    remind_now,
+    reminder_record,
+    schedule_reminders,
+)
 from workflow.representations import describe_envelope, signature_progress
 from workflow.seal import Sealer, load_or_create_sealer
 from workflow.states import (
@@ -62,10 +68,12 @@ from workflow.text import file_slug
 from .database import get_db
 from .documents import get_generator
 from .downloads import require_post, send_document
+from .jobs import smtp_settings_from
 
 __all__ = [
     "get_sealer", "staff_actor", "signer_actor", "signing_link", "letter_title",
     "SentEnvelope", "send_for_signature", "smtp_settings", "assemble_quietly",
+    "remind_signer",
     "prepare_signed_copy",
     "envelope_record", "signature_progress", "executed_document", "send_executed_pdf",
     "send_signed_counterpart", "send_blank_counterpart", "send_counterparts_zip",
@@ -133,16 +141,19 @@ def upload_limit() -> int:
 @dataclass
 class SentEnvelope:
     """An envelope just sent (or a link renewed): each counterpart's one-time link, and what
-    the mail server did with each invitation.
+    is known of each invitation when the answer is made.
 
+    Invitations are emailed by a job (:mod:`workflow.notices`) once the envelope is committed:
     ``emailed`` names the signers whose invitation the mail server accepted, ``failed`` those
-    it did not take, with the reason: ``[{"name", "email", "error"}]``.
+    it did not take, with the reason (``[{"name", "email", "error", "retrying"}]``), and
+    ``queued`` those whose email is still on its way (a worker sends it shortly).
     """
 
     envelope_id: str
     links: dict[int, str]
     emailed: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)
 
     @property
     def email_error(self) -> str | None:
@@ -150,28 +161,20 @@ class SentEnvelope:
         if not self.failed:
             return None
         parts = "; ".join(f"{f['name']} <{f['email']}>: {f['error']}" for f in self.failed)
-        return (f"The mail server did not take every signing email ({parts}). Those links are "
-                "ready to be handed over: copy them from this page.")
+        again = (" Each is tried again a few times; the letter's notices show how it goes."
+                 if any(f.get("retrying") for f in self.failed) else "")
+        return (f"The mail server did not take every signing email ({parts}).{again} Those "
+                "links are ready to be handed over: copy them from this page.")
 
 
 def smtp_settings() -> SmtpSettings | None:
     """Return the outgoing mail settings, or None when no SMTP host is configured."""
-    config = current_app.config
-    if not config.get("SMTP_HOST"):
-        return None
-    port = int(config["SMTP_PORT"])
-    # Port 465 speaks TLS from the first byte; the others upgrade with STARTTLS if asked.
-    security = "ssl" if port == 465 else "starttls" if config["SMTP_STARTTLS"] else "none"
-    username = config.get("SMTP_USERNAME")
-    sender = config.get("SMTP_FROM") or (username if username and "@" in username
-                                         else "counterpart@localhost")
-    return SmtpSettings(host=config["SMTP_HOST"], port=port, sender=sender, username=username,
-                        password=config.get("SMTP_PASSWORD"), security=security)
+    settings: SmtpSettings | None = smtp_settings_from(current_app.config)
+    return settings
 
 
-def _expires_on(moment: dt.datetime) -> str:
-    moment = moment.astimezone(dt.UTC)
-    return f"{long_date(moment.date())} at {moment:%H:%M} UTC"
+def _secret_key() -> str:
+    return str(current_app.config["SECRET_KEY"])
 
 
 def _wait_for_letter_pdf(letter_id: int) -> None:
@@ -187,43 +190,46 @@ def _wait_for_letter_pdf(letter_id: int) -> None:
     get_generator().wait(document_id)
 
 
-def _email(invitations: list[tuple[SigningInvitation, str]], sent: SentEnvelope,
-           letter_id: int) -> None:
-    """Email the invitations (each with the hash of its link), then record each delivery.
+def _link_events(session: Session, envelope_id: str, counterpart_ids: list[int]
+                 ) -> dict[int, int]:
+    """The newest "sent"/"new_link" event of each counterpart: its invitation answers it."""
+    rows = session.execute(select(Event.counterpart_id, Event.id).where(
+        Event.envelope_id == envelope_id, Event.counterpart_id.in_(counterpart_ids),
+        Event.type.in_(("sent", "new_link"))).order_by(Event.id))
+    return {cid: event_id for cid, event_id in rows if cid is not None}
 
-    The envelope was committed before: a mail server that is slow or down changes no link,
-    and what it did with each address is recorded in a transaction of its own.
-    """
-    settings = smtp_settings()
-    if settings is None or not invitations:
+
+def _report_invitations(sent: SentEnvelope, invited: dict[int, tuple[str, str, int]]) -> None:
+    """Say what is known now of each invitation (``invited``: counterpart id -> name, email
+    and the id of the event it answers): sent, failed, or still queued."""
+    if not invited:
         return
-    deliveries = send_signing_invitations(settings, [i for i, _ in invitations])
-    hashes = {id(i): link_hash for i, link_hash in invitations}
     with get_db().transaction() as session:
-        for delivery in deliveries:
-            invitation = delivery.invitation
-            assert invitation.counterpart_id is not None
-            record_delivery(session, invitation.counterpart_id, to=invitation.email,
-                            accepted=delivery.accepted, answer=delivery.answer,
-                            link_hash=hashes[id(invitation)], at=delivery.at)
-    for delivery in deliveries:
-        invitation = delivery.invitation
-        if delivery.accepted:
-            sent.emailed.append(f"{invitation.name} <{invitation.email}>")
+        notices = {n.event_id: n for n in session.scalars(select(Notice).where(
+            Notice.kind == "invitation",
+            Notice.event_id.in_([event_id for _, _, event_id in invited.values()])))}
+    for name, email, event_id in invited.values():
+        notice = notices.get(event_id)
+        who = f"{name} <{email}>"
+        if notice is not None and notice.status == "sent":
+            sent.emailed.append(who)
+        elif notice is not None and notice.status in ("failed", "cancelled"):
+            log.warning("the signing email to %s was not accepted: %s", email, notice.answer)
+            sent.failed.append({"name": name, "email": email, "error": notice.answer or "",
+                                "retrying": notice.next_attempt_at is not None})
         else:
-            log.warning("the signing email of letter %s to %s was not accepted: %s",
-                        letter_id, invitation.email, delivery.answer)
-            sent.failed.append({"name": invitation.name, "email": invitation.email,
-                                "error": delivery.answer})
+            sent.queued.append(who)
 
 
 def send_for_signature(letter_id: int, signers: list[SignerSpec] | None, *,
-                       signing_order: bool, link_days: int) -> SentEnvelope:
-    """Send a letter for execution, then email the signers who have an address.
+                       signing_order: bool, link_days: int,
+                       reminders: ReminderSettings = DEFAULT_REMINDERS) -> SentEnvelope:
+    """Send a letter for execution; the signers who have an address are emailed by a job.
 
     A letter whose PDF is still being generated is sent once it is ready. Counterparts start
     "ready"; each becomes "sent" only once the mail server accepts its invitation. A failure
-    to email does not undo the envelope: the links stay valid and staff hand them over.
+    to email does not undo the envelope: the links stay valid and staff hand them over. Each
+    link is kept encrypted for the reminders (``reminders``; see :mod:`workflow.notices`).
     """
     _wait_for_letter_pdf(letter_id)
     mail = smtp_settings() is not None
@@ -231,41 +237,61 @@ def send_for_signature(letter_id: int, signers: list[SignerSpec] | None, *,
         envelope, issued = send_envelope(session, letter_id, signers, staff_actor(),
                                          signing_order=signing_order, link_days=link_days,
                                          email_invitations=mail)
-        tokens = {link.counterpart_id: link.token for link in issued}
-        links = {cid: signing_link(token) for cid, token in tokens.items()}
-        letter = get_letter(session, letter_id)
-        title = letter_title(letter)
-        expires_on = _expires_on(envelope.expires_at)
-        invitations = [
-            (SigningInvitation(c.name, c.email, title, links[c.id], expires_on,
-                               counterpart_id=c.id), token_hash(tokens[c.id]))
-            for c in session.scalars(select(Counterpart).where(
-                Counterpart.envelope_id == envelope.id).order_by(Counterpart.position))
-            if c.email]
+        envelope.created_by_id = g.user.id  # the sender, told of a decline or completion
+        for link in issued:
+            keep_link(session, link.counterpart_id, link.token, _secret_key())
+        schedule_reminders(session, envelope, reminders)
+        links = {link.counterpart_id: signing_link(link.token) for link in issued}
+        counterparts = list(session.scalars(select(Counterpart).where(
+            Counterpart.envelope_id == envelope.id).order_by(Counterpart.position)))
+        events = _link_events(session, envelope.id, [c.id for c in counterparts])
+        invited = {c.id: (c.name, c.email, events[c.id]) for c in counterparts
+                   if c.email and mail and c.id in events}
         sent = SentEnvelope(envelope.id, links)
-    _email(invitations, sent, letter_id)
+    _report_invitations(sent, invited)
     return sent
 
 
 def renew_signing_link(letter_id: int, counterpart_id: int, *,
                        link_days: int = DEFAULT_LINK_DAYS) -> SentEnvelope:
-    """Replace one counterpart's lost or expired link for ``link_days`` days, and email the
-    new one when mail is set up."""
+    """Replace one counterpart's lost or expired link for ``link_days`` days; the new one is
+    emailed by a job when mail is set up (and kept for the reminders)."""
     mail = smtp_settings() is not None
     with get_db().transaction() as session:
         issued = reissue_link(session, letter_id, counterpart_id, staff_actor(),
                               link_days=link_days, email_invitation=mail)
+        keep_link(session, issued.counterpart_id, issued.token, _secret_key())
         counterpart = counterpart_of(session, letter_id, counterpart_id)
         envelope = counterpart.envelope
-        link = signing_link(issued.token)
-        invitations = ([(SigningInvitation(counterpart.name, counterpart.email,
-                                           letter_title(get_letter(session, letter_id)), link,
-                                           _expires_on(envelope.expires_at),
-                                           counterpart_id=counterpart.id),
-                         token_hash(issued.token))] if counterpart.email else [])
-        sent = SentEnvelope(envelope.id, {counterpart_id: link})
-    _email(invitations, sent, letter_id)
+        events = _link_events(session, envelope.id, [counterpart.id])
+        invited = ({counterpart.id: (counterpart.name, counterpart.email, events[counterpart.id])}
+                   if counterpart.email and mail else {})
+        sent = SentEnvelope(envelope.id, {counterpart_id: signing_link(issued.token)})
+    _report_invitations(sent, invited)
     return sent
+
+
+def remind_signer(letter_id: int, counterpart_id: int) -> dict[str, Any]:
+    """Queue a reminder to one signer now ("Remind now"); return the notice as it stands
+    when the answer is made (``status`` ``queued``, or already ``sent`` or ``failed``).
+
+    Raises ReminderTooSoon within an hour of the signer's last reminder, StateError when the
+    signer cannot be reminded.
+    """
+    with get_db().transaction() as session:
+        notice = remind_now(session, letter_id, counterpart_id, g.user.email,
+                            mail_configured=smtp_settings() is not None,
+                            secret_key=_secret_key())
+        notice_id = notice.id
+    with get_db().transaction() as session:
+        stored = session.get(Notice, notice_id)
+        counterpart = session.get(Counterpart, counterpart_id)
+        assert stored is not None and counterpart is not None
+        return {"notice_id": stored.id, "counterpart_id": counterpart_id,
+                "to": stored.to_email, "status": stored.status, "answer": stored.answer,
+                "attempts": stored.attempts, "reminders_sent": counterpart.reminders_sent,
+                "next_reminder_at": counterpart.next_reminder_at,
+                "remind_allowed_at": remind_allowed_at(counterpart)}
 
 
 # --- signing and assembly -------------------------------------------------------------------
@@ -361,7 +387,14 @@ def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
     envelope = current_envelope(session, letter_id)
     if envelope is None:
         return None
-    return describe_envelope(session, envelope)
+    record = describe_envelope(session, envelope)
+    # Reminders and notices (workflow.notices): the settings, each signer's, every email.
+    reminders = reminder_record(envelope)
+    record["reminders"] = reminders["settings"]
+    for signer in record["signers"]:
+        signer.update(reminders["signers"][signer["counterpart_id"]])
+    record["notices"] = letter_notices(session, envelope.id)
+    return record
 
 
 # --- downloads ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Email the signing links when SMTP settings are given, and say what the mail server did with
 each one; likewise the one-time codes signers confirm their address with and the set-password
-links of invited or reset accounts (:func:`send_mail`).
+links of invited or reset accounts, and the notices of :mod:`workflow.notices` (:func:`send_mail`:
+plain text, with an HTML alternative and attachments when given).
 
 An invitation counts as delivered to the mail server only when the server accepted it: it took
 the recipient (``RCPT``) and the message (``DATA``). Each invitation is its own message, so one
@@ -20,7 +21,8 @@ from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
 __all__ = ["SmtpSettings", "SigningInvitation", "Delivery", "send_signing_invitations",
-           "Mail", "MailResult", "send_mail", "signer_code_mail", "account_link_mail"]
+           "Mail", "MailResult", "Attachment", "send_mail", "build_message",
+           "signer_code_mail", "account_link_mail"]
 
 
 @dataclass(frozen=True)
@@ -68,24 +70,42 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file sent with a :class:`Mail`: its name, bytes and media type."""
+
+    filename: str
+    content: bytes
+    media_type: str = "application/pdf"
+
+
+@dataclass(frozen=True)
 class Mail:
-    """One message of the app's own: to whom, the subject and the plain-text body."""
+    """One message of the app's own: to whom, the subject and the plain-text body; ``html``
+    adds an HTML alternative of the same words, ``attachments`` files."""
 
     to: str
     subject: str
     body: str
     to_name: str = ""
     sender_name: str = "Counterpart"
+    html: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
 class MailResult:
     """What the mail server did with one :class:`Mail`: ``accepted`` only when it took the
-    recipient and the message; ``answer`` is its reply or why there was none."""
+    recipient and the message; ``answer`` is its reply or why there was none.
+
+    ``permanent`` is True when trying again cannot help: the server refused the sender, the
+    address or the message for good (a 5xx reply), or cannot take the address at all. An
+    unreachable server, a dropped connection or a 4xx reply is passing.
+    """
 
     accepted: bool
     answer: str
     at: dt.datetime
+    permanent: bool = False
 
 
 def signer_code_mail(*, name: str, email: str, title: str, code: str, minutes: int) -> Mail:
@@ -236,18 +256,37 @@ def send_signing_invitations(settings: SmtpSettings,
     return results
 
 
-def send_mail(settings: SmtpSettings, mail: Mail) -> MailResult:
-    """Send one message of the app's own; return what the mail server did with it.
-
-    Never raises for a delivery problem: an unreachable server, a refused login, address or
-    message, or a dropped connection is a result that was not accepted, with the reason.
-    """
+def build_message(settings: SmtpSettings, mail: Mail) -> EmailMessage:
+    """Make the message of a :class:`Mail`: its text, then (multipart/alternative) its HTML,
+    then (multipart/mixed) its attachments."""
     message = EmailMessage()
     message["From"] = formataddr((mail.sender_name, settings.sender))
     message["To"] = formataddr((mail.to_name, mail.to)) if mail.to_name else mail.to
     message["Subject"] = mail.subject
     message["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
     message.set_content(mail.body)
+    if mail.html is not None:
+        message.add_alternative(mail.html, subtype="html")
+    for attachment in mail.attachments:
+        maintype, _, subtype = attachment.media_type.partition("/")
+        message.add_attachment(attachment.content, maintype=maintype,
+                               subtype=subtype or "octet-stream",
+                               filename=attachment.filename)
+    return message
+
+
+def _refused_for_good(answer: str) -> bool:
+    """A 5xx reply refuses for good; so does a server that cannot take the address."""
+    return answer[:1] == "5" and answer[:3].isdigit() or "cannot take the address" in answer
+
+
+def send_mail(settings: SmtpSettings, mail: Mail) -> MailResult:
+    """Send one message of the app's own; return what the mail server did with it.
+
+    Never raises for a delivery problem: an unreachable server, a refused login, address or
+    message, or a dropped connection is a result that was not accepted, with the reason.
+    """
+    message = build_message(settings, mail)
     where = f"{settings.host}:{settings.port}"
     try:
         client = _connect(settings)
@@ -265,4 +304,5 @@ def send_mail(settings: SmtpSettings, mail: Mail) -> MailResult:
             client.quit()
         except (OSError, smtplib.SMTPException):
             client.close()
-    return MailResult(accepted, answer, _now())
+    return MailResult(accepted, answer, _now(),
+                      permanent=not accepted and _refused_for_good(answer))

@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = ["Base", "User", "ApiToken", "StaffSession", "SessionNote", "Blob", "Letter",
            "LetterVersion", "Document", "Envelope", "Counterpart", "Event", "utcnow",
-           "AccountLink", "RecoveryCode", "AppSetting", "SignerCode"]
+           "AccountLink", "RecoveryCode", "AppSetting", "SignerCode", "Notice"]
 
 
 def utcnow() -> dt.datetime:
@@ -351,6 +351,13 @@ class Envelope(Base):
     assembly_claimed_at: Mapped[dt.datetime | None]
     assembly_error: Mapped[str | None] = mapped_column(Text)
     executed_document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
+    reminder_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many reminders each signer gets at most (0: none); see :mod:`workflow.notices`."""
+    reminder_first_after_days: Mapped[int] = mapped_column(Integer, default=3,
+                                                           server_default="3")
+    """Days after sending before a signer's first reminder."""
+    reminder_every_days: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    """Days between one reminder and the next."""
 
     counterparts: Mapped[list[Counterpart]] = relationship(
         back_populates="envelope", order_by="Counterpart.position")
@@ -396,6 +403,17 @@ class Counterpart(Base):
     identity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """How the signer was identified when signing: ``{"method": "link"}`` or
     ``{"method": "email_code", "email", "verified_at"}``."""
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Reminders claimed for this signer so far (automatic and "Remind now")."""
+    next_reminder_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    """When the next automatic reminder is due; None when none is left to send."""
+    last_reminded_at: Mapped[dt.datetime | None]
+    """When the last reminder was claimed: "Remind now" waits an hour after it."""
+    expiry_warned_for: Mapped[dt.datetime | None]
+    """The link expiry this signer was warned about (once per expiry)."""
+    link_sealed: Mapped[str | None] = mapped_column(Text)
+    """The current signing token, encrypted (AES-GCM, key from the app's secret key), so a
+    reminder repeats the link of the invitation; see :mod:`workflow.notices`."""
 
     envelope: Mapped[Envelope] = relationship(back_populates="counterparts")
 
@@ -436,3 +454,40 @@ class Event(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- notices and reminders ----------------------------------------------------------------------
+
+class Notice(Base):
+    """One email of :mod:`workflow.notices` to one recipient: an invitation, a reminder, an
+    expiry warning, or the news that a letter was declined, executed or voided.
+
+    ``key`` names the notice once (``completed:<envelope>:<email>``, ``reminder:<cid>:<n>``),
+    so a notice is made once however often its cause is handled. ``status`` is ``queued``,
+    ``sending`` (claimed by one worker), ``sent`` (the mail server accepted it) or ``failed``
+    (with the server's ``answer``); a failed notice with ``next_attempt_at`` is tried again.
+    """
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id"), index=True)
+    envelope_id: Mapped[str] = mapped_column(ForeignKey("envelopes.id"), index=True)
+    counterpart_id: Mapped[int | None] = mapped_column(ForeignKey("counterparts.id"))
+    event_id: Mapped[int | None] = mapped_column(Integer)
+    """The audit event the notice answers, if any."""
+    kind: Mapped[str] = mapped_column(String(32))
+    audience: Mapped[str] = mapped_column(String(16))
+    """``signer`` or ``sender`` (the member of staff who sent the envelope)."""
+    to_name: Mapped[str] = mapped_column(String(200), default="")
+    to_email: Mapped[str] = mapped_column(String(254))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    answer: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[dt.datetime | None]
+    last_attempt_at: Mapped[dt.datetime | None]
+    next_attempt_at: Mapped[dt.datetime | None]
+    sent_at: Mapped[dt.datetime | None]

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pypdf
 import pytest
+from mailing import html_of, text_of, use_mail
 from scans import scan_of
 from serving import free_port
 from sqlalchemy import func, select, update
@@ -66,7 +67,7 @@ def test_send_with_the_signers_of_the_terms(client, api, make_letter, reference_
         ("John R. Tucker", "executive", "ready", None)]
     # No mail server took an invitation: the links are ready to be handed over, not "sent".
     assert [s["status_label"] for s in answer["signers"]] == ["Link ready", "Link ready"]
-    assert answer["emails"] == {"sent": [], "failed": [], "error": None}
+    assert answer["emails"] == {"sent": [], "failed": [], "queued": [], "error": None}
     links = [s["link"] for s in answer["signers"]]
     assert all(link.startswith("http://localhost/sign/") for link in links)
     assert all(len(link.rsplit("/", 1)[1]) >= 43 for link in links)  # 256 random bits
@@ -796,8 +797,7 @@ def test_one_link_used_twice_at_the_same_moment_signs_once(app, sent):
 def test_each_signer_is_emailed_their_own_link(app, client, api, staff, make_letter,
                                                reference_terms, smtp_inbox):
     port, inbox = smtp_inbox
-    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_STARTTLS=False,
-                      SMTP_FROM="legal@capstone.test")
+    use_mail(app, port, SMTP_FROM="legal@capstone.test")
     letter_id = make_letter(reference_terms)
     response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={
         "signers": [{"role": "company", "name": "Eliot Protsch", "email": "eliot@capstone.test"},
@@ -805,7 +805,7 @@ def test_each_signer_is_emailed_their_own_link(app, client, api, staff, make_let
     assert response.status_code == 201, response.text
     assert response.json["emails"] == {
         "sent": ["Eliot Protsch <eliot@capstone.test>", "John R. Tucker <jt@home.test>"],
-        "failed": [], "error": None}
+        "failed": [], "queued": [], "error": None}
     # The mail server accepted both invitations: now, and only now, they are "sent".
     assert [(s["status"], s["status_label"]) for s in response.json["signers"]] == [
         ("sent", "Sent"), ("sent", "Sent")]
@@ -819,12 +819,15 @@ def test_each_signer_is_emailed_their_own_link(app, client, api, staff, make_let
     assert page.count(">Sent</span>") == 2 and "Link ready" not in page
     assert "Invitation to jt@home.test accepted by the mail server" in page  # the timeline
     assert "the link goes by email to eliot@capstone.test" in page
-    links = {s["email"]: s["link"] for s in response.json["signers"]}
+    # Emailed by a job, outside any request: the links are on the app's BASE_URL.
+    links = {s["email"]: "http://127.0.0.1:5000/sign/" + s["link"].rsplit("/", 1)[1]
+             for s in response.json["signers"]}
     assert [email.utils.parseaddr(m["To"]) for m in inbox.messages] == [
         ("Eliot Protsch", "eliot@capstone.test"), ("John R. Tucker", "jt@home.test")]
     for message in inbox.messages:
-        body = message.get_payload(decode=True).decode()
+        body = text_of(message)
         address = email.utils.parseaddr(message["To"])[1]
+        assert links[address] in html_of(message)  # the HTML part carries the same link
         assert links[address] in body
         assert all(link not in body for other, link in links.items() if other != address)
         assert message["From"] == "Counterpart <legal@capstone.test>"
@@ -835,7 +838,7 @@ def test_each_signer_is_emailed_their_own_link(app, client, api, staff, make_let
 def test_a_mail_failure_keeps_the_envelope_and_its_links(app, client, api, staff, make_letter,
                                                         reference_terms):
     # Nothing listens on that port.
-    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port(), SMTP_STARTTLS=False)
+    use_mail(app, free_port())
     letter_id = make_letter(reference_terms)
     page = staff.get(f"/letters/{letter_id}")
     response = staff.post(f"/letters/{letter_id}/envelope", data={

@@ -20,6 +20,8 @@ from workflow.envelopes import (
 )
 from workflow.errors import NotFoundError
 from workflow.letters import get_letter
+from workflow.models import utcnow
+from workflow.notices import ReminderTooSoon, parse_reminders
 
 from ..database import get_db
 from ..downloads import require_post
@@ -29,6 +31,7 @@ from ..execution import (
     audit_json,
     envelope_record,
     executed_document,
+    remind_signer,
     renew_signing_link,
     send_blank_counterpart,
     send_counterparts_zip,
@@ -51,9 +54,31 @@ def envelope_json(record: dict[str, Any], links: dict[int, str] | None = None
     """Describe an envelope for the API; ``links`` adds each signer's link (once, on sending).
 
     The same representation as a webhook's (:func:`workflow.representations.envelope_json`),
-    with addresses on the host this request came to.
+    with addresses on the host this request came to, and the reminders and notices
+    (:mod:`workflow.notices`): the envelope's ``reminders`` settings, each signer's
+    ``reminders_sent``, ``next_reminder_at`` and ``remind_allowed_at``, and ``notices``.
     """
-    return representations.envelope_json(record, base_url(), links)
+    answer = representations.envelope_json(record, base_url(), links)
+    return {**answer, **_reminders_json(record, answer)}
+
+
+def _reminders_json(record: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """The reminder settings, each signer's reminders, and every notice, as JSON values."""
+    iso = representations.iso
+    by_id = {s["counterpart_id"]: s for s in record["signers"]}
+    for signer in answer["signers"]:
+        mine = by_id[signer["counterpart_id"]]
+        signer.update(reminders_sent=mine.get("reminders_sent", 0),
+                      next_reminder_at=iso(mine.get("next_reminder_at")),
+                      remind_allowed_at=iso(mine.get("remind_allowed_at")),
+                      can_remind=bool(mine.get("can_remind")))
+    return {"reminders": record.get("reminders"), "notices": [{
+        "id": n["id"], "kind": n["kind"], "to": n["to_email"], "to_name": n["to_name"],
+        "audience": n["audience"], "counterpart_id": n["counterpart_id"],
+        "status": n["status"], "attempts": n["attempts"], "answer": n["answer"],
+        "created_at": iso(n["created_at"]), "sent_at": iso(n["sent_at"]),
+        "next_attempt_at": iso(n["next_attempt_at"]), "attachment": n["attachment"],
+        "download": n["download"]} for n in record.get("notices", [])]}
 
 
 def _envelope_answer(letter_id: int, links: dict[int, str] | None = None) -> dict[str, Any]:
@@ -89,9 +114,10 @@ def send(letter_id: int) -> tuple[Response, int, dict[str, str]]:
     signing_order = body.get("signing_order", False)
     if not isinstance(signing_order, bool):
         abort(400, "signing_order must be true or false.")
+    reminders = parse_reminders(body.get("reminders"))
     warnings = review_json(review_warnings(letter_id))  # never block: see web/letters/redline
     sent = send_for_signature(letter_id, signers, signing_order=signing_order,
-                              link_days=_link_days(body))
+                              link_days=_link_days(body), reminders=reminders)
     answer = _envelope_answer(letter_id, sent.links)
     answer["warnings"] = warnings
     answer["emails"] = _emails(sent)
@@ -120,8 +146,28 @@ def _link_days(body: dict[str, Any]) -> int:
 
 
 def _emails(sent: SentEnvelope) -> dict[str, Any]:
-    """What the mail server did: ``sent`` (accepted), ``failed`` ([{name, email, error}])."""
-    return {"sent": sent.emailed, "failed": sent.failed, "error": sent.email_error}
+    """What is known of the invitations when answering: ``sent`` (the mail server accepted
+    them), ``failed`` ([{name, email, error, retrying}]), ``queued`` (on their way: a job
+    emails them)."""
+    return {"sent": sent.emailed, "failed": sent.failed, "queued": sent.queued,
+            "error": sent.email_error}
+
+
+@bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/remind")
+def remind(letter_id: int, counterpart_id: int) -> tuple[Response, int, dict[str, str]]:
+    """Email a signer a reminder with their link now: 202 with the reminder as it stands
+    (``status`` queued, sent or failed); 429 within an hour of their last reminder, with
+    ``allowed_at`` and ``Retry-After``; 409 when they cannot be reminded."""
+    try:
+        reminder = remind_signer(letter_id, counterpart_id)
+    except ReminderTooSoon as exc:
+        wait = max(1, int((exc.allowed_at - utcnow()).total_seconds()) + 1)
+        return (jsonify(error=str(exc), code=exc.code,
+                        allowed_at=representations.iso(exc.allowed_at)),
+                429, {"Retry-After": str(wait)})
+    iso = representations.iso
+    return jsonify({**reminder, "next_reminder_at": iso(reminder["next_reminder_at"]),
+                    "remind_allowed_at": iso(reminder["remind_allowed_at"])}), 202, {}
 
 
 @bp.get("/letters/<int:letter_id>/envelope")
