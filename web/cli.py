@@ -1,6 +1,7 @@
 """The ``counterpart`` command: the letter commands of :mod:`workflow.cli`, plus the web app's.
 
-``serve`` runs the app under waitress; ``migrate``, ``create-user``, ``create-first-admin``,
+``serve`` runs the app under waitress (with a background worker as its child), ``worker``
+runs background jobs; ``migrate``, ``create-user``, ``create-first-admin``,
 ``set-password``, ``disable-user``, ``enable-user``, ``create-token``, ``list-tokens`` and
 ``revoke-token`` look after the data folder and its accounts; ``template add`` and
 ``template list`` look after its template library. Each reads
@@ -11,14 +12,17 @@ migrates it.
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import logging
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -331,6 +335,97 @@ def enable_user_command(email: str) -> None:
 
 
 @cli.command()
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="Jobs run at once, each in a thread (default: COUNTERPART_WORKER_THREADS, "
+                   "or 2).")
+def worker(workers: int | None) -> None:
+    """Run background jobs (PDFs, assembly, notices, webhooks, sweeps) until interrupted.
+
+    Uses the same settings as the app (``COUNTERPART_DATA_DIR``, ``COUNTERPART_DATABASE_URL``,
+    ``COUNTERPART_QUEUE_URL``, ...). Any number of workers may run beside ``counterpart serve
+    --no-worker``, on this machine or others sharing the database. Ctrl+C (SIGINT) lets
+    running jobs finish first; SIGTERM stops at once and hands running jobs back to the queue.
+    """
+    from workflow import jobs
+
+    from . import create_app
+    from .jobs import worker_options
+
+    # Ctrl+C stops a worker even while it starts (a shell may start it with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _configure_logging()
+    try:
+        app = create_app({"PROXY_FIX": False})
+    except (ConfigError, CounterpartError) as exc:
+        _fail(str(exc))
+    if jobs.is_immediate():
+        _fail("COUNTERPART_QUEUE_URL is immediate: jobs run in the web process itself, so a "
+              "worker has nothing to do. Unset it to use the queue.")
+    options = worker_options(app.config, workers=workers)
+    # LibreOffice starts now, so that the first letter PDF does not wait for it.
+    app.extensions["counterpart.documents"].warm_up()
+
+    def ready() -> None:
+        click.echo(f"Counterpart worker {options.worker_id} is running {options.workers} "
+                   f"jobs at once from {jobs.describe_queue()} (press Ctrl+C to stop)")
+        sys.stdout.flush()
+
+    try:
+        jobs.run_worker(options, ready=ready)
+    finally:
+        click.echo(f"Counterpart worker {options.worker_id} stopped.")
+        app.extensions["counterpart.documents"].close(close_converter=True)
+        app.extensions["counterpart.db"].dispose()
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("huey").setLevel(logging.WARNING)
+
+
+WORKER_STOP_SECONDS = 40  # a worker's own shutdown timeout (30 s) and a little more
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    """Return libc's prctl, resolved here because a pre-exec hook must not load libraries."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to stop this child (SIGTERM) when the server dies (runs pre-exec)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _start_worker_child(threads: int) -> subprocess.Popen[bytes]:
+    """Start ``counterpart worker`` as a child of this server, killed if the server dies."""
+    # A session of its own: Ctrl+C reaches the server alone, which passes on one SIGINT
+    # (a second one would cut the worker's graceful stop short).
+    return subprocess.Popen([sys.executable, "-m", "web.cli", "worker", "--workers",
+                             str(threads)], preexec_fn=_die_with_parent, start_new_session=True)
+
+
+def _stop_worker_child(child: subprocess.Popen[bytes]) -> None:
+    """Let the worker finish its running jobs (SIGINT), then kill it if it takes too long."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+    try:
+        child.wait(WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0 picks a free one).")
@@ -340,26 +435,45 @@ def enable_user_command(email: str) -> None:
               show_default=True, type=click.IntRange(0, CONNECTION_LIMIT),
               help=f"Connections one client address may hold open, of the {CONNECTION_LIMIT} "
                    f"the server accepts (0: no limit); a trusted proxy is not counted.")
-def serve(host: str, port: int, threads: int, connections_per_address: int) -> None:
+@click.option("--no-worker", is_flag=True,
+              help="Start no background worker (run `counterpart worker` processes beside "
+                   "it instead); the same as COUNTERPART_WORKER=none.")
+def serve(host: str, port: int, threads: int, connections_per_address: int,
+          no_worker: bool) -> None:
     """Run the web app under the waitress production server until interrupted.
 
     Behind a reverse proxy (``COUNTERPART_PROXY_COUNT``), waitress applies the proxy's
     ``X-Forwarded-*`` headers, and only for requests from ``COUNTERPART_TRUSTED_PROXY``.
+    A background worker (``counterpart worker``) runs as a child process and stops with the
+    server, unless ``--no-worker`` or ``COUNTERPART_WORKER=none``.
     """
+    import threading
+
+    from workflow import jobs
+
     from . import create_app
-    from .documents import get_generator
+    from .documents import get_documents
     from .server import create_app_server
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _configure_logging()
     try:
         app = create_app({"PROXY_FIX": False})
     except ConfigError as exc:
         _fail(str(exc))
+    child: subprocess.Popen[bytes] | None = None
+    in_process = threading.Event()
+    if jobs.is_immediate():
+        jobs.run_in_process(in_process)  # periodic jobs and retries, without a worker
+        jobs_line = "Background jobs run in this process (COUNTERPART_QUEUE_URL=immediate)."
+    elif no_worker or app.config["WORKER"] == "none":
+        jobs_line = (f"No worker started: run `counterpart worker` to take jobs from "
+                     f"{jobs.describe_queue()}.")
+    else:
+        child = _start_worker_child(app.config["WORKER_THREADS"])
+        jobs_line = f"A background worker runs as process {child.pid}."
     with app.app_context():
-        generator = get_generator()
-    generator.warm_up()
+        documents = get_documents()
+    documents.warm_up()  # the signers' own copies are converted in the request
     server = create_app_server(
         app, host=host, port=port, threads=threads,
         max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024,
@@ -379,6 +493,7 @@ def serve(host: str, port: int, threads: int, connections_per_address: int) -> N
         proxies = "1 reverse proxy" if count == 1 else f"{count} reverse proxies"
         click.echo(f"Behind {proxies}: X-Forwarded-* headers are trusted from "
                    f"{app.config['TRUSTED_PROXY']} only.")
+    click.echo(jobs_line)
     sys.stdout.flush()
     try:
         server.run()
@@ -387,7 +502,10 @@ def serve(host: str, port: int, threads: int, connections_per_address: int) -> N
     finally:
         click.echo("Stopping Counterpart…")
         server.close()
-        generator.close(close_converter=True)
+        in_process.set()
+        if child is not None:
+            _stop_worker_child(child)
+        documents.close(close_converter=True)
         app.extensions["counterpart.db"].dispose()
 
 

@@ -71,7 +71,8 @@ __all__ = [
     "job", "periodic", "enqueue_after_commit", "runtime", "Runtime", "set_runtime",
     "configure", "use_immediate", "is_immediate", "queue_url_for", "describe_queue",
     "discover_tasks", "TASK_MODULES", "EXTRA_TASK_MODULES_ENV", "QUEUE_FILE", "JobsError",
-    "claim_periodic_slot", "run_due", "run_worker", "WorkerOptions", "Ledger", "ledger",
+    "claim_periodic_slot", "run_due", "run_periodic", "run_in_process", "run_worker",
+    "immediate", "WorkerOptions", "Ledger", "ledger",
     "recent_errors", "expire_signing_links", "huey",
 ]
 
@@ -83,7 +84,8 @@ QUEUE_TABLE_PREFIX = "queue"
 EXTRA_TASK_MODULES_ENV = "COUNTERPART_EXTRA_TASK_MODULES"
 # Modules that define jobs and outbox subscribers: a worker imports them all so that it knows
 # every task it may dequeue. A module that adds jobs or subscribers adds itself here.
-TASK_MODULES: list[str] = ["workflow.jobs", "workflow.outbox", "workflow.notices"]
+TASK_MODULES: list[str] = ["workflow.jobs", "workflow.outbox", "workflow.notices",
+                           "workflow.letters", "workflow.envelopes", "workflow.webhooks"]
 
 # The in-flight ledger, the workers' heartbeats and the periodic slots live in the queue
 # storage under names of their own (Huey's ``queue`` column, or Redis key), apart from tasks.
@@ -325,16 +327,19 @@ def discover_tasks(extra: list[str] | None = None) -> list[str]:
 # --- declaring jobs -----------------------------------------------------------------------------
 
 def job(retries: int = 3, retry_delay: float = 10, retry_backoff: float = 2.0, *,
-        priority: int | None = None, timeout: float | None = None) -> Callable[[F], TaskWrapper]:
+        priority: int | None = None, timeout: float | None = None,
+        context: bool = False) -> Callable[[F], TaskWrapper]:
     """Declare a background job (a Huey task named ``module.function``).
 
     A failure is retried ``retries`` times, the first after ``retry_delay`` seconds, each later
     one ``retry_backoff`` times longer. Calling the job enqueues it (immediate mode: runs it);
-    ``.call_local(...)`` runs it here and now.
+    ``.call_local(...)`` runs it here and now. With ``context``, the job is also given
+    ``task=``, the Huey task being run (None under ``call_local``): ``task.retries`` is how
+    many retries are left, so a job can tell its last attempt (0) and record the failure.
     """
     def decorate(func: F) -> TaskWrapper:
         return huey.task(retries=retries, retry_delay=retry_delay, retry_backoff=retry_backoff,
-                         priority=priority, timeout=timeout)(func)
+                         priority=priority, timeout=timeout, context=context)(func)
     return decorate
 
 
@@ -437,6 +442,40 @@ def run_due(at: dt.datetime | None = None) -> int:
     return len(tasks)
 
 
+def run_periodic(at: dt.datetime | None = None) -> int:
+    """In immediate mode, run the periodic jobs due in ``at``'s minute (default: now); return
+    how many were due. Each still claims its slot, so a second call in the period does
+    nothing."""
+    if not huey.immediate:
+        raise JobsError("run_periodic() is for immediate mode; workers' schedulers do this.")
+    moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(tzinfo=None)
+    tasks = huey.read_periodic(moment)
+    for task in tasks:
+        huey.execute(task)
+    return len(tasks)
+
+
+def run_in_process(stop: threading.Event, *, interval: float = 1.0) -> threading.Thread:
+    """In immediate mode, start a thread that runs due retries every ``interval`` seconds and
+    the periodic jobs at each minute, until ``stop`` is set (``counterpart serve`` with
+    ``COUNTERPART_QUEUE_URL=immediate``: there is no worker)."""
+    def loop() -> None:
+        last_minute = None
+        while not stop.wait(interval):
+            try:
+                run_due()
+                minute = _epoch_minutes(dt.datetime.now(dt.UTC))
+                if minute != last_minute:
+                    last_minute = minute
+                    run_periodic()
+            except Exception:
+                log.exception("in-process jobs failed")
+
+    thread = threading.Thread(target=loop, name="counterpart-jobs", daemon=True)
+    thread.start()
+    return thread
+
+
 # --- the in-flight ledger and the worker ---------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -493,19 +532,29 @@ class Ledger:
             last = beats.get(entry.worker)
             if last is not None and now - last < dead_after:
                 continue
-            raw = self.inflight.pop_data(task_id)
-            if raw is EmptyData:
-                continue  # finished meanwhile, or another worker took it
-            popped: _Entry = pickle.loads(raw)
-            if popped.worker != entry.worker:  # rewritten by a live worker: leave it
-                self.inflight.put_data(task_id, raw)
+            if not self._requeue(task_id, entry.worker):
                 continue
-            huey.storage.enqueue(popped.data, popped.priority)
             log.warning("worker %s stopped answering; its job %s is queued again",
                         entry.worker, task_id)
             taken.append(task_id)
         self._purge(beats, now, dead_after)
         return taken
+
+    def hand_back(self, worker: str) -> list[str]:
+        """Put a stopping worker's unfinished jobs back on the queue; return their ids."""
+        return [task_id for task_id, entry in self.entries().items()
+                if entry.worker == worker and self._requeue(task_id, entry.worker)]
+
+    def _requeue(self, task_id: str, worker: str) -> bool:
+        raw = self.inflight.pop_data(task_id)
+        if raw is EmptyData:
+            return False  # finished meanwhile, or another worker took it
+        popped: _Entry = pickle.loads(raw)
+        if popped.worker != worker:  # rewritten by a live worker: leave it
+            self.inflight.put_data(task_id, raw)
+            return False
+        huey.storage.enqueue(popped.data, popped.priority)
+        return True
 
     def _purge(self, beats: dict[str, float], now: float, dead_after: float) -> None:
         busy = {e.worker for e in self.entries().values()}
@@ -546,6 +595,7 @@ class WorkerOptions:
     poll_seconds: float = 0.1
     max_poll_seconds: float = 2.0
     periodic: bool = True
+    shutdown_timeout_seconds: float = 30.0
     worker_id: str = field(default_factory=lambda: (
         f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"))
 
@@ -591,7 +641,8 @@ def run_worker(options: WorkerOptions, *, ready: Callable[[], None] | None = Non
     consumer = huey.create_consumer(
         workers=options.workers, worker_type="thread", periodic=options.periodic,
         initial_delay=options.poll_seconds, backoff=1.5, max_delay=options.max_poll_seconds,
-        scheduler_interval=1, check_worker_health=True, health_check_interval=5)
+        scheduler_interval=1, check_worker_health=True, health_check_interval=5,
+        shutdown_timeout=options.shutdown_timeout_seconds)
     log.info("worker %s: %d threads on %s", worker_id, options.workers, describe_queue())
     try:
         book.take_over(options.dead_after_seconds)
@@ -602,10 +653,13 @@ def run_worker(options: WorkerOptions, *, ready: Callable[[], None] | None = Non
         stop.set()
         huey.unregister_pre_execute("counterpart.ledger")
         huey.unregister_post_execute("counterpart.ledger")
-        # Jobs interrupted by a fast stop stay in the ledger: leave the heartbeat to go stale
-        # so that another worker takes them over; a clean stop removes it.
-        if not any(e.worker == worker_id for e in book.entries().values()):
-            book.forget(worker_id)
+        # Jobs still running when this process stops (SIGTERM, or SIGINT past the shutdown
+        # timeout) die with it: hand them back to the queue now rather than after dead_after.
+        handed = book.hand_back(worker_id)
+        if handed:
+            log.warning("worker %s stopped during %d jobs; they are queued again",
+                        worker_id, len(handed))
+        book.forget(worker_id)
 
 
 # --- jobs of the domain that belong to no other module -------------------------------------------

@@ -1,0 +1,178 @@
+"""Real ``counterpart worker`` processes on one data folder: every job done once, and a job
+whose worker is killed mid-way finished by another; ``counterpart serve`` runs its own worker
+and stops it when it stops. On PostgreSQL in the PG pass (the queue in the same database)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import queue_jobs
+from serving import ROOT, ServerProcess
+
+from workflow import jobs
+from workflow.db import Database, open_database
+
+FAST_QUEUE = {
+    "COUNTERPART_QUEUE_HEARTBEAT_SECONDS": "1",
+    "COUNTERPART_QUEUE_DEAD_AFTER_SECONDS": "3",
+    "COUNTERPART_QUEUE_POLL_MS": "200",
+    jobs.EXTRA_TASK_MODULES_ENV: "queue_jobs",
+}
+
+
+def _environment(data_dir: Path, database_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERPART_")}
+    env.update(FAST_QUEUE, COUNTERPART_DATA_DIR=str(data_dir),
+               COUNTERPART_CONVERTER_PROCESSES="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    if database_url:
+        env["COUNTERPART_DATABASE_URL"] = database_url
+    return env
+
+
+class Worker:
+    """A ``counterpart worker`` process, its output in a log file."""
+
+    def __init__(self, data_dir: Path, database_url: str | None, name: str) -> None:
+        self.log = data_dir / f"worker-{name}.log"
+        self._handle = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "web.cli", "worker", "--workers", "2"], cwd=ROOT,
+            env=_environment(data_dir, database_url), stdout=self._handle,
+            stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_until_running(self, timeout: float = 60) -> Worker:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "is running" in self.log.read_text(errors="replace"):
+                return self
+            if self.process.poll() is not None:
+                raise AssertionError(f"the worker stopped: {self.output()}")
+            time.sleep(0.1)
+        raise AssertionError(f"the worker did not start: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._handle.close()
+
+
+@pytest.fixture()
+def queue_database(tmp_path: Path, database_url: str | None) -> Iterator[tuple[Path, Database]]:
+    """A migrated data folder with the test jobs' table, and this process's queue pointed at
+    its durable storage (immediate mode again afterwards)."""
+    data_dir = tmp_path / "data"
+    database = open_database(data_dir, database_url)
+    queue_jobs.create_runs_table(database)
+    jobs.configure(jobs.queue_url_for({"DATA_DIR": data_dir, "DATABASE_URL": database_url}))
+    yield data_dir, database
+    jobs.use_immediate()
+    database.dispose()
+
+
+def _wait_for(check, timeout: float, what: str, workers: list[Worker]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    logs = "\n".join(w.output() for w in workers)
+    raise AssertionError(f"{what} did not happen within {timeout} s:\n{logs}")
+
+
+def test_two_workers_do_every_job_exactly_once(queue_database, database_url):
+    data_dir, database = queue_database
+    workers = [Worker(data_dir, database_url, name) for name in ("a", "b")]
+    try:
+        for worker in workers:
+            worker.wait_until_running()
+        keys = [f"job-{n}" for n in range(20)]
+        for key in keys:
+            queue_jobs.write_row(key)
+        _wait_for(lambda: len(queue_jobs.runs(database)) >= 20, 30, "20 jobs", workers)
+        time.sleep(0.5)  # a job run twice would show now
+        done = queue_jobs.runs(database)
+        assert Counter(key for key, _, _ in done) == Counter(keys)
+        assert {pid for _, _, pid in done} <= {w.pid for w in workers}
+        assert jobs.ledger().entries() == {}  # nothing left in flight
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert all(w.process.returncode == 0 for w in workers), [w.output() for w in workers]
+    assert jobs.ledger().heartbeats() == {}  # a clean stop removes the worker's heartbeat
+
+
+def test_a_job_whose_worker_is_killed_is_finished_by_another(queue_database, database_url):
+    data_dir, database = queue_database
+    workers = [Worker(data_dir, database_url, name) for name in ("a", "b")]
+    try:
+        for worker in workers:
+            worker.wait_until_running()
+        queue_jobs.slow_write("slow", 4.0)
+        _wait_for(lambda: queue_jobs.runs(database), 20, "the slow job's start", workers)
+        [(_, stage, pid)] = queue_jobs.runs(database)
+        assert stage == "started"
+        killed = next(w for w in workers if w.pid == pid)
+        survivor = next(w for w in workers if w is not killed)
+        os.kill(killed.pid, signal.SIGKILL)  # mid-job: Huey had already taken it off the queue
+        killed.process.wait(10)
+        _wait_for(lambda: ("slow", "done", survivor.pid) in queue_jobs.runs(database), 30,
+                  "the takeover", workers)
+        assert queue_jobs.runs(database) == [
+            ("slow", "started", killed.pid), ("slow", "started", survivor.pid),
+            ("slow", "done", survivor.pid)]
+        assert "is queued again" in survivor.output()
+        assert jobs.ledger().entries() == {}
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def test_serve_runs_a_worker_child_that_stops_with_it(queue_database, database_url):
+    data_dir, database = queue_database
+    server = ServerProcess(data_dir, database_url, threads=2,
+                           environment=_environment(data_dir, database_url))
+    with server:
+        queue_jobs.write_row("served")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not queue_jobs.runs(database):
+            time.sleep(0.1)
+        runs = queue_jobs.runs(database)
+        assert [(key, stage) for key, stage, _ in runs] == [("served", "done")], \
+            server.log.read_text()[-3000:]
+        worker_pid = runs[0][2]
+        assert worker_pid != server.process.pid  # a child process did it
+        assert "A background worker runs as process" in server.log.read_text()
+    assert server.process.returncode == 0
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(worker_pid):
+        time.sleep(0.1)
+    assert not _alive(worker_pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
