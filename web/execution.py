@@ -35,7 +35,6 @@ from workflow.envelopes import (
     audit_record,
     counterpart_of,
     current_envelope,
-    expire_links,
     letter_pdf_for,
     prepare_signature,
     reissue_link,
@@ -457,7 +456,8 @@ def send_blank_counterpart(letter_id: int, counterpart_id: int) -> Response:
 def audit_json(letter_id: int) -> dict[str, Any]:
     """Return a letter's audit record as JSON values."""
     with get_db().transaction() as session:
-        expire_links(session)  # links past their date read "expired" here too, as on the page
+        # Read only: links past their date read "expired" (computed, as on the page); the
+        # expiry sweep (workflow.jobs.expire_signing_links) records it.
         return audit_record(session, letter_id)
 
 

@@ -1648,9 +1648,13 @@ def counterpart_as_dict(session: Session, c: Counterpart) -> dict[str, Any]:
     def iso(value: dt.datetime | None) -> str | None:
         return value.isoformat() if value else None
 
+    status = c.status
+    if (status in _OPEN and c.envelope.status == EnvelopeStatus.OUT.value
+            and utcnow() >= c.envelope.expires_at):
+        status = CounterpartStatus.EXPIRED.value  # past its date before the sweep records it
     return {"counterpart_id": c.id, "position": c.position, "role": c.role, "name": c.name,
-            "email": c.email, "status": c.status,
-            "status_label": CounterpartStatus(c.status).label, "method": c.method,
+            "email": c.email, "status": status,
+            "status_label": CounterpartStatus(status).label, "method": c.method,
             "emailed_at": iso(c.emailed_at),
             "consent_at": iso(c.consent_at), "first_viewed_at": iso(c.first_viewed_at),
             "signed_at": iso(c.signed_at), "declined_at": iso(c.declined_at),

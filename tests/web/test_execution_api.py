@@ -28,6 +28,7 @@ from support import acknowledged, letter_words, pdftotext
 from web.database import get_db
 from web.execution import get_sealer
 from web.testing import csrf_token
+from workflow import jobs
 from workflow.models import Counterpart, Document, Envelope, Event, utcnow
 from workflow.pdfs import extract_pages
 from workflow.render import ordinal_day
@@ -446,13 +447,30 @@ def test_a_bad_link_is_refused_everywhere_and_changes_nothing(app, client, api, 
     assert "Sign the letter" not in page
 
 
-def test_expired_links_are_marked_expired_when_staff_look(app, client, api, staff, sent):
-    _expire(app, sent["letter_id"])
-    page = staff.get(f"/letters/{sent['letter_id']}")
+def test_expired_links_read_expired_at_once_and_the_sweep_records_them(
+        app, client, api, staff, sent, execution_state):
+    letter_id = sent["letter_id"]
+    _expire(app, letter_id)
+    before = execution_state(letter_id)
+    page = staff.get(f"/letters/{letter_id}")
     assert "The signing links expired" in page.text
-    envelope = client.get(f"/api/letters/{sent['letter_id']}/envelope", headers=api).json
+    envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
     assert [s["status"] for s in envelope["signers"]] == ["expired", "expired"]
+    for record in (client.get(f"/api/letters/{letter_id}/audit", headers=api).json,
+                   staff.get(f"/letters/{letter_id}/audit.json").json):
+        assert [s["status"] for s in record["envelope"]["signers"]] == ["expired", "expired"]
+    # Looking wrote nothing: the counterparts are stored as they were, and no event was added.
+    assert execution_state(letter_id) == before
+    assert count(app, Event, type="expired") == 0
+    assert all(c[1] != "expired" for c in before["counterparts"])
+
+    with app.app_context():
+        assert jobs.expire_signing_links.call_local() == 2  # the sweep, every minute
+        assert jobs.expire_signing_links.call_local() is None  # once a minute, however called
     assert count(app, Event, type="expired") == 2
+    assert {c[1] for c in execution_state(letter_id)["counterparts"]} == {"expired"}
+    page = staff.get(f"/letters/{letter_id}")
+    assert "The signing links expired" in page.text
 
 
 # --- void --------------------------------------------------------------------------------------

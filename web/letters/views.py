@@ -21,7 +21,6 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from workflow.envelopes import expire_links
 from workflow.errors import StateError, TermsError
 from workflow.letters import create_letter, list_letters, retry_document, revise_terms
 from workflow.models import User
@@ -187,7 +186,6 @@ def render_letter(letter_id: int, number: int | None = None, *,
     ``upload_error`` (counterpart_id, message, signed_on) shows a refused paper upload by its
     signer's upload control."""
     with get_db().transaction() as session:
-        expire_links(session)  # links past their date read "expired", in the record too
         letter = letter_detail(session, letter_id, number)
         envelope = envelope_record(session, letter_id)
     version = letter["version"]
