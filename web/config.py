@@ -152,6 +152,10 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "QUEUE_HEARTBEAT_SECONDS": _integer(env, "QUEUE_HEARTBEAT_SECONDS", 5, minimum=1),
         "QUEUE_DEAD_AFTER_SECONDS": _integer(env, "QUEUE_DEAD_AFTER_SECONDS", 60, minimum=2),
         "QUEUE_POLL_MS": _integer(env, "QUEUE_POLL_MS", 2000, minimum=10),
+        # Webhooks go only to public addresses unless this is true (tests, private networks);
+        # a receiver that has not answered within this many seconds has failed the attempt.
+        "WEBHOOK_ALLOW_PRIVATE": _flag(env, "WEBHOOK_ALLOW_PRIVATE", False),
+        "WEBHOOK_TIMEOUT_SECONDS": _integer(env, "WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1),
     }
 
 

@@ -23,4 +23,4 @@ def _administrators_only() -> None:
         abort(403, "Only an administrator may use the administration pages.")
 
 
-from . import settings, users, views  # noqa: E402,F401  (register the routes on bp)
+from . import settings, users, views, webhooks  # noqa: E402,F401  (register the routes on bp)

@@ -15,4 +15,4 @@ __all__ = ["bp"]
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from . import execution, redline, signing, views  # noqa: E402,F401  (register the routes on bp)
+from . import execution, redline, signing, views, webhooks  # noqa: E402,F401  (routes on bp)
