@@ -294,6 +294,7 @@ def configure(url: str) -> None:
         return
     make = _storage_factory(url)
     huey.use(make(QUEUE_NAME), immediate=False)
+    _close_ledger()
     _queue_url, _make_storage, _ledger = url, make, None
 
 
@@ -302,9 +303,15 @@ def use_immediate(rt: Runtime | None = None) -> None:
     development); with ``rt``, also make it the runtime."""
     global _queue_url, _make_storage, _ledger
     huey.use(MemoryStorage(QUEUE_NAME), immediate=True)
+    _close_ledger()
     _queue_url, _make_storage, _ledger = "immediate", MemoryStorage, None
     if rt is not None:
         set_runtime(rt)
+
+
+def _close_ledger() -> None:
+    if _ledger is not None:
+        _ledger.close()
 
 
 def is_immediate() -> bool:
@@ -402,11 +409,15 @@ def enqueue_after_commit(session: Session, task: TaskWrapper, *args: Any,
     drops it. In immediate mode the job runs then, outside the committed transaction."""
     if not isinstance(task, TaskWrapper):
         raise TypeError(f"{task!r} is not a job: declare it with @jobs.job")
+    if not session.in_transaction():
+        session.begin()  # so that a rollback before any SQL still drops the job
     session.info.setdefault(_PENDING, []).append((task, args, kwargs))
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT was released; the enclosing transaction has still to commit
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
@@ -426,6 +437,8 @@ def _after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # only a SAVEPOINT was rolled back; the enclosing transaction goes on
     session.info.pop(_PENDING, None)
 
 
@@ -493,6 +506,12 @@ class Ledger:
         self.inflight = make(INFLIGHT_NAMESPACE)
         self.workers = make(WORKERS_NAMESPACE)
         self.claims = make(CLAIMS_NAMESPACE)
+
+    def close(self) -> None:
+        """Close the ledger's connections to the queue storage."""
+        for storage in (self.inflight, self.workers, self.claims):
+            with contextlib.suppress(Exception):
+                storage.close()
 
     def record(self, worker: str, task: Task) -> None:
         """Write a task about to run into the ledger, under its id."""
@@ -689,5 +708,7 @@ def immediate(rt: Runtime) -> Iterator[Runtime]:
 
 def _restore(saved: tuple[Any, ...]) -> None:
     global _queue_url, _make_storage, _ledger, _default_runtime
+    if _ledger is not None and _ledger is not saved[4]:
+        _ledger.close()
     storage, was_immediate, _queue_url, _make_storage, _ledger, _default_runtime = saved
     huey.use(storage, immediate=was_immediate)
