@@ -1,5 +1,6 @@
 """Execution in counterparts as the app runs it: the seal, who is acting, signing links, the
-emails to signers, assembly after the last signature, envelopes as plain values, and the
+emails to signers, following and retrying the assembly after the last signature (a background
+job: :func:`workflow.envelopes.assemble_envelope_job`), envelopes as plain values, and the
 downloads of signed and executed documents.
 
 The staff pages (:mod:`web.letters.execution`), the JSON API (:mod:`web.api.execution`) and the
@@ -31,16 +32,17 @@ from workflow.envelopes import (
     Actor,
     SignedCopy,
     SignerSpec,
-    assemble_envelope,
+    assembly_state,
     audit_record,
     counterpart_of,
     current_envelope,
     letter_pdf_for,
     prepare_signature,
     reissue_link,
+    retry_assembly,
     send_envelope,
 )
-from workflow.errors import ConversionError, CounterpartError, StateError
+from workflow.errors import ConversionError, StateError
 from workflow.letters import blob_bytes, get_letter, get_version, latest_document
 from workflow.mail import SmtpSettings
 from workflow.models import Counterpart, Document, Envelope, Event, Letter, Notice
@@ -52,7 +54,7 @@ from workflow.notices import (
     remind_allowed_at,
     remind_now,
     reminder_record,
-    schedule_reminders,
+    set_up_notices,
 )
 from workflow.representations import describe_envelope, signature_progress
 from workflow.seal import Sealer, load_or_create_sealer
@@ -65,13 +67,14 @@ from workflow.states import (
 from workflow.text import file_slug
 
 from .database import get_db
-from .documents import get_generator
+from .documents import get_documents
 from .downloads import require_post, send_document
 from .jobs import smtp_settings_from
 
 __all__ = [
     "get_sealer", "staff_actor", "signer_actor", "signing_link", "letter_title",
-    "SentEnvelope", "send_for_signature", "smtp_settings", "assemble_quietly",
+    "SentEnvelope", "send_for_signature", "smtp_settings", "assembly_outcome",
+    "retry_letter_assembly",
     "remind_signer",
     "prepare_signed_copy",
     "envelope_record", "signature_progress", "executed_document", "send_executed_pdf",
@@ -186,7 +189,7 @@ def _wait_for_letter_pdf(letter_id: int) -> None:
         if document.status not in ("pending", "generating"):
             return
         document_id = document.id
-    get_generator().wait(document_id)
+    get_documents().wait(document_id)
 
 
 def _link_events(session: Session, envelope_id: str, counterpart_ids: list[int]
@@ -236,10 +239,9 @@ def send_for_signature(letter_id: int, signers: list[SignerSpec] | None, *,
         envelope, issued = send_envelope(session, letter_id, signers, staff_actor(),
                                          signing_order=signing_order, link_days=link_days,
                                          email_invitations=mail)
-        envelope.created_by_id = g.user.id  # the sender, told of a decline or completion
-        for link in issued:
-            keep_link(session, link.counterpart_id, link.token, _secret_key())
-        schedule_reminders(session, envelope, reminders)
+        # The sender is told of a decline or completion; each link is kept for reminders.
+        set_up_notices(session, envelope, issued, secret_key=_secret_key(),
+                       reminders=reminders, sender_id=g.user.id)
         links = {link.counterpart_id: signing_link(link.token) for link in issued}
         counterparts = list(session.scalars(select(Counterpart).where(
             Counterpart.envelope_id == envelope.id).order_by(Counterpart.position)))
@@ -306,25 +308,39 @@ def prepare_signed_copy(token: str, *, consent: Any, signature: Any,
     """
     try:
         return prepare_signature(get_db(), token, consent=consent, signature=signature,
-                                 time_zone=time_zone, converter=get_generator().converter,
+                                 time_zone=time_zone, converter=get_documents().converter,
                                  identity=identity)
     except ConversionError as exc:
         raise ServiceUnavailable(f"Your signed copy could not be made just now ({exc}); "
                                  "nothing was signed. Please try again in a minute.") from exc
 
 
-def assemble_quietly(envelope_id: str) -> bool:
-    """Assemble the executed PDF after the last signature; say whether this call made it.
+def assembly_outcome(envelope_id: str) -> str | None:
+    """Say where an envelope's executed PDF stands now: None (not every counterpart is
+    signed), ``running`` (queued or being assembled), ``failed`` or ``done``.
 
-    A failure is logged, not raised: the signer's request succeeded, and staff see the failed
-    assembly on the letter page with a button to retry it.
+    Right after the last signature's request commits, a queue in immediate mode has already
+    run the assembly; with workers it is usually still ``running``.
     """
-    try:
-        return assemble_envelope(get_db(), envelope_id, get_sealer(),
-                                 get_generator().converter) is not None
-    except CounterpartError as exc:
-        log.error("assembling envelope %s failed: %s", envelope_id, exc)
-        return False
+    with get_db().transaction() as session:
+        return assembly_state(session, envelope_id)
+
+
+def retry_letter_assembly(letter_id: int) -> str | None:
+    """Assemble a letter's failed executed PDF again (a new job); return where it stands then.
+
+    Raises StateError (409) when there is no failed assembly to retry: not every counterpart
+    is signed, or the executed PDF is made or being made.
+    """
+    with get_db().transaction() as session:
+        envelope = _ready_envelope(session, letter_id)
+        envelope_id = envelope.id
+        if not retry_assembly(session, envelope_id):
+            state = assembly_state(session, envelope_id)
+            raise StateError("The executed PDF is already made; there is nothing to retry."
+                             if state == "done" else
+                             "The executed PDF is being assembled; there is nothing to retry.")
+    return assembly_outcome(envelope_id)
 
 
 def _ready_envelope(session: Session, letter_id: int) -> Envelope:
@@ -348,33 +364,31 @@ def _ready_envelope(session: Session, letter_id: int) -> Envelope:
 
 
 def executed_document(letter_id: int) -> Document:
-    """Return the executed PDF of a letter, assembling it here or waiting for it if needed.
+    """Return the executed PDF of a letter, waiting for its assembly (a background job).
 
-    Raises StateError (409) until every counterpart is signed, and ServiceUnavailable (503)
-    when assembly fails or is still under way elsewhere after ``DOWNLOAD_WAIT_SECONDS``.
+    Reads the database until the executed PDF is there; never assembles it here. Raises
+    StateError (409) until every counterpart is signed, and ServiceUnavailable (503) when the
+    assembly failed (staff retry it from the letter page) or is still under way after
+    ``DOWNLOAD_WAIT_SECONDS``.
     """
     deadline = time.monotonic() + current_app.config["DOWNLOAD_WAIT_SECONDS"]
     delay = 0.1
     while True:
         with get_db().transaction() as session:
             envelope = _ready_envelope(session, letter_id)
-            envelope_id = envelope.id
             if envelope.executed_document_id is not None:
                 document = session.get(Document, envelope.executed_document_id)
                 assert document is not None
                 return document
-        try:
-            document = assemble_envelope(get_db(), envelope_id, get_sealer(),
-                                         get_generator().converter)
-        except CounterpartError as exc:
-            raise ServiceUnavailable(f"The executed PDF could not be assembled: {exc} Try "
-                                     "again; staff can retry it from the letter page.") from exc
-        if document is not None:
-            return document
-        if time.monotonic() > deadline:
+            failed, error = envelope.assembly_state == "failed", envelope.assembly_error
+        if failed:
+            raise ServiceUnavailable(f"The executed PDF could not be assembled: {error} "
+                                     "Staff can retry it from the letter page.")
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise ServiceUnavailable("The executed PDF is still being assembled; try again in "
                                      "a minute.")
-        time.sleep(delay)
+        time.sleep(min(delay, left))
         delay = min(delay * 1.5, 1.0)
 
 
@@ -393,6 +407,7 @@ def envelope_record(session: Session, letter_id: int) -> dict[str, Any] | None:
     for signer in record["signers"]:
         signer.update(reminders["signers"][signer["counterpart_id"]])
     record["notices"] = letter_notices(session, envelope.id)
+    record["mail_configured"] = smtp_settings() is not None
     return record
 
 

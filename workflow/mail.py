@@ -153,6 +153,13 @@ def _message(settings: SmtpSettings, invitation: SigningInvitation) -> EmailMess
     return message
 
 
+# Headers are folded at 998 characters, the limit of RFC 5322, not 78: the email package folds
+# some long subjects ("Declined: <a long title>") before their first word, which a reader then
+# sees with a leading space.
+_SMTP = policy.SMTP.clone(max_line_length=998)
+_SMTPUTF8 = policy.SMTPUTF8.clone(max_line_length=998)
+
+
 def _answer(code: int, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
@@ -198,7 +205,7 @@ def _hand_over(client: smtplib.SMTP, settings: SmtpSettings, message: EmailMessa
             return False, (f"the mail server cannot take the address {recipient} "
                            "(it does not support SMTPUTF8)")
         options = ["SMTPUTF8", "BODY=8BITMIME"]
-    data = message.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP)
+    data = message.as_bytes(policy=_SMTPUTF8 if international else _SMTP)
     code, text = client.mail(settings.sender, options)
     if code != 250:
         client.rset()

@@ -43,7 +43,7 @@ import binascii
 import datetime as dt
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from . import jobs, outbox
 from .db import Database, rowcount
-from .envelopes import counterpart_of, record_delivery, token_hash
+from .envelopes import IssuedLink, counterpart_of, record_delivery, token_hash
 from .errors import CounterpartError, StateError
 from .formatting import long_date
 from .letters import blob_bytes
@@ -70,7 +71,7 @@ from .states import CounterpartStatus, EnvelopeStatus
 __all__ = [
     "ReminderSettings", "DEFAULT_REMINDERS", "NO_REMINDERS", "parse_reminders",
     "ReminderTooSoon", "NoticeNotAccepted", "seal_link", "unseal_link", "keep_link",
-    "kept_link", "schedule_reminders", "signing_url", "letter_url", "sender_of",
+    "kept_link", "schedule_reminders", "set_up_notices", "signing_url", "letter_url", "sender_of",
     "queue_notice", "notices_for_event", "send_notice", "deliver_notice",
     "queue_due_reminders", "queue_expiry_warnings", "sweep_notices", "remind_now",
     "remind_allowed_at", "compose_notice", "letter_notices", "reminder_record", "NOTICE_KINDS",
@@ -184,6 +185,19 @@ def schedule_reminders(session: Session, envelope: Envelope, settings: ReminderS
     session.flush()
 
 
+def set_up_notices(session: Session, envelope: Envelope, issued: Sequence[IssuedLink], *,
+                   secret_key: str | bytes, reminders: ReminderSettings = DEFAULT_REMINDERS,
+                   sender_id: int | None = None) -> None:
+    """Prepare a just-sent envelope's notices, in the sending transaction: name its sender
+    (the account told of a decline or completion), keep each link for the reminders, and
+    schedule them."""
+    if sender_id is not None:
+        envelope.created_by_id = sender_id
+    for link in issued:
+        keep_link(session, link.counterpart_id, link.token, secret_key)
+    schedule_reminders(session, envelope, reminders)
+
+
 # --- the kept links ---------------------------------------------------------------------------
 
 def _link_key(secret_key: str | bytes) -> bytes:
@@ -266,17 +280,20 @@ def queue_notice(session: Session, *, key: str, envelope: Envelope, kind: str, a
         raise ValueError(f"unknown notice kind {kind!r}")
     if session.scalar(select(Notice.id).where(Notice.key == key)) is not None:
         return None
-    notice = Notice(key=key[:200], letter_id=envelope.letter_id, envelope_id=envelope.id,
-                    counterpart_id=counterpart_id, event_id=event_id, kind=kind,
-                    audience=audience, to_email=to_email, to_name=to_name[:200],
-                    status="queued", attempts=0, detail=detail or {},
-                    created_at=now or utcnow())
-    try:
-        with session.begin_nested():  # another worker may make the same notice meanwhile
-            session.add(notice)
-            session.flush()
-    except IntegrityError:
+    # Another worker may make the same notice meanwhile: the insert then does nothing.
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    notice_id = session.scalar(
+        insert(Notice).values(
+            key=key[:200], letter_id=envelope.letter_id, envelope_id=envelope.id,
+            counterpart_id=counterpart_id, event_id=event_id, kind=kind, audience=audience,
+            to_email=to_email, to_name=to_name[:200], status="queued", attempts=0,
+            detail=detail or {}, created_at=now or utcnow())
+        .on_conflict_do_nothing(index_elements=["key"]).returning(Notice.id))
+    if notice_id is None:
         return None
+    notice = session.get(Notice, notice_id)
+    assert notice is not None
     jobs.enqueue_after_commit(session, deliver_notice, notice.id)
     return notice
 
@@ -787,13 +804,13 @@ def _requeue_stuck(db: Database, now: dt.datetime) -> list[int]:
 
 
 @jobs.periodic(minutes=15)
-def sweep_notices() -> None:
+def sweep_notices(now: dt.datetime | None = None) -> None:
     """Queue the reminders and expiry warnings that are due, and send again the notices
-    whose job was lost (a periodic job)."""
+    whose job was lost (a periodic job, every 15 minutes; ``now`` for tests)."""
     runtime = jobs.runtime()
     if runtime.smtp is None:
         return
-    now = utcnow()
+    now = now or utcnow()
     queue_due_reminders(runtime.db, now=now)
     queue_expiry_warnings(runtime.db, now=now)
     for notice_id in _requeue_stuck(runtime.db, now):

@@ -7,9 +7,17 @@ import email
 import email.header
 
 import pytest
+from mailing import attachments_of, html_of, text_of
 from serving import free_port
 
-from workflow.mail import SigningInvitation, SmtpSettings, send_signing_invitations
+from workflow.mail import (
+    Attachment,
+    Mail,
+    SigningInvitation,
+    SmtpSettings,
+    send_mail,
+    send_signing_invitations,
+)
 
 
 def invitation(name: str, address: str, link: str) -> SigningInvitation:
@@ -87,3 +95,42 @@ def test_an_unreachable_server_fails_every_invitation_with_the_reason():
     assert all("could not be reached" in d.answer and "127.0.0.1" in d.answer
                for d in deliveries)
     assert send_signing_invitations(settings, []) == []
+
+
+def test_a_mail_with_html_and_an_attachment_reaches_the_server_whole(smtp_inbox):
+    port, inbox = smtp_inbox
+    settings = SmtpSettings(host="127.0.0.1", port=port, sender="legal@acme.test")
+    pdf = b"%PDF-1.7\n" + bytes(range(256)) * 40
+    result = send_mail(settings, Mail(
+        "zoe@acme.test", "Fully executed: Separation letter", "The letter is attached.\n",
+        to_name="Zoë O'Brien", html="<p>The letter &amp; its certificate are attached.</p>",
+        attachments=(Attachment("separation-executed.pdf", pdf),)))
+    assert (result.accepted, result.answer, result.permanent) == (True, "250 OK", False)
+    (message,) = inbox.messages
+    assert message.get_content_type() == "multipart/mixed"
+    assert [p.get_content_type() for p in message.walk()] == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html",
+        "application/pdf"]
+    assert text_of(message).splitlines() == ["The letter is attached."]
+    assert html_of(message).splitlines() == [
+        "<p>The letter &amp; its certificate are attached.</p>"]
+    assert attachments_of(message) == [("separation-executed.pdf", pdf)]
+
+
+def test_a_refusal_is_for_good_and_an_unreachable_server_is_passing(refusing_server):
+    port, _ = refusing_server
+    refused = send_mail(SmtpSettings(host="127.0.0.1", port=port),
+                        Mail("nobody@acme.test", "Reminder", "Please sign."))
+    assert not refused.accepted and refused.permanent
+    assert refused.answer.startswith("550 5.1.1")
+    unreachable = send_mail(SmtpSettings(host="127.0.0.1", port=free_port(), timeout=2),
+                            Mail("eliot@acme.test", "Reminder", "Please sign."))
+    assert not unreachable.accepted and not unreachable.permanent
+    assert "could not be reached" in unreachable.answer
+
+
+def test_a_long_subject_is_not_folded_before_its_first_word(smtp_inbox):
+    port, inbox = smtp_inbox
+    subject = "Declined: Separation letter of John R. Tucker, Capstone Turbine Corporation"
+    send_mail(SmtpSettings(host="127.0.0.1", port=port), Mail("a@acme.test", subject, "x"))
+    assert inbox.messages[0]["Subject"] == subject
