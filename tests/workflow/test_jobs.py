@@ -109,14 +109,18 @@ def test_a_failing_job_is_retried_with_exponential_backoff(database):
     assert RAN == [("flaky", "x")]
 
 
-def test_a_periodic_job_runs_once_a_period_however_many_workers_fire_it():
+def test_a_periodic_job_runs_once_a_period_however_many_workers_fire_it(monkeypatch):
+    now = 1_800_000_030.0  # half a minute into a minute
+    monkeypatch.setattr(jobs, "periodic_clock", lambda: now)
     assert every_minute.call_local() == "ran"
     assert every_minute.call_local() is None  # a second worker's copy in the same minute
     assert RAN == [("periodic", None)]
+    now += 60
+    assert every_minute.call_local() == "ran"  # the next minute
+    assert RAN == [("periodic", None)] * 2
     name = f"{every_minute.task_class.__module__}.every_minute"
-    slot = int(time.time() // 60)
-    assert not jobs.claim_periodic_slot(name, slot)
-    assert jobs.claim_periodic_slot(name, slot + 1)  # the next minute is free
+    assert not jobs.claim_periodic_slot(name, int(now // 60))
+    assert jobs.claim_periodic_slot(name, int(now // 60) + 1)
 
 
 def test_the_scheduler_fires_periodic_jobs_at_their_minute():
