@@ -20,6 +20,7 @@ from werkzeug.wrappers import Response
 from workflow.envelopes import DEFAULT_LINK_DAYS, void_envelope
 from workflow.errors import CounterpartError, NotFoundError
 from workflow.letters import get_letter
+from workflow.notices import ReminderTooSoon
 from workflow.states import LetterStatus
 
 from ..auth import keep_shown_once, take_shown_once
@@ -29,6 +30,7 @@ from ..execution import (
     SentEnvelope,
     audit_json,
     executed_document,
+    remind_signer,
     renew_signing_link,
     send_blank_counterpart,
     send_counterparts_zip,
@@ -75,7 +77,8 @@ def send(letter_id: int) -> Response | tuple[str, int]:
     try:
         sent = send_for_signature(letter_id, form.signer_specs(),
                                   signing_order=form.signing_order,
-                                  link_days=form.link_days_value())
+                                  link_days=form.link_days_value(),
+                                  reminders=form.reminders_value())
     except NotFoundError:
         raise
     except CounterpartError as exc:
@@ -93,6 +96,7 @@ def _keep_links(letter_id: int, sent: SentEnvelope) -> None:
         "letter_id": letter_id, "envelope_id": sent.envelope_id,
         "links": {str(cid): url for cid, url in sent.links.items()},
         "emailed": sent.emailed, "failed": sent.failed, "email_error": sent.email_error,
+        "queued": sent.queued,
         "mail_configured": smtp_settings() is not None})
 
 
@@ -123,6 +127,30 @@ def new_link(letter_id: int, counterpart_id: int) -> Response:
     flash("A new link was made; the earlier one no longer works. Copy it below: it is shown "
           "only now.", "success")
     return _to_letter(letter_id)
+
+
+@bp.post("/letters/<int:letter_id>/counterparts/<int:counterpart_id>/remind")
+def remind(letter_id: int, counterpart_id: int) -> Response:
+    """Email a signer a reminder with their link now ("Remind now"), at most once an hour."""
+    try:
+        reminder = remind_signer(letter_id, counterpart_id)
+    except NotFoundError:
+        raise
+    except ReminderTooSoon as exc:
+        flash(str(exc), "error")
+        return _to_letter(letter_id, "notices")
+    except CounterpartError as exc:
+        flash(f"No reminder was sent: {exc}", "error")
+        return _to_letter(letter_id, "notices")
+    to = reminder["to"]
+    if reminder["status"] == "sent":
+        flash(f"A reminder was emailed to {to}: the mail server accepted it.", "success")
+    elif reminder["status"] == "failed":
+        flash(f"The reminder to {to} was not accepted by the mail server: "
+              f"{reminder['answer']}", "error")
+    else:
+        flash(f"A reminder to {to} is on its way; its status is under Emails.", "success")
+    return _to_letter(letter_id, "notices")
 
 
 @bp.post("/letters/<int:letter_id>/envelope/void")

@@ -27,6 +27,7 @@ from workflow.envelopes import (
     parse_signers,
 )
 from workflow.errors import CounterpartError
+from workflow.notices import DEFAULT_REMINDERS, ReminderSettings, parse_reminders
 from workflow.schema import LIST_TYPES, Field, TemplateSpec
 
 __all__ = ["TermInput", "TermsForm", "SendForm", "ADD_BUTTON", "REMOVE_BUTTON"]
@@ -225,8 +226,9 @@ _SIGNER_FIELD = re.compile(r"^signers\[(\d+)\]\.(role|name|email|verify_email)(:
 
 @dataclass
 class SendForm:
-    """The "Send for signature" form: each signer's role, name and email, the signing order
-    and how long the links last. Rows are posted as ``signers-<i>-role`` and so on; the roles
+    """The "Send for signature" form: each signer's role, name and email, the signing order,
+    how long the links last and the reminders (how many, the first after how many days, then
+    every how many days). Rows are posted as ``signers-<i>-role`` and so on; the roles
     offered are the template's parties, as ``(role, label)``.
 
     Errors from the domain name their field (``signers[1].email: ...``); :meth:`fail` puts
@@ -236,6 +238,9 @@ class SendForm:
     signers: list[dict[str, str]]
     signing_order: bool = False
     link_days: str = str(DEFAULT_LINK_DAYS)
+    reminder_count: str = str(DEFAULT_REMINDERS.count)
+    reminder_first_after_days: str = str(DEFAULT_REMINDERS.first_after_days)
+    reminder_every_days: str = str(DEFAULT_REMINDERS.every_days)
     errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     roles: tuple[tuple[str, str], ...] = ()
@@ -264,8 +269,14 @@ class SendForm:
                 break
             signers.append({key: form.get(prefix + key, "").strip()
                             for key in ("role", "name", "email", "verify_email")})
+        defaults = DEFAULT_REMINDERS
         return cls(signers, signing_order=form.get("signing_order") == "yes",
                    link_days=form.get("link_days", "").strip(),
+                   reminder_count=form.get("reminder_count", str(defaults.count)).strip(),
+                   reminder_first_after_days=form.get(
+                       "reminder_first_after_days", str(defaults.first_after_days)).strip(),
+                   reminder_every_days=form.get(
+                       "reminder_every_days", str(defaults.every_days)).strip(),
                    roles=cls.party_roles(spec) if spec is not None else ())
 
     def signer_specs(self) -> list[SignerSpec]:
@@ -280,6 +291,18 @@ class SendForm:
                                    "to 365.")
         return int(self.link_days)
 
+    def reminders_value(self) -> ReminderSettings:
+        """The reminders asked for (raises CounterpartError naming ``reminders``)."""
+        values = {}
+        for key, typed in (("count", self.reminder_count),
+                           ("first_after_days", self.reminder_first_after_days),
+                           ("every_days", self.reminder_every_days)):
+            if not _SMALL_NUMBER.fullmatch(typed):
+                raise CounterpartError(f"reminders.{key}: give a whole number "
+                                       f"({typed[:20]!r} is not one).")
+            values[key] = int(typed)
+        return parse_reminders(values)
+
     def fail(self, error: CounterpartError) -> None:
         """Put a domain error beside the input it names, or above the form."""
         message = str(error)
@@ -291,6 +314,12 @@ class SendForm:
                                                      else f"The {name} {text}")
         elif message.startswith("link_days: "):
             self.errors["link_days"] = message.removeprefix("link_days: ")
+        elif message.startswith("reminders"):
+            words = {"reminders.count": "How many", "reminders": "How many",
+                     "reminders.first_after_days": "The days before the first",
+                     "reminders.every_days": "The days between reminders"}
+            key, _, text = message.partition(": ")
+            self.errors["reminders"] = f"{words.get(key, key)}: {text}"
         else:
             self.error = message
 
