@@ -346,18 +346,21 @@ def worker(workers: int | None) -> None:
     --no-worker``, on this machine or others sharing the database. Ctrl+C (SIGINT) lets
     running jobs finish first; SIGTERM stops at once and hands running jobs back to the queue.
     """
-    from workflow import jobs
-
-    from . import create_app
-    from .jobs import worker_options
-
     # Ctrl+C stops a worker even while it starts (a shell may start it with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _configure_logging()
     try:
+        from workflow import jobs
+
+        from . import create_app
+        from .jobs import worker_options
+
+        _configure_logging()
         app = create_app({"PROXY_FIX": False})
     except (ConfigError, CounterpartError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("Counterpart worker stopped before it started.")
+        return
     if jobs.is_immediate():
         _fail("COUNTERPART_QUEUE_URL is immediate: jobs run in the web process itself, so a "
               "worker has nothing to do. Unset it to use the queue.")
