@@ -230,3 +230,50 @@ def test_the_expiry_sweep_is_a_periodic_job(database):
     with database.transaction() as session:
         assert session.scalars(select(AppSetting)).all() == []
     assert jobs.expire_signing_links.call_local() == 0  # nothing out for signature
+
+
+@pytest.fixture()
+def redis_url(tmp_path: Path):
+    """A private redis-server on loopback."""
+    import shutil
+    import subprocess
+
+    import redis
+    from serving import free_port
+
+    server = shutil.which("redis-server")
+    assert server, "redis-server is missing: make test installs Debian's redis-server"
+    port = free_port()
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save",
+                                "", "--appendonly", "no", "--dir", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    client.close()
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def test_the_queue_and_its_ledger_work_on_redis(redis_url, monkeypatch):
+    jobs.configure(jobs.queue_url_for({"DATA_DIR": "/nonexistent", "QUEUE_URL": redis_url}))
+    remember("on redis")
+    assert jobs.huey.pending_count() == 1
+    (task,) = [jobs.huey.deserialize_task(d) for d in jobs.huey.storage.enqueued_items()]
+    assert jobs.huey.dequeue().id == task.id  # a worker takes it...
+    ledger = jobs.ledger()
+    ledger.heartbeat("gone")
+    ledger.record("gone", task)  # ...and dies running it
+    assert ledger.take_over(60, now=time.time() + 61) == [task.id]
+    assert ledger.take_over(60, now=time.time() + 61) == []
+    assert jobs.huey.dequeue().args == ("on redis",)
+    monkeypatch.setattr(jobs, "periodic_clock", lambda: 1_800_000_030.0)
+    assert every_minute.call_local() == "ran" and every_minute.call_local() is None
