@@ -43,6 +43,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -156,7 +157,8 @@ class Runtime:
 
 
 _default_runtime: Runtime | None = None
-_runtimes: dict[int, Runtime] = {}  # id(Database) -> its runtime (several apps in one process)
+# id(Database) -> its runtime (several apps in one process); an app's runtime lives with it.
+_runtimes: weakref.WeakValueDictionary[int, Runtime] = weakref.WeakValueDictionary()
 _current: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
     "counterpart_job_runtime", default=None)
 
