@@ -53,11 +53,14 @@ _REAP_TIMEOUT = 3.0
 _STDERR_LINES = 30
 _EXIT_RESTART = 81
 _WORD_FILTER = "MS Word 2007 XML"
-# The PDF filter with its options as the command line takes them (JSON, LibreOffice 7.4 on):
-# Word bookmarks become named destinations, as uno_worker.py asks for them over UNO. The
-# signing fields of a template are bookmarks; this is how their places reach the PDF.
-_PDF_EXPORT = ('pdf:writer_pdf_Export:{"ExportBookmarksToPDFDestination":'
-               '{"type":"boolean","value":"true"}}')
+# The PDF filter with its options as the command line takes them (JSON, LibreOffice 7.4 on),
+# the same as uno_worker.py asks for over UNO: Word bookmarks become named destinations (the
+# signing fields of a template are bookmarks; this is how their places reach the PDF), and the
+# PDF is tagged, with its language and title, for screen readers.
+_PDF_EXPORT = ('pdf:writer_pdf_Export:{'
+               '"ExportBookmarksToPDFDestination":{"type":"boolean","value":"true"},'
+               '"UseTaggedPDF":{"type":"boolean","value":"true"},'
+               '"DisplayPDFDocumentTitle":{"type":"boolean","value":"true"}}')
 
 
 class WorkerPids(NamedTuple):

@@ -40,6 +40,7 @@ from bidi import get_display
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 from pypdf import PdfReader, PdfWriter
 from pypdf.errors import PyPdfError
+from pypdf.generic import BooleanObject, DictionaryObject, NameObject, TextStringObject
 from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_LEFT
@@ -1159,6 +1160,8 @@ def certificate_pdf(info: CertificateInfo) -> bytes:
 # Assembly
 
 _METADATA_KEY = re.compile(r"/?[A-Za-z][A-Za-z0-9]{0,63}")
+# A language tag as /Lang holds it (BCP 47, "en-US"): letters, digits and hyphens.
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,4}")
 _METADATA_MAX_CHARS = 1000
 
 
@@ -1196,6 +1199,14 @@ def assemble_executed_pdf(conformed_pdf: bytes, signed_pages: Sequence[tuple[str
     writer.compress_identical_objects(remove_duplicates=True, remove_unreferenced=True)
     writer.page_mode = "/UseOutlines"
     writer.add_metadata({"/Producer": "Counterpart", **info})
+    # The letter's language and title stay with it: screen readers pick their voice from /Lang,
+    # and viewers show the title rather than the file name.
+    language = _pypdf_reader(conformed_pdf, "The conformed letter").root_object.get("/Lang")
+    if isinstance(language, str) and _LANGUAGE_TAG.fullmatch(language):
+        writer.root_object[NameObject("/Lang")] = TextStringObject(language)
+    if "/Title" in info:
+        writer.root_object[NameObject("/ViewerPreferences")] = DictionaryObject(
+            {NameObject("/DisplayDocTitle"): BooleanObject(True)})
     return _written(writer)
 
 

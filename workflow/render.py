@@ -40,7 +40,7 @@ from .convert import PdfConverter, default_converter
 from .errors import TemplateError
 from .files import write_atomic
 from .formatting import FILTERS, long_date, month_year
-from .schema import TemplateSpec
+from .schema import TemplateSpec, document_names
 from .template_check import check_template_bytes, check_template_file
 
 __all__ = ["render_docx", "render_pdf", "write_docx", "template_variables", "jinja_environment",
@@ -300,6 +300,9 @@ def render_docx(spec: TemplateSpec, terms: Mapping[str, Any], *,
            for name in ("author", "comments", "identifier", "language", "subject", "title")):
         raise TemplateError(f"{spec.docx_path.name}: sign_here and date_signed belong in the "
                             "text of the document, not in its properties.")
+    # The letter's own title (its template's document_title, filled in) becomes the PDF's
+    # title, which viewers and screen readers announce instead of the file name.
+    properties.title = document_names(spec, terms).title
     buffer = io.BytesIO()
     document.save(buffer)
     return buffer.getvalue()

@@ -48,8 +48,12 @@ _PR_SET_PDEATHSIG = 1
 _WORD_FILTER = "MS Word 2007 XML"
 _PDF_FILTER = "writer_pdf_Export"
 # Word bookmarks become named destinations of the PDF: the signing fields of a template are
-# bookmarks, and this is how their exact place on the page reaches the PDF.
-_PDF_FILTER_OPTIONS = {"ExportBookmarksToPDFDestination": True}
+# bookmarks, and this is how their exact place on the page reaches the PDF. The PDF is tagged
+# (its headings, paragraphs and tables marked up, with the document's language in /Lang) so
+# that screen readers and reflowing viewers read it in order; the viewer's title bar shows the
+# document's title rather than its file name.
+_PDF_FILTER_OPTIONS = {"ExportBookmarksToPDFDestination": True, "UseTaggedPDF": True,
+                       "DisplayPDFDocumentTitle": True}
 
 
 class StartError(Exception):
