@@ -299,7 +299,7 @@ def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
         "status": counterpart.status,
         "status_label": CounterpartStatus(counterpart.status).label,
         "expires_at": envelope.expires_at, "waiting_for": list(view.waiting_for),
-        "can_sign": view.can_sign, "page_sizes": sizes,
+        "can_sign": view.can_sign, "page_sizes": sizes, "letter_sha256": sha,
         "signature_page": _signature_page(session, sha, counterpart.role),
         "signed": view.signed, "method": counterpart.method,
         "signed_at": counterpart.signed_at, "time_zone": counterpart.time_zone,
@@ -346,6 +346,9 @@ def _render_sign_page(token: str, signer: dict[str, Any], *, error: str | None =
     return render_template(
         "signing/sign.html", token=token, signer=signer, disclosure=CONSENT_DISCLOSURE,
         pages=[(n, w, h) for n, (w, h) in enumerate(signer["page_sizes"], start=1)],
+        # The letter's words beside its pictures, for screen readers and larger text.
+        page_texts=get_previews().page_texts(signer["letter_sha256"],
+                                             lambda: _blob(signer["letter_sha256"])),
         error=error,
         decline_error=decline_error,
         form=form or {"signature_type": "typed", "signature_text": signer["name"]},

@@ -33,7 +33,7 @@ from ..downloads import send_document
 from ..errors import answers_json
 from ..execution import envelope_record, signature_progress
 from ..numbers import query_number
-from ..previews import get_previews, send_page_picture
+from ..previews import executed_preview_sha, get_previews, send_page_picture
 from . import bp
 from .display import terms_sections
 from .execution import can_send, issued_links
@@ -192,8 +192,10 @@ def render_letter(letter_id: int, number: int | None = None, *,
     spec = letter["spec"]
     pdf = version["documents"].get("letter_pdf")
     pages: list[tuple[int, int, int]] = []
-    if pdf and pdf["status"] == "ready" and pdf["sha256"]:
-        sha = pdf["sha256"]
+    # Once executed, the current version's pictures are the executed PDF's pages.
+    executed_sha = executed_preview_sha(envelope, version)
+    if executed_sha or (pdf and pdf["status"] == "ready" and pdf["sha256"]):
+        sha = executed_sha or pdf["sha256"]
         sizes = get_previews().page_sizes(sha, lambda: load_blob(sha))
         pages = [(n, w, h) for n, (w, h) in enumerate(sizes, start=1)]
     pending = any(d["status"] in ("pending", "generating")
@@ -204,7 +206,8 @@ def render_letter(letter_id: int, number: int | None = None, *,
     else:
         send_form = None
     return render_template("letters/show.html", letter=letter, version=version, pdf=pdf,
-                           pages=pages, pending=pending,
+                           pages=pages, executed_pages=executed_sha is not None,
+                           pending=pending,
                            terms=terms_sections(spec, version["terms"]),
                            envelope=envelope, send_form=send_form,
                            role_labels={p.role: p.label for p in spec.parties},
@@ -255,6 +258,21 @@ def page_image(letter_id: int, number: int, page: int) -> Response:
     png = get_previews().png(sha, page, lambda: load_blob(sha))
     if png is None:
         abort(404, f"The PDF has no page {page}.")
+    return send_page_picture(png, etag=f"{sha}-{page}")
+
+
+@bp.route("/letters/<int:letter_id>/executed/pages/<int:page>.png")
+def executed_page_image(letter_id: int, page: int) -> Response:
+    """A picture of one page of the letter's executed PDF (404 until there is one)."""
+    with get_db().transaction() as session:
+        envelope = envelope_record(session, letter_id)
+    executed = envelope["executed"] if envelope else None
+    sha = executed["sha256"] if executed else None
+    if sha is None:
+        abort(404, "This letter has no executed PDF.")
+    png = get_previews().png(sha, page, lambda: load_blob(sha))
+    if png is None:
+        abort(404, f"The executed PDF has no page {page}.")
     return send_page_picture(png, etag=f"{sha}-{page}")
 
 
