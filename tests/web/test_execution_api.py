@@ -833,7 +833,7 @@ def test_each_signer_is_emailed_their_own_link(app, client, api, staff, make_let
     assert all(e["detail"]["answer"] == "250 OK" and e["detail"]["at"] for e in emailed)
     assert [s["status"] for s in record["envelope"]["signers"]] == ["sent", "sent"]
     page = staff.get(f"/letters/{letter_id}").text
-    assert page.count(">Sent</span>") == 2 and "Link ready" not in page
+    assert page.count('counterpart-sent">Sent</span>') == 2 and "Link ready" not in page
     assert "Invitation to jt@home.test accepted by the mail server" in page  # the timeline
     assert "the link goes by email to eliot@capstone.test" in page
     # Emailed by a job, outside any request: the links are on the app's BASE_URL.
