@@ -4,14 +4,26 @@ as the API shows the letter, envelope and counterpart, and a redelivery with the
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import secrets
+import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
+from serving import ROOT
+from sqlalchemy import select
 from webhook_receiver import webhook_receiver
 
 from web.database import get_db
+from workflow import jobs
+from workflow import webhooks as wh
 from workflow.accounts import create_api_token, create_user
+from workflow.db import open_database
+from workflow.letters import create_letter
 from workflow.webhooks import verify_signature
 
 SECRET = "whsec_api_tests_0123456789"
@@ -200,3 +212,88 @@ def test_a_deleted_webhook_is_gone_from_the_api_and_receives_nothing(client, adm
         make_letter(reference_terms, generate=False)
     assert receiver.requests == []
     assert client.get("/api/webhooks", headers=admin_api).json["webhooks"] == []
+
+
+def test_a_real_worker_delivers_and_queues_the_next_attempt(tmp_path, database_url,
+                                                            reference_terms):
+    """``counterpart worker`` on a durable queue: the event's dispatch writes the delivery, the
+    first attempt fails (503) and schedules the next in the queue 30 seconds later; run then,
+    the same event arrives and is delivered."""
+    data_dir = tmp_path / "data"
+    database = open_database(data_dir, database_url)
+    jobs.configure(jobs.queue_url_for({"DATA_DIR": data_dir, "DATABASE_URL": database_url}))
+    key = secrets.token_hex(32)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERPART_")}
+    env.update(COUNTERPART_DATA_DIR=str(data_dir), COUNTERPART_SECRET_KEY=key,
+               COUNTERPART_WEBHOOK_ALLOW_PRIVATE="true", COUNTERPART_QUEUE_POLL_MS="200",
+               COUNTERPART_BASE_URL="https://sign.example.com",
+               PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    if database_url:
+        env["COUNTERPART_DATABASE_URL"] = database_url
+    log = data_dir / "worker.log"
+    try:
+        with webhook_receiver([503, 200]) as receiver, log.open("wb") as output:
+            with database.transaction() as session:
+                user = create_user(session, "ann@example.com", "a long password")
+                endpoint, _ = wh.create_endpoint(session, receiver.url, ["letter.created"],
+                                                 SECRET, key=key.encode(), by="admin",
+                                                 allow_private=True)
+                endpoint_id = endpoint.id
+            worker = subprocess.Popen([sys.executable, "-m", "web.cli", "worker"], cwd=ROOT,
+                                      env=env, stdout=output, stderr=subprocess.STDOUT)
+            try:
+                with database.transaction() as session:
+                    letter_id = create_letter(session, "separation_letter", reference_terms,
+                                              user).id
+                _wait(lambda: len(receiver.requests) == 1, log)
+                _wait(lambda: _delivery(database, endpoint_id).next_attempt_at, log)
+                delivery = _delivery(database, endpoint_id)
+                assert (delivery.status, delivery.attempts) == ("pending", 1)
+                # The worker took the retry off the queue and keeps it in the schedule.
+                _wait(lambda: _retries(), log)
+                [retry] = _retries()
+                assert retry.args == (delivery.id, 1)
+                wait = (retry.eta.replace(tzinfo=dt.UTC) - dt.datetime.now(dt.UTC))
+                assert 20 < wait.total_seconds() <= 31
+                # Not waiting half a minute: the scheduled run, enqueued now.
+                jobs.huey.storage.flush_schedule()
+                wh.deliver_webhook(delivery.id, 1)
+                _wait(lambda: _delivery(database, endpoint_id).status == "delivered", log)
+            finally:
+                worker.send_signal(signal.SIGINT)
+                worker.wait(20)
+    finally:
+        jobs.use_immediate()
+        database.dispose()
+    first, second = receiver.requests
+    assert first.body == second.body and first.json()["letter"]["id"] == letter_id
+    assert first.json()["letter"]["url"] == f"https://sign.example.com/api/letters/{letter_id}"
+    assert verify_signature(SECRET, second.headers["Counterpart-Signature"], second.body,
+                            time.time())
+    assert [r.headers["Counterpart-Attempt"] for r in receiver.requests] == ["1", "2"]
+
+
+def _retries() -> list[Any]:
+    return [t for t in jobs.huey.scheduled() if t.name.endswith("deliver_webhook")]
+
+
+def _delivery(database, endpoint_id: int) -> wh.WebhookDelivery:
+    with database.transaction() as session:
+        row = session.scalar(select(wh.WebhookDelivery).where(
+            wh.WebhookDelivery.endpoint_id == endpoint_id))
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def _wait(check, log, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except AttributeError:  # no delivery yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s; the worker said:\n"
+                         f"{log.read_text(errors='replace')[-3000:]}")
