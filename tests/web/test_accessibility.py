@@ -93,6 +93,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, seeded_database: Path,
         "RATE_LIMIT_VERIFY": "1000 per minute", "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": smtp.port, "SMTP_STARTTLS": False, "SMTP_FROM": "legal@capstone.test"})
     app.test_client_class = ClosingClient
+
+    def fault() -> str:
+        raise RuntimeError("a fault, to see the page a server error shows")
+
+    # (Added before the first request, as Flask requires.)
+    app.add_url_rule("/letters/fault-for-tests", "fault_for_tests", fault)
     with app.app_context(), get_db().transaction() as session:
         token = create_api_token(session, STAFF[0], "accessibility tests")
     api = {"Authorization": f"Bearer {token}"}
@@ -289,9 +295,11 @@ def test_staff_pages_meet_wcag_aa(browser, site):
         page.wait_for_load_state()
         audit.check(page, "two-factor setup, no code typed")
 
-        # Error pages: forbidden, not found, a wrong method, a form without its CSRF token.
+        # Error pages: forbidden, not found, a wrong method, a server error, a form without
+        # its CSRF token.
         for url, code in (("/admin/users", 403), ("/letters/999999", 404),
-                          (f"/letters/{site.letters['executed']}/executed.pdf", 405)):
+                          (f"/letters/{site.letters['executed']}/executed.pdf", 405),
+                          ("/letters/fault-for-tests", 500)):
             answer = page.goto(url)
             assert answer.status == code, url
             audit.check(page, f"error page {code}")
@@ -329,7 +337,7 @@ def test_staff_pages_meet_wcag_aa(browser, site):
         admin.close()
     finally:
         page.context.close()
-    assert len(audit.checked) == 36
+    assert len(audit.checked) == 37
     audit.assert_clean()
 
 
