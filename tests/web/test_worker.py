@@ -22,7 +22,7 @@ from workflow.db import Database, open_database
 
 FAST_QUEUE = {
     "COUNTERPART_QUEUE_HEARTBEAT_SECONDS": "1",
-    "COUNTERPART_QUEUE_DEAD_AFTER_SECONDS": "3",
+    "COUNTERPART_QUEUE_DEAD_AFTER_SECONDS": "5",  # a loaded CI box may pause a process
     "COUNTERPART_QUEUE_POLL_MS": "200",
     jobs.EXTRA_TASK_MODULES_ENV: "queue_jobs",
 }
