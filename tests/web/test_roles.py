@@ -81,6 +81,12 @@ EXPECTED: dict[tuple[str, str | None], str] = {
     ("admin.reset", None): "admin",
     ("admin.settings", None): "admin",
     ("admin.save_settings", None): "admin",
+    ("api.webhooks", None): "admin",
+    ("api.add_webhook", None): "admin",
+    ("api.webhook", None): "admin",
+    ("api.remove_webhook", None): "admin",
+    ("api.webhook_delivery", None): "admin",
+    ("api.redeliver_webhook", None): "admin",
 }
 
 
