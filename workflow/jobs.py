@@ -16,7 +16,10 @@ an immediate mode for tests. Counterpart adds three things on top of it, all in 
   retry or give up). Each worker process heartbeats every few seconds; every worker also looks,
   as often, for ledger entries whose worker has not heartbeated for ``dead_after`` seconds and
   puts those tasks back on the queue. Taking an entry is a delete-and-return of that one key
-  (one SQL statement or transaction), so two workers never both re-enqueue it.
+  (one SQL statement or transaction), so two workers never both re-enqueue it. Two short
+  windows remain uncovered: a worker killed between Huey's dequeue and the ledger write, or
+  between a failed attempt's ledger removal and Huey scheduling its retry, loses that job
+  (the outbox's catch-up and the domain's own resume of pending work cover their jobs).
 * **Periodic jobs that fire once** across every worker: each worker's scheduler enqueues them,
   and the job's body first claims its time slot (``put_if_empty`` of ``periodic:NAME:SLOT``);
   the copies that lose the claim return at once.
