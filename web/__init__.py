@@ -2,7 +2,7 @@
 counterparts, the signers' pages, verification, and the JSON API.
 
 :func:`create_app` reads like a table of contents: settings, the database, security, who is
-asking, the page and API blueprints, and the background document generator.
+asking, the page and API blueprints, and the LibreOffice of the web process.
 """
 
 from __future__ import annotations
@@ -42,12 +42,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Make the app from the environment's settings, overridden by ``test_config``.
 
     ``test_config`` takes the keys of :func:`web.config.config_from_env` (``DATA_DIR``,
-    ``DATABASE_URL``, ``SECRET_KEY``, ...), Flask's own, and three more: ``PDF_CONVERTER``, the
-    LibreOffice converter to use instead of the process-wide one,
-    ``GENERATE_IN_BACKGROUND=False`` to leave PDFs pending until something waits for them, and
-    ``PROXY_FIX=False`` when the WSGI server itself applies the proxies' ``X-Forwarded-*``
-    headers (``counterpart serve`` does, trusting them only from ``TRUSTED_PROXY``), so that
-    they are applied once.
+    ``DATABASE_URL``, ``SECRET_KEY``, ...), Flask's own, and two more: ``PDF_CONVERTER``, the
+    LibreOffice converter to use instead of the process-wide one, and ``PROXY_FIX=False``
+    when the WSGI server itself applies the proxies' ``X-Forwarded-*`` headers (``counterpart
+    serve`` does, trusting them only from ``TRUSTED_PROXY``), so that they are applied once.
     """
     app = Flask(__name__)
     app.config.from_mapping(config_from_env())

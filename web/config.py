@@ -106,8 +106,6 @@ def config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # `counterpart serve`) the address the nearest proxy connects from: "*" trusts any.
         "PROXY_COUNT": _integer(env, "PROXY_COUNT", 0),
         "TRUSTED_PROXY": _proxy_address(env, "TRUSTED_PROXY", "127.0.0.1"),
-        # Tests turn this off to decide when PDFs are made; a server always makes them at once.
-        "GENERATE_IN_BACKGROUND": True,
         "DOWNLOAD_WAIT_SECONDS": _integer(env, "DOWNLOAD_WAIT_SECONDS", 120, minimum=1),
         "LETTERS_PER_PAGE": _integer(env, "LETTERS_PER_PAGE", 25, minimum=1),
         "PREVIEW_DPI": _integer(env, "PREVIEW_DPI", 100, minimum=36),

@@ -1,47 +1,42 @@
-"""Letter PDFs made in the background of the app process, and waiting for them.
+"""LibreOffice in the web process, and waiting for the letter PDFs that background jobs make.
 
-Creating a letter stores its .docx at once and a ``pending`` PDF; :class:`DocumentGenerator`
-hands each pending PDF to a small thread pool that runs :func:`workflow.letters.generate_document`.
-The domain claims each document with a conditional update, so a PDF is made once even when a
-download waits for it at the same moment, or another app process works on the same database.
-At start-up the generator resumes whatever an earlier process left pending.
+Letter PDFs and executed letters are made by jobs (:func:`workflow.letters.generate_pdf_job`,
+:func:`workflow.envelopes.assemble_envelope_job`), run by ``counterpart worker``. A request
+never makes one: a download of a PDF still being made reads the database until it is ready,
+for at most ``DOWNLOAD_WAIT_SECONDS`` (:meth:`Documents.wait`). The web process keeps its own
+LibreOffice only for the conversions a request must answer with at once: a signer's signed
+counterpart, a template's test render, a redline PDF.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from flask import Flask, current_app
 from werkzeug.exceptions import ServiceUnavailable
 
 from workflow.convert import PdfConverter, default_converter
 from workflow.db import Database
-from workflow.errors import CounterpartError
-from workflow.letters import generate_document, pending_documents, retry_document, wait_for_document
+from workflow.errors import CounterpartError, NotReadyError
+from workflow.letters import wait_for_document
 from workflow.models import Document
 
-__all__ = ["DocumentGenerator", "init_app", "get_generator"]
+__all__ = ["Documents", "init_app", "get_documents"]
 
 EXTENSION = "counterpart.documents"
 log = logging.getLogger(__name__)
 
 
-class DocumentGenerator:
-    """Make pending letter PDFs in a few threads, and let requests wait for one."""
+class Documents:
+    """The app's LibreOffice converter, and waiting for letter PDFs made in the background."""
 
     def __init__(self, db: Database, converter: PdfConverter | None = None, *,
-                 background: bool = True, wait_seconds: float = 120.0) -> None:
+                 wait_seconds: float = 120.0) -> None:
         self._db = db
         self._converter = converter
         self._lock = threading.Lock()
-        self._queued: set[int] = set()
-        self._closed = False
-        self.background = background
         self.wait_seconds = wait_seconds
-        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def converter(self) -> PdfConverter:
@@ -51,74 +46,25 @@ class DocumentGenerator:
                 self._converter = default_converter()
             return self._converter
 
-    def _pool(self) -> ThreadPoolExecutor:
-        # One thread per LibreOffice process keeps each busy without queueing threads.
-        threads = max(1, self.converter.processes)
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=threads,
-                                                    thread_name_prefix="counterpart-pdf")
-            return self._executor
-
-    def submit(self, document_ids: Iterable[int]) -> None:
-        """Queue documents for generation (nothing happens when background work is off)."""
-        if not self.background:
-            return
-        for document_id in document_ids:
-            with self._lock:
-                if self._closed or document_id in self._queued:
-                    continue
-                self._queued.add(document_id)
-            future = self._pool().submit(self._generate, document_id)
-            future.add_done_callback(_log_failure)
-
-    def _generate(self, document_id: int) -> None:
-        try:
-            generate_document(self._db, document_id, self.converter)
-        except CounterpartError as exc:
-            log.warning("document %s could not be generated: %s", document_id, exc)
-        finally:
-            with self._lock:
-                self._queued.discard(document_id)
-
-    def resume_pending(self) -> int:
-        """Queue every document an earlier process left pending; return how many."""
-        with self._db.transaction() as session:
-            ids = pending_documents(session)
-        self.submit(ids)
-        return len(ids)
-
     def wait(self, document_id: int) -> Document:
-        """Return a document once it is ready, making it here if no one else is.
+        """Return a letter PDF once it is ready, reading the database until then.
 
-        A document whose generation failed is tried once more. Raises ServiceUnavailable if
-        it fails again, or if it is still being made elsewhere after ``wait_seconds``.
+        Raises ServiceUnavailable (503) if making it failed (the letter page offers "Retry"),
+        or if it is still being made after ``wait_seconds``; NotFoundError if unknown.
         """
         try:
-            document = wait_for_document(self._db, document_id, self.converter,
-                                         timeout=self.wait_seconds)
-            if document.status == "failed":
-                with self._db.transaction() as session:
-                    retry_document(session, document_id)
-                document = wait_for_document(self._db, document_id, self.converter,
-                                             timeout=self.wait_seconds)
-        except CounterpartError as exc:
-            if self._status(document_id) in ("pending", "generating"):
-                raise ServiceUnavailable(str(exc)) from exc  # made elsewhere, not done in time
-            raise
+            document = wait_for_document(self._db, document_id, timeout=self.wait_seconds)
+        except NotReadyError as exc:
+            raise ServiceUnavailable(str(exc)) from exc
         if document.status != "ready":
             # Not the asker's fault, and perhaps passing (LibreOffice restarts): 503.
             raise ServiceUnavailable(f"{document.filename} could not be generated: "
-                                     f"{document.error or 'the converter gave no reason'}")
+                                     f"{document.error or 'the converter gave no reason'} "
+                                     "Retry it from the letter page.")
         return document
 
-    def _status(self, document_id: int) -> str | None:
-        with self._db.transaction() as session:
-            document = session.get(Document, document_id)
-            return document.status if document else None
-
     def warm_up(self) -> None:
-        """Start LibreOffice in the background so that the first letter is quick."""
+        """Start LibreOffice in the background so that the first conversion is quick."""
         def start() -> None:
             try:
                 self.converter.start()
@@ -128,33 +74,21 @@ class DocumentGenerator:
         threading.Thread(target=start, name="counterpart-pdf-warm-up", daemon=True).start()
 
     def close(self, *, close_converter: bool = False) -> None:
-        """Stop taking work, finish what is running, and optionally stop LibreOffice."""
+        """Stop the app's LibreOffice when ``close_converter`` (the process is stopping)."""
         with self._lock:
-            self._closed = True
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            # Queued documents stay pending in the database; the next start resumes them.
-            executor.shutdown(wait=True, cancel_futures=True)
-        if close_converter and self._converter is not None:
-            self._converter.close()
+            converter = self._converter
+        if close_converter and converter is not None:
+            converter.close()
 
 
-def _log_failure(future: Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("document generation crashed", exc_info=future.exception())
+def init_app(app: Flask, db: Database) -> Documents:
+    """Give the app its converter and the waiting for letter PDFs."""
+    documents = Documents(db, app.config.get("PDF_CONVERTER"),
+                          wait_seconds=app.config["DOWNLOAD_WAIT_SECONDS"])
+    app.extensions[EXTENSION] = documents
+    return documents
 
 
-def init_app(app: Flask, db: Database) -> DocumentGenerator:
-    """Give the app its document generator and resume pending documents."""
-    generator = DocumentGenerator(
-        db, app.config.get("PDF_CONVERTER"),
-        background=app.config["GENERATE_IN_BACKGROUND"],
-        wait_seconds=app.config["DOWNLOAD_WAIT_SECONDS"])
-    app.extensions[EXTENSION] = generator
-    generator.resume_pending()
-    return generator
-
-
-def get_generator() -> DocumentGenerator:
-    """Return the running app's document generator."""
+def get_documents() -> Documents:
+    """Return the running app's converter and document waiting."""
     return current_app.extensions[EXTENSION]

@@ -30,10 +30,10 @@ def init_app(app: Flask, db: Database) -> jobs.Runtime:
     jobs.discover_tasks()
 
     def converter() -> Any:
-        from .documents import get_generator
+        from .documents import get_documents
 
         with app.app_context():
-            return get_generator().converter
+            return get_documents().converter
 
     def sealer() -> Any:
         from .execution import get_sealer

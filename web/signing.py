@@ -69,7 +69,6 @@ from .auth import public, secret_key
 from .database import get_db
 from .downloads import require_post, send_document
 from .execution import (
-    assemble_quietly,
     letter_title,
     prepare_signed_copy,
     signer_actor,
@@ -381,9 +380,9 @@ def sign_submit(token: str) -> Response | tuple[str, int]:
                                    signature=_signature_from_form(form),
                                    time_zone=form.get("time_zone"), identity=identity_tokens())
         with get_db().transaction() as session:
-            counterpart, all_signed = record_signature(session, token, copy, signer_actor(),
-                                                       identity=identity_tokens())
-            envelope_id = counterpart.envelope_id
+            # The last signature enqueues the assembly of the executed letter, to run once
+            # this commits: the signer's page says it is being put together until it is.
+            record_signature(session, token, copy, signer_actor(), identity=identity_tokens())
     except (LinkError, NotFoundError, IdentityError):
         raise
     except CounterpartError as exc:
@@ -392,8 +391,6 @@ def sign_submit(token: str) -> Response | tuple[str, int]:
                 "signature_text": form.get("signature_text", "")[:100],
                 "consent": form.get("consent", "")}
         return _render_sign_page(token, _open(token), error=str(exc), form=kept, status=400)
-    if all_signed:
-        assemble_quietly(envelope_id)
     return redirect(url_for(".done", token=token), code=303)
 
 

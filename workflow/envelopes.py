@@ -2,9 +2,12 @@
 
 An envelope sends one version of a letter to its signers. Each signer gets a counterpart: the
 whole letter, to sign through a private link (electronically) or on paper (staff upload the
-scan). When the last counterpart is signed, :func:`assemble_envelope` builds the executed PDF
-(the letter once, every signed signature page, a certificate of completion), seals it, and
-marks the letter fully executed, exactly once, whichever process gets there first.
+scan). The transaction that records the last signature (online or a counted paper upload)
+enqueues :func:`assemble_envelope_job`, a background job run once it commits: it builds the
+executed PDF (the letter once, every signed signature page, a certificate of completion), seals
+it, and marks the letter fully executed. The job may run twice (a retry, a worker's job taken
+over): the executed PDF is attached only to an envelope that has none, by a conditional update
+in the transaction that stores it, so a second run adds nothing.
 
 Races are settled by the database: the envelope row is locked (``SELECT ... FOR UPDATE``;
 SQLite's ``BEGIN IMMEDIATE`` serialises writers) and every status change is a conditional
@@ -18,6 +21,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import re
 import secrets
@@ -25,13 +29,13 @@ import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, object_session
 
-from . import paper, pdfs, signer_identity
+from . import jobs, paper, pdfs, signer_identity
 from .audit import event_as_dict, events_of, record_event, verify_chain
 from .convert import PdfConverter
 from .db import Database, rowcount
@@ -68,12 +72,16 @@ from .states import (
     transition,
 )
 
+if TYPE_CHECKING:
+    from huey.api import Task
+
 __all__ = [
     "SignerSpec", "Actor", "IssuedLink", "SigningView", "send_envelope", "default_signers",
     "check_signer_roles", "party_label",
     "current_envelope", "envelope_for_token", "view_signing", "sign_counterpart",
     "decline_counterpart", "upload_paper_counterpart", "void_envelope", "assemble_envelope",
-    "claim_assembly", "retry_assembly", "audit_record", "token_hash",
+    "assemble_envelope_job", "retry_assembly", "resume_assemblies", "record_assembly_failure",
+    "assembly_state", "ASSEMBLY_RETRIES", "audit_record", "token_hash",
     "expire_links", "reissue_link", "counterpart_of", "DEFAULT_LINK_DAYS",
     "MAX_UPLOAD_BYTES", "record_delivery", "signer_document", "link_shows_letter",
     "signer_time_zone", "SignedCopy", "prepare_signature", "record_signature",
@@ -86,7 +94,15 @@ __all__ = [
 DEFAULT_LINK_DAYS = 30
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 MAX_SIGNERS = 10
-STALE_ASSEMBLY = dt.timedelta(minutes=3)
+# A failed assembly (LibreOffice, the seal, a time-stamp server) is retried this many times,
+# after 30 s, 1, 2 and 4 minutes; then the letter page shows it failed, with "Retry".
+ASSEMBLY_RETRIES = 4
+ASSEMBLY_RETRY_DELAY_SECONDS = 30.0
+ASSEMBLY_RETRY_BACKOFF = 2.0
+# An envelope still being assembled this long after its job was last enqueued or started is
+# enqueued again by :func:`resume_assemblies` (longer than all the retries together).
+RESUME_ASSEMBLY_AFTER = dt.timedelta(minutes=10)
+log = logging.getLogger(__name__)
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _OPEN = tuple(sorted(OPEN_COUNTERPART_STATUSES))
@@ -619,13 +635,18 @@ def _counterpart_filename(envelope: Envelope, counterpart: Counterpart, suffix: 
 
 
 def _after_signature(session: Session, envelope: Envelope, now: dt.datetime) -> bool:
-    """Move the letter on after a counterpart is signed; return whether all are signed."""
+    """Move the letter on after a counterpart is signed; return whether all are signed.
+
+    The last signature queues the assembly of the executed PDF (see :func:`_queue_assembly`).
+    """
     letter = get_letter(session, envelope.letter_id, for_update=True)
     counterparts = list(session.scalars(select(Counterpart).where(
         Counterpart.envelope_id == envelope.id).order_by(Counterpart.position)))
     all_signed = all(c.status == CounterpartStatus.SIGNED.value for c in counterparts)
     letter.status = transition(letter.status, LetterStatus.PARTIALLY_EXECUTED).value
     letter.updated_at = now
+    if all_signed:
+        _queue_assembly(session, envelope, now)
     if envelope.signing_order and not all_signed:
         nxt = next(c for c in counterparts if c.status != CounterpartStatus.SIGNED.value)
         if nxt.status == CounterpartStatus.CREATED.value:
@@ -739,8 +760,8 @@ def record_signature(session: Session, token: str, copy: SignedCopy, actor: Acto
 
     The link is checked again under the envelope's lock: of two requests with one link, one
     signs, the other gets LinkError. Returns the counterpart and whether every counterpart of
-    the envelope is now signed (the caller then runs :func:`assemble_envelope` after
-    committing).
+    the envelope is now signed (the assembly of the executed PDF is then enqueued, to run once
+    this transaction commits).
     """
     now = copy.at
     counterpart, envelope = envelope_for_token(session, token, lock=True)
@@ -1416,22 +1437,59 @@ def expire_links(session: Session, *, now: dt.datetime | None = None) -> int:
 
 # --- assembly ---------------------------------------------------------------------------------
 
-def claim_assembly(db: Database, envelope_id: str) -> bool:
-    """Claim an envelope's assembly for this caller; False if done or under way elsewhere."""
-    stale = utcnow() - STALE_ASSEMBLY
+def _assemblable(envelope: Envelope) -> bool:
+    """Whether an envelope's executed PDF is still to be made: out, every counterpart signed,
+    none attached yet."""
+    return (envelope.executed_document_id is None
+            and envelope.status == EnvelopeStatus.OUT.value
+            and all(c.status == CounterpartStatus.SIGNED.value for c in envelope.counterparts))
+
+
+def _queue_assembly(session: Session, envelope: Envelope, now: dt.datetime) -> None:
+    """Show the envelope as being assembled and enqueue its assembly, to run once this
+    transaction commits (in immediate mode, then and there)."""
+    envelope.assembly_state = "running"
+    envelope.assembly_error = None
+    # When the job was last enqueued or started: only resume_assemblies reads it.
+    envelope.assembly_claimed_at = now
+    jobs.enqueue_after_commit(session, assemble_envelope_job, envelope.id)
+
+
+def assembly_state(session: Session, envelope_id: str) -> str | None:
+    """Say where an envelope's executed PDF stands: None (not every counterpart is signed),
+    ``running`` (queued or being assembled), ``failed`` or ``done``."""
+    envelope = session.get(Envelope, envelope_id)
+    if envelope is None:
+        raise NotFoundError(f"There is no envelope {envelope_id}.")
+    if envelope.executed_document_id is not None:
+        return "done"
+    return envelope.assembly_state
+
+
+def record_assembly_failure(db: Database, envelope_id: str, error: BaseException) -> None:
+    """Show an envelope's assembly as failed, with the reason, unless its executed PDF exists.
+
+    The letter page then offers "Retry" (:func:`retry_assembly`).
+    """
+    reason = str(error) or type(error).__name__
     with db.transaction() as session:
-        envelope = _lock_envelope(session, envelope_id)
-        if envelope.status != EnvelopeStatus.OUT.value:
-            return False
-        if not all(c.status == CounterpartStatus.SIGNED.value for c in envelope.counterparts):
-            return False
-        return rowcount(session.execute(
-            update(Envelope).where(Envelope.id == envelope_id, or_(
-                Envelope.assembly_state.is_(None), Envelope.assembly_state == "failed",
-                (Envelope.assembly_state == "running")
-                & (Envelope.assembly_claimed_at < stale)))
-            .values(assembly_state="running", assembly_claimed_at=utcnow(),
-                    assembly_error=None))) == 1
+        session.execute(update(Envelope).where(Envelope.id == envelope_id,
+                                               Envelope.executed_document_id.is_(None))
+                        .values(assembly_state="failed", assembly_error=reason[:2000]))
+
+
+def retry_assembly(session: Session, envelope_id: str, *, now: dt.datetime | None = None
+                   ) -> bool:
+    """Assemble a failed executed PDF again: its job is enqueued once this transaction commits.
+
+    Returns False, changing nothing, unless the assembly failed and the envelope still waits
+    for its executed PDF (one being assembled, or made, is left to its job).
+    """
+    envelope = _lock_envelope(session, envelope_id)
+    if envelope.assembly_state != "failed" or not _assemblable(envelope):
+        return False
+    _queue_assembly(session, envelope, now or utcnow())
+    return True
 
 
 def _certificate_info(session: Session, envelope: Envelope, letter: Letter,
@@ -1517,8 +1575,14 @@ def _conformed_signatures(signed: list[_SignedCounterpart]
     return marks
 
 
+class _AlreadyAssembled(Exception):
+    """Raised inside the transaction storing an executed PDF to roll it back: the envelope got
+    one meanwhile, or is no longer out."""
+
+
 def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer,
-                      converter: PdfConverter | None = None) -> Document | None:
+                      converter: PdfConverter | None = None, *,
+                      record_failure: bool = True) -> Document | None:
     """Build, seal and store the executed PDF once every counterpart is signed.
 
     The executed PDF is one instrument: the conformed copy (the letter rendered again from
@@ -1528,39 +1592,48 @@ def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer,
     each; the seal covers all of it. ``converter`` makes the PDF of the conformed copy (the
     process-wide LibreOffice when None).
 
-    Returns the executed document, or None if another caller holds the assembly or it is
-    already done. A failure leaves the letter partially executed with nothing half-written,
-    and the assembly can be claimed again.
+    Safe to run twice, or twice at once: the executed document is attached only if the
+    envelope has none, by a conditional update in the transaction that stores it. Returns it
+    if this call stored it, None if there was nothing to do (already made, the envelope no
+    longer out, a counterpart unsigned). A failure raises CounterpartError, leaving the letter
+    partially executed with nothing half-written; with ``record_failure`` the envelope then
+    shows the assembly failed, with the reason (:func:`record_assembly_failure`). Raises
+    NotFoundError for an unknown envelope.
     """
-    if not claim_assembly(db, envelope_id):
-        return None
+    with db.transaction() as session:
+        envelope = session.get(Envelope, envelope_id)
+        if envelope is None:
+            raise NotFoundError(f"There is no envelope {envelope_id}.")
+        if not _assemblable(envelope):
+            return None
+        # Still "running" as shown; the time is when this attempt began (resume_assemblies).
+        envelope.assembly_state = "running"
+        envelope.assembly_claimed_at = utcnow()
+        letter = get_letter(session, envelope.letter_id)
+        version = session.get(LetterVersion, envelope.version_id)
+        assert version is not None
+        letter_pdf = letter_pdf_for(session, envelope)
+        signed = []
+        dates: dict[str, dt.date] = {}
+        for c in envelope.counterparts:
+            document = session.get(Document, c.signed_document_id)
+            inert_id = (c.paper or {}).get("inert_document_id") \
+                if c.method == "paper" else None
+            if isinstance(inert_id, int) and not isinstance(inert_id, bool):
+                document = session.get(Document, inert_id)
+            assert document is not None
+            signed.append(_SignedCounterpart(
+                c.name, c.method or "", _date_of_signing(c),
+                blob_bytes(session, c.signature_sha256) if c.signature_sha256 else None,
+                dict(c.paper or {}), document_bytes(session, document),
+                inert=c.method != "paper" or document.kind == "inert_scan", role=c.role))
+            if signed[-1].signed_on is not None:
+                dates[c.role] = signed[-1].signed_on
+        conformed_docx = render_version(session, version, dates)
+        completed_at = utcnow()
+        info = _certificate_info(session, envelope, letter, letter_pdf, completed_at)
+        filename = f"{letter.file_stem}-executed.pdf"
     try:
-        with db.transaction() as session:
-            envelope = session.get(Envelope, envelope_id)
-            assert envelope is not None
-            letter = get_letter(session, envelope.letter_id)
-            version = session.get(LetterVersion, envelope.version_id)
-            assert version is not None
-            letter_pdf = letter_pdf_for(session, envelope)
-            signed = []
-            dates: dict[str, dt.date] = {}
-            for c in envelope.counterparts:
-                document = session.get(Document, c.signed_document_id)
-                inert_id = (c.paper or {}).get("inert_document_id") \
-                    if c.method == "paper" else None
-                if isinstance(inert_id, int) and not isinstance(inert_id, bool):
-                    document = session.get(Document, inert_id)
-                assert document is not None
-                signed.append(_SignedCounterpart(
-                    c.name, c.method or "", _date_of_signing(c),
-                    blob_bytes(session, c.signature_sha256) if c.signature_sha256 else None,
-                    dict(c.paper or {}), document_bytes(session, document),
-                    inert=c.method != "paper" or document.kind == "inert_scan", role=c.role))
-                if signed[-1].signed_on is not None:
-                    dates[c.role] = signed[-1].signed_on
-            conformed_docx = render_version(session, version, dates)
-            completed_at = utcnow()
-            info = _certificate_info(session, envelope, letter, letter_pdf, completed_at)
         conformed = pdfs.stamp_signatures(render_pdf(conformed_docx, converter),
                                           _conformed_signatures(signed))
         signed_pages = []
@@ -1577,35 +1650,91 @@ def assemble_envelope(db: Database, envelope_id: str, sealer: Sealer,
                       "/CounterpartLetterSHA256": info.letter_sha256})
         sealed = seal_pdf(executed, sealer)
     except Exception as exc:
-        with db.transaction() as session:
-            session.execute(update(Envelope).where(Envelope.id == envelope_id)
-                            .values(assembly_state="failed", assembly_error=str(exc)[:2000]))
-        if isinstance(exc, CounterpartError):
+        failure = exc if isinstance(exc, CounterpartError) else CounterpartError(
+            f"Assembling the executed PDF failed: {exc}")
+        if record_failure:
+            record_assembly_failure(db, envelope_id, failure)
+        if failure is exc:
             raise
-        raise CounterpartError(f"Assembling the executed PDF failed: {exc}") from exc
-    with db.transaction() as session:
-        envelope = _lock_envelope(session, envelope_id)
-        if envelope.assembly_state != "running" or envelope.status != EnvelopeStatus.OUT.value:
-            return None
-        document = _store_document(session, envelope, "executed_pdf", sealed,
-                                   f"{letter.file_stem}-executed.pdf")
-        envelope.executed_document_id = document.id
-        envelope.assembly_state = "done"
-        envelope.status = transition(envelope.status, EnvelopeStatus.COMPLETED).value
-        envelope.completed_at = completed_at
-        letter = get_letter(session, envelope.letter_id, for_update=True)
-        letter.status = transition(letter.status, LetterStatus.FULLY_EXECUTED).value
-        letter.updated_at = completed_at
-        record_event(session, letter.id, "executed", actor="system", envelope_id=envelope_id,
-                     at=completed_at, detail={"sha256": document.blob_sha256,
-                                              "document": document.filename})
-        return document
+        raise failure from exc
+    try:
+        with db.transaction() as session:
+            envelope = _lock_envelope(session, envelope_id)
+            if not _assemblable(envelope):
+                raise _AlreadyAssembled
+            transition(envelope.status, EnvelopeStatus.COMPLETED)  # raises if not allowed
+            document = _store_document(session, envelope, "executed_pdf", sealed, filename)
+            attached = rowcount(session.execute(
+                update(Envelope).where(Envelope.id == envelope_id,
+                                       Envelope.executed_document_id.is_(None),
+                                       Envelope.status == EnvelopeStatus.OUT.value)
+                .values(executed_document_id=document.id, assembly_state="done",
+                        assembly_error=None, status=EnvelopeStatus.COMPLETED.value,
+                        completed_at=completed_at)))
+            if attached != 1:
+                raise _AlreadyAssembled
+            letter = get_letter(session, envelope.letter_id, for_update=True)
+            letter.status = transition(letter.status, LetterStatus.FULLY_EXECUTED).value
+            letter.updated_at = completed_at
+            record_event(session, letter.id, "executed", actor="system",
+                         envelope_id=envelope_id, at=completed_at,
+                         detail={"sha256": document.blob_sha256,
+                                 "document": document.filename})
+            return document
+    except _AlreadyAssembled:
+        return None  # the transaction rolled back: nothing of this run is kept
 
 
-def retry_assembly(db: Database, envelope_id: str, sealer: Sealer,
-                   converter: PdfConverter | None = None) -> Document | None:
-    """Try a failed or abandoned assembly again."""
-    return assemble_envelope(db, envelope_id, sealer, converter)
+@jobs.job(retries=ASSEMBLY_RETRIES, retry_delay=ASSEMBLY_RETRY_DELAY_SECONDS,
+          retry_backoff=ASSEMBLY_RETRY_BACKOFF, context=True)
+def assemble_envelope_job(envelope_id: str, task: Task | None = None) -> None:
+    """Assemble and seal an envelope's executed PDF (see :func:`assemble_envelope`), with the
+    worker's LibreOffice and seal.
+
+    A failure is retried with backoff (``ASSEMBLY_RETRIES`` times); the last attempt records
+    it on the envelope instead, for staff to retry from the letter page. Run by
+    ``.call_local``, it is a last attempt.
+    """
+    rt = jobs.runtime()
+    last_attempt = task is None or not task.retries
+    try:
+        sealer = rt.sealer  # a seal that cannot be loaded fails the attempt like any other
+        assemble_envelope(rt.db, envelope_id, sealer, rt.converter,
+                          record_failure=last_attempt)
+    except NotFoundError:
+        log.warning("envelope %s is gone; there is nothing to assemble", envelope_id)
+    except Exception as exc:
+        if not last_attempt:
+            raise
+        record_assembly_failure(rt.db, envelope_id, exc)
+        log.error("assembling envelope %s failed for good: %s", envelope_id, exc)
+
+
+@jobs.periodic(minutes=5)
+def resume_assemblies() -> int:
+    """Enqueue again the assemblies still under way ``RESUME_ASSEMBLY_AFTER`` after their job
+    was last enqueued or started; return how many.
+
+    A safety net, as :func:`workflow.letters.resume_pending_pdfs` is for letter PDFs: a
+    worker that dies mid-job has its job put back by the queue's in-flight ledger; this
+    catches an enqueue lost between the commit of the last signature and the queue.
+    """
+    now = utcnow()
+    unsigned = (select(Counterpart.id).where(Counterpart.envelope_id == Envelope.id,
+                                             Counterpart.status
+                                             != CounterpartStatus.SIGNED.value).exists())
+    with jobs.runtime().db.transaction() as session:
+        stalled = list(session.scalars(select(Envelope).where(
+            Envelope.status == EnvelopeStatus.OUT.value,
+            Envelope.executed_document_id.is_(None), Envelope.assembly_state == "running",
+            func.coalesce(Envelope.assembly_claimed_at, Envelope.created_at)
+            < now - RESUME_ASSEMBLY_AFTER, ~unsigned).order_by(Envelope.created_at)))
+        for envelope in stalled:
+            _queue_assembly(session, envelope, now)
+    if stalled:
+        log.warning("envelopes %s were still being assembled; their jobs are queued again",
+                    [e.id for e in stalled])
+    return len(stalled)
 
 
 # --- proof ------------------------------------------------------------------------------------

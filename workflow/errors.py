@@ -23,6 +23,7 @@ __all__ = [
     "ScanCheckError",
     "SigningOrderError",
     "IdentityError",
+    "NotReadyError",
 ]
 
 
@@ -70,6 +71,13 @@ class NotFoundError(CounterpartError):
 
 class StateError(CounterpartError):
     """An action is not allowed in the current state of a letter, envelope or counterpart."""
+
+
+class NotReadyError(CounterpartError):
+    """A document that a background job makes (a letter PDF, an executed PDF) is not made yet;
+    waiting for it ran out of time. Try again in a moment."""
+
+    code = "not_ready"
 
 
 class AuditError(CounterpartError):

@@ -2,29 +2,40 @@
 
 A letter's terms are never changed in place: editing makes a new version, and every version
 keeps its own .docx and PDF. The .docx is rendered in the same transaction that stores the
-terms; the PDF is a ``pending`` document that :func:`generate_document` fills in, from any
-process, claiming it first with a conditional update so that it is made exactly once.
+terms; the PDF is a ``pending`` document made by a background job, :func:`generate_pdf_job`,
+which :func:`queue_pending_pdfs` enqueues once that transaction commits. The job may run twice
+(a retry, or a worker's job taken over after it died): its bytes are stored only while the
+document is still waiting for them, so a second run changes nothing. Requests never convert a
+letter PDF: one that must wait for it polls the database (:func:`wait_for_document`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
 
+from . import jobs
 from .audit import record_event
 from .convert import PdfConverter
 from .db import Database, rowcount
-from .errors import CounterpartError, NotFoundError, StateError, TemplateError
+from .errors import (
+    CounterpartError,
+    NotFoundError,
+    NotReadyError,
+    StateError,
+    TemplateError,
+)
 from .models import Blob, Document, Letter, LetterVersion, TemplateVersion, User, utcnow
 from .render import render_docx
 from .schema import (
@@ -38,18 +49,31 @@ from .schema import (
 from .states import LetterStatus, transition
 from .text import file_slug, search_patterns, search_text
 
+if TYPE_CHECKING:
+    from huey.api import Task
+
 __all__ = [
     "DOCX_TYPE", "PDF_TYPE", "LetterPage", "store_blob", "blob_bytes", "create_letter",
     "revise_terms", "get_letter", "get_version", "list_letters", "document_bytes",
     "generate_document", "wait_for_document", "pending_documents", "version_terms",
-    "latest_document", "retry_document", "STALE_CLAIM", "refresh_search_text",
+    "latest_document", "retry_document", "refresh_search_text", "queue_pending_pdfs",
     "version_template", "render_version", "version_spec", "version_template_version",
+    "generate_pdf_job", "resume_pending_pdfs", "PDF_RETRIES", "WAITING",
+    "RESUME_PENDING_AFTER",
 ]
 
+log = logging.getLogger(__name__)
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 PDF_TYPE = "application/pdf"
-# A claim older than this belongs to a worker that died; another may take the job over.
-STALE_CLAIM = dt.timedelta(minutes=3)
+# LibreOffice failures are retried this many times (after 5, 15 and 45 seconds), then the
+# document is marked failed; the letter page offers "Retry".
+PDF_RETRIES = 3
+PDF_RETRY_DELAY_SECONDS = 5.0
+PDF_RETRY_BACKOFF = 3.0
+# A PDF still waiting this long after its job was last enqueued or started is enqueued again
+# by :func:`resume_pending_pdfs`: the safety net for an enqueue lost between the commit and the
+# queue (see there). Longer than every retry of a job together.
+RESUME_PENDING_AFTER = dt.timedelta(minutes=10)
 EDIT_LOCKED = {LetterStatus.OUT_FOR_SIGNATURE, LetterStatus.PARTIALLY_EXECUTED,
                LetterStatus.FULLY_EXECUTED, LetterStatus.DECLINED}
 
@@ -325,98 +349,169 @@ def document_bytes(session: Session, document: Document) -> bytes:
     return blob_bytes(session, document.blob_sha256)
 
 
-def pending_documents(session: Session) -> list[int]:
-    """List documents waiting to be generated, or claimed by a worker that has gone."""
-    stale = utcnow() - STALE_CLAIM
-    return list(session.scalars(select(Document.id).where(or_(
-        Document.status == "pending",
-        (Document.status == "generating") & (Document.claimed_at < stale)))
-        .order_by(Document.id)))
+# A letter PDF waits while ``pending`` (queued) or ``generating`` (a job is converting it).
+WAITING = ("pending", "generating")
 
 
-def _claim(db: Database, document_id: int) -> bool:
-    stale = utcnow() - STALE_CLAIM
-    with db.transaction() as session:
-        claimed = rowcount(session.execute(
-            update(Document)
-            .where(Document.id == document_id)
-            .where(or_(Document.status == "pending",
-                       (Document.status == "generating") & (Document.claimed_at < stale)))
-            .values(status="generating", claimed_at=utcnow())
-        ))
-    return claimed == 1
+def pending_documents(session: Session, *, waiting_since: dt.datetime | None = None
+                      ) -> list[int]:
+    """List the letter PDFs waiting to be made, oldest first.
 
-
-def generate_document(db: Database, document_id: int, converter: PdfConverter) -> bool:
-    """Make a pending letter PDF if no one else is making it; return whether this call did.
-
-    The conversion runs outside any transaction; the bytes and the ``ready`` status are then
-    committed together, so a crash leaves the document pending (to be claimed again), never
-    pointing at missing bytes.
+    With ``waiting_since``, only those whose job was last enqueued or started before then
+    (``claimed_at``, or ``created_at`` when never started).
     """
-    if not _claim(db, document_id):
-        return False
+    query = select(Document.id).where(Document.status.in_(WAITING))
+    if waiting_since is not None:
+        query = query.where(func.coalesce(Document.claimed_at, Document.created_at)
+                            < waiting_since)
+    return list(session.scalars(query.order_by(Document.id)))
+
+
+def queue_pending_pdfs(session: Session, letter_id: int) -> list[int]:
+    """Enqueue the making of a letter's pending PDFs once this transaction commits (in
+    immediate mode they are made then); return their ids. Call it in the transaction that
+    created the letter or its new version."""
+    ids = list(session.scalars(select(Document.id).where(
+        Document.letter_id == letter_id, Document.status == "pending").order_by(Document.id)))
+    for document_id in ids:
+        jobs.enqueue_after_commit(session, generate_pdf_job, document_id)
+    return ids
+
+
+def generate_document(db: Database, document_id: int, converter: PdfConverter, *,
+                      last_attempt: bool = True) -> bool:
+    """Make a waiting letter PDF and store it; return whether this call stored it.
+
+    Safe to run twice: a document no longer waiting (made by an earlier run, or failed) is
+    left alone, and the bytes are committed with the ``ready`` status only if the document
+    is still waiting when the conversion ends, so of two runs at once one stores it. The
+    conversion runs outside any transaction; a crash leaves the document waiting, never
+    pointing at missing bytes. A failed conversion marks the document ``failed`` with its
+    reason when ``last_attempt``, else is raised for the job to be retried (the document keeps
+    waiting). Raises NotFoundError for an unknown document.
+    """
     with db.transaction() as session:
         document = session.get(Document, document_id)
-        assert document is not None and document.version_id is not None
+        if document is None:
+            raise NotFoundError(f"There is no document {document_id}.")
+        if document.status not in WAITING:
+            return False
+        # Shown as being made; the time is when this attempt began (see resume_pending_pdfs).
+        document.status = "generating"
+        document.claimed_at = utcnow()
         docx_doc = session.scalar(select(Document).where(
             Document.version_id == document.version_id, Document.kind == "letter_docx"))
         assert docx_doc is not None
         docx = document_bytes(session, docx_doc)
     try:
         pdf = converter.convert_bytes(docx)
-    except CounterpartError as exc:
+    except Exception as exc:  # LibreOffice is another process: any failure is a failed try
+        if not last_attempt:
+            raise
+        reason = str(exc) if isinstance(exc, CounterpartError) else \
+            f"LibreOffice failed: {exc or type(exc).__name__}"
         with db.transaction() as session:
             session.execute(update(Document).where(Document.id == document_id,
-                                                   Document.status == "generating")
-                            .values(status="failed", error=str(exc)))
-        return True
+                                                   Document.status.in_(WAITING))
+                            .values(status="failed", error=reason))
+        return False
     with db.transaction() as session:
+        status = session.scalar(select(Document.status).where(Document.id == document_id)
+                                .with_for_update())
+        if status not in WAITING:
+            return False  # made meanwhile by another run: this one's bytes are not kept
         sha = store_blob(session, pdf)
         done = rowcount(session.execute(
-            update(Document).where(Document.id == document_id, Document.status == "generating")
+            update(Document).where(Document.id == document_id, Document.status.in_(WAITING))
             .values(status="ready", blob_sha256=sha, size=len(pdf), error=None)))
-        if done:
-            document = session.get(Document, document_id)
-            assert document is not None
-            letter = get_letter(session, document.letter_id, for_update=True)
-            version = session.get(LetterVersion, document.version_id)
-            if (version is not None and version.number == letter.current_version
-                    and letter.status == LetterStatus.DRAFT.value):
-                letter.status = transition(letter.status, LetterStatus.GENERATED).value
-                letter.updated_at = utcnow()
-            record_event(session, letter.id, "generated", actor="system",
-                         detail={"version": version.number if version else None,
-                                 "document": document.filename, "sha256": sha})
+        assert done == 1, "the document's row is locked"
+        document = session.get(Document, document_id)
+        assert document is not None
+        letter = get_letter(session, document.letter_id, for_update=True)
+        version = session.get(LetterVersion, document.version_id)
+        if (version is not None and version.number == letter.current_version
+                and letter.status == LetterStatus.DRAFT.value):
+            letter.status = transition(letter.status, LetterStatus.GENERATED).value
+            letter.updated_at = utcnow()
+        record_event(session, letter.id, "generated", actor="system",
+                     detail={"version": version.number if version else None,
+                             "document": document.filename, "sha256": sha})
     return True
 
 
-def retry_document(session: Session, document_id: int) -> None:
-    """Put a failed document back in the queue."""
-    session.execute(update(Document).where(Document.id == document_id,
-                                           Document.status == "failed")
-                    .values(status="pending", error=None, claimed_at=None))
+@jobs.job(retries=PDF_RETRIES, retry_delay=PDF_RETRY_DELAY_SECONDS,
+          retry_backoff=PDF_RETRY_BACKOFF, context=True)
+def generate_pdf_job(document_id: int, task: Task | None = None) -> None:
+    """Make one letter PDF with the worker's LibreOffice (see :func:`generate_document`).
+
+    A failed conversion is retried with backoff (``PDF_RETRIES`` times); the last attempt
+    marks the document failed instead. Run by ``.call_local``, it is a last attempt.
+    """
+    rt = jobs.runtime()
+    last_attempt = task is None or not task.retries
+    try:
+        generate_document(rt.db, document_id, rt.converter, last_attempt=last_attempt)
+    except NotFoundError:
+        log.warning("document %s is gone; there is no PDF to make", document_id)
 
 
-def wait_for_document(db: Database, document_id: int, converter: PdfConverter | None, *,
-                      timeout: float = 120.0, poll: float = 0.1,
+@jobs.periodic(minutes=5)
+def resume_pending_pdfs() -> int:
+    """Enqueue again the letter PDFs still waiting ``RESUME_PENDING_AFTER`` after their job was
+    last enqueued or started; return how many.
+
+    A safety net only: the worker that dies mid-job has its job put back by the queue's
+    in-flight ledger (:mod:`workflow.jobs`). What it catches is an enqueue lost between the
+    commit that made the document pending and the write to the queue (two stores, so not one
+    transaction), or a queue emptied by hand. A document put back here is marked with the
+    time, so the next sweep leaves it to its job for another ``RESUME_PENDING_AFTER``.
+    """
+    now = utcnow()
+    with jobs.runtime().db.transaction() as session:
+        ids = pending_documents(session, waiting_since=now - RESUME_PENDING_AFTER)
+        if ids:
+            session.execute(update(Document).where(Document.id.in_(ids),
+                                                   Document.status.in_(WAITING))
+                            .values(claimed_at=now))
+        for document_id in ids:
+            jobs.enqueue_after_commit(session, generate_pdf_job, document_id)
+    if ids:
+        log.warning("letter PDFs %s were still waiting; their jobs are queued again", ids)
+    return len(ids)
+
+
+def retry_document(session: Session, document_id: int) -> bool:
+    """Put a failed letter PDF back in the queue (its job is enqueued once this transaction
+    commits); return whether it had failed."""
+    changed = rowcount(session.execute(
+        update(Document).where(Document.id == document_id, Document.status == "failed")
+        .values(status="pending", error=None, claimed_at=utcnow())))
+    if changed:
+        jobs.enqueue_after_commit(session, generate_pdf_job, document_id)
+    return changed == 1
+
+
+def wait_for_document(db: Database, document_id: int, *, timeout: float = 120.0,
+                      poll: float = 0.1, max_poll: float = 1.0,
                       sleep: Callable[[float], None] = time.sleep) -> Document:
-    """Return a document once it is ready or failed, making it here if no one else is.
+    """Return a letter PDF once it is ready or failed, reading the database until then.
 
-    Raises CounterpartError if it is still being made elsewhere when ``timeout`` runs out.
+    Never makes it (a background job does). Polls every ``poll`` seconds, growing to
+    ``max_poll``. Raises NotFoundError for an unknown document, and NotReadyError if it is
+    still waiting after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
+    delay = poll
     while True:
         with db.transaction() as session:
             document = session.get(Document, document_id)
             if document is None:
                 raise NotFoundError(f"There is no document {document_id}.")
-            status = document.status
-        if status in ("ready", "failed"):
+        if document.status not in WAITING:
             return document
-        if converter is not None and generate_document(db, document_id, converter):
-            continue
-        if time.monotonic() > deadline:
-            raise CounterpartError(f"{document.filename} is still being generated; try again "
-                                   "in a moment.")
-        sleep(poll)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise NotReadyError(f"{document.filename} is still being generated; try again "
+                                "in a moment.")
+        sleep(min(delay, left))
+        delay = min(delay * 1.5, max_poll)

@@ -25,12 +25,12 @@ from support import TEST_DATABASE_ENV
 
 from web import create_app
 from web.database import get_db
-from web.documents import get_generator
+from web.documents import get_documents
 from web.testing import ClosingClient, csrf_token
 from workflow.accounts import create_api_token, create_user
 from workflow.convert import PdfConverter
 from workflow.db import open_database
-from workflow.letters import create_letter, pending_documents
+from workflow.letters import create_letter, generate_document, pending_documents
 from workflow.models import Counterpart, Document, Envelope, Event, Letter, User
 
 STAFF_EMAIL = "counsel@example.com"
@@ -149,8 +149,6 @@ def app_config(data_dir: Path, converter: PdfConverter,
         "DATA_DIR": data_dir,
         "DATABASE_URL": database_url,
         "PDF_CONVERTER": converter,
-        # Tests decide when PDFs are made; a few turn background generation on.
-        "GENERATE_IN_BACKGROUND": False,
         # Background jobs run right after the enqueueing request commits.
         "QUEUE_URL": "immediate",
         # Tests that walk every route fail on purpose many times from one address; the
@@ -220,11 +218,12 @@ def _make_letter(app: Flask, terms: dict[str, Any], *, generate: bool = True) ->
 
 
 def _generate_pending(app: Flask) -> None:
+    # What the background job does (workflow.letters.generate_pdf_job), here and now.
     with app.app_context():
         with get_db().transaction() as session:
             pending = pending_documents(session)
         for document_id in pending:
-            get_generator().wait(document_id)
+            generate_document(get_db(), document_id, get_documents().converter)
 
 
 @pytest.fixture()

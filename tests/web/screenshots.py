@@ -15,11 +15,11 @@ from playwright.sync_api import sync_playwright
 
 from web import create_app
 from web.database import get_db
-from web.documents import get_generator
+from web.documents import get_documents
 from web.testing import LiveServer, launch_chromium
 from workflow.accounts import create_user
 from workflow.convert import PdfConverter
-from workflow.letters import create_letter, pending_documents
+from workflow.letters import create_letter, generate_document, pending_documents
 from workflow.schema import load_template, sample_terms
 
 EMAIL = "counsel@example.com"
@@ -47,7 +47,7 @@ def _seed(app) -> int:
         with get_db().transaction() as session:
             pending = pending_documents(session)
         for document_id in pending:
-            get_generator().wait(document_id)
+            generate_document(get_db(), document_id, get_documents().converter)
     return letter_id
 
 
@@ -58,7 +58,9 @@ def take_screenshots(out_dir: Path) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="counterpart-shots-") as tmp, \
             PdfConverter(work_dir=Path(tmp)) as converter:
         app = create_app({"DATA_DIR": Path(tmp) / "data", "DATABASE_URL": None,
-                          "PDF_CONVERTER": converter, "GENERATE_IN_BACKGROUND": False})
+                          "PDF_CONVERTER": converter,
+                          # No worker here: jobs (the assembly) run in the app's process.
+                          "QUEUE_URL": "immediate"})
         letter_id = _seed(app)
         with LiveServer(app) as server, sync_playwright() as playwright:
             browser = launch_chromium(playwright)
@@ -141,12 +143,12 @@ def take_screenshots(out_dir: Path) -> list[Path]:
             page.wait_for_load_state("networkidle")
             shot("executed")
             browser.close()
-        get_generator_close(app)
+        close_app(app)
     return saved
 
 
-def get_generator_close(app) -> None:
-    """Stop the app's background work and close its database."""
+def close_app(app) -> None:
+    """Stop the app's LibreOffice use and close its database."""
     app.extensions["counterpart.documents"].close()
     app.extensions["counterpart.db"].dispose()
 

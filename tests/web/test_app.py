@@ -30,7 +30,6 @@ def test_defaults_when_nothing_is_set(monkeypatch, tmp_path):
     assert config["SECRET_KEY"] is None
     assert config["MAX_CONTENT_LENGTH"] == 25 * 1024 * 1024
     assert config["SESSION_COOKIE_SECURE"] is False
-    assert config["GENERATE_IN_BACKGROUND"] is True
     assert config["SMTP_HOST"] is None
 
 
@@ -65,7 +64,7 @@ def test_bad_settings_are_named(name, value, words):
 def test_settings_are_read_when_the_app_is_made_not_on_import(monkeypatch, tmp_path,
                                                              converter):
     monkeypatch.setenv("COUNTERPART_DATA_DIR", str(tmp_path / "from-env"))
-    app = create_app({"PDF_CONVERTER": converter, "GENERATE_IN_BACKGROUND": False})
+    app = create_app({"PDF_CONVERTER": converter})
     try:
         assert app.config["DATA_DIR"] == tmp_path / "from-env"
         assert (tmp_path / "from-env" / "counterpart.db").is_file()  # created and migrated

@@ -1,19 +1,22 @@
-"""The background document generator and the page pictures, with fakes where LibreOffice fails."""
+"""Waiting for letter PDFs that background jobs make, and the page pictures, with fakes where
+LibreOffice fails."""
 
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
+from held_jobs import run_retries
 from PIL import Image
 from sqlalchemy import select
 from werkzeug.exceptions import ServiceUnavailable
 
 from web.database import get_db
-from web.documents import DocumentGenerator
+from web.documents import Documents
 from web.previews import PagePreviews
 from workflow.errors import ConversionError, DocumentError
-from workflow.letters import document_bytes
+from workflow.letters import PDF_RETRIES, document_bytes, generate_document, generate_pdf_job
 from workflow.models import Document
 
 
@@ -30,22 +33,6 @@ class FailingConverter:
         raise ConversionError("Cannot convert document.docx to PDF: LibreOffice crashed.")
 
 
-class FlakyConverter:
-    """A converter that fails once, then works through the real one."""
-
-    processes = 1
-
-    def __init__(self, real) -> None:
-        self.real = real
-        self.calls = 0
-
-    def convert_bytes(self, docx: bytes) -> bytes:
-        self.calls += 1
-        if self.calls == 1:
-            raise ConversionError("Cannot convert document.docx to PDF: a hiccup.")
-        return self.real.convert_bytes(docx)
-
-
 def _pdf_id(app) -> int:
     with app.app_context(), get_db().transaction() as session:
         return session.scalar(select(Document.id).where(Document.kind == "letter_pdf"))
@@ -57,63 +44,38 @@ def _pdf(app, document_id):
         return document.status, document.error
 
 
-def test_wait_makes_the_document_here(app, make_letter, reference_terms):
-    make_letter(reference_terms, generate=False)
-    document_id = _pdf_id(app)
-    with app.app_context():
-        generator = DocumentGenerator(get_db(), app.config["PDF_CONVERTER"], background=False)
-        document = generator.wait(document_id)
-    assert document.status == "ready"
-    with app.app_context(), get_db().transaction() as session:
-        assert document_bytes(session, session.get(Document, document_id)).startswith(b"%PDF")
-
-
-def test_wait_tries_a_failed_document_once_more(app, converter, make_letter, reference_terms):
-    make_letter(reference_terms, generate=False)
-    document_id = _pdf_id(app)
-    flaky = FlakyConverter(converter)
-    with app.app_context():
-        generator = DocumentGenerator(get_db(), flaky, background=False)
-        assert generator.wait(document_id).status == "ready"
-    assert flaky.calls == 2
-
-
-def test_wait_reports_a_conversion_that_keeps_failing(app, make_letter, reference_terms):
+def test_wait_reads_the_database_and_never_converts(app, make_letter, reference_terms):
     make_letter(reference_terms, generate=False)
     document_id = _pdf_id(app)
     failing = FailingConverter()
     with app.app_context():
-        generator = DocumentGenerator(get_db(), failing, background=False)
-        with pytest.raises(ServiceUnavailable, match="could not be generated: Cannot convert"):
-            generator.wait(document_id)
-    assert failing.calls == 2
-    assert _pdf(app, document_id)[0] == "failed"
-
-
-def test_wait_gives_up_on_a_document_another_worker_holds(app, make_letter, reference_terms):
-    make_letter(reference_terms, generate=False)
-    document_id = _pdf_id(app)
-    from sqlalchemy import update
-
-    from workflow.models import utcnow
-
-    with app.app_context(), get_db().transaction() as session:
-        session.execute(update(Document).where(Document.id == document_id)
-                        .values(status="generating", claimed_at=utcnow()))
-    with app.app_context():
-        generator = DocumentGenerator(get_db(), FailingConverter(), background=False,
-                                      wait_seconds=0.3)
+        documents = Documents(get_db(), failing, wait_seconds=0.3)
         with pytest.raises(ServiceUnavailable, match="still being generated"):
-            generator.wait(document_id)
+            documents.wait(document_id)  # no job ran: it waits, then says so
+    assert failing.calls == 0 and _pdf(app, document_id) == ("pending", None)
+    # A worker makes it while the request waits: the wait returns it.
+    worker = threading.Timer(0.3, generate_pdf_job.call_local, (document_id,))
+    worker.start()
+    try:
+        with app.app_context():
+            assert Documents(get_db(), failing, wait_seconds=60).wait(document_id).status \
+                == "ready"
+    finally:
+        worker.join()
+    assert failing.calls == 0  # the job used the app's LibreOffice, the waiter none
+    with app.app_context(), get_db().transaction() as session:
+        assert document_bytes(session, session.get(Document, document_id)).startswith(b"%PDF")
 
 
 def test_a_failed_generation_is_recorded_with_its_reason(app, make_letter, reference_terms):
     make_letter(reference_terms, generate=False)
     document_id = _pdf_id(app)
+    failing = FailingConverter()
     with app.app_context():
-        generator = DocumentGenerator(get_db(), FailingConverter(), background=True)
-        generator.submit([document_id])
-        generator.close()
+        generate_document(get_db(), document_id, failing)  # a last attempt
+        with pytest.raises(ServiceUnavailable, match="could not be generated: Cannot convert"):
+            Documents(get_db(), failing).wait(document_id)
+    assert failing.calls == 1
     assert _pdf(app, document_id) == (
         "failed", "Cannot convert document.docx to PDF: LibreOffice crashed.")
 
@@ -132,6 +94,8 @@ def test_api_download_of_a_document_that_cannot_be_made_is_a_clear_error(
                                                                      "counsel@example.com")}
         letter_id = client.post("/api/letters", headers=headers, json={
             "template": "separation_letter", "terms": reference_terms}).json["id"]
+        # The job failed once and waits for its retries; run them as a worker would.
+        assert run_retries() == PDF_RETRIES
         response = client.get(f"/api/letters/{letter_id}/document.pdf", headers=headers)
         assert response.status_code == 503
         assert "could not be generated: Cannot convert document.docx to PDF" in \
@@ -141,18 +105,6 @@ def test_api_download_of_a_document_that_cannot_be_made_is_a_clear_error(
     finally:
         app.extensions["counterpart.documents"].close()
         app.extensions["counterpart.db"].dispose()
-
-
-def test_submit_does_nothing_when_background_work_is_off(app, make_letter, reference_terms):
-    make_letter(reference_terms, generate=False)
-    document_id = _pdf_id(app)
-    failing = FailingConverter()
-    with app.app_context():
-        generator = DocumentGenerator(get_db(), failing, background=False)
-        generator.submit([document_id])
-        generator.close()
-    assert failing.calls == 0
-    assert _pdf(app, document_id)[0] == "pending"
 
 
 # --- page pictures -----------------------------------------------------------------------------

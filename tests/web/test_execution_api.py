@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pypdf
 import pytest
+from held_jobs import run_retries
 from mailing import html_of, text_of, use_mail
 from scans import scan_of
 from serving import free_port
@@ -29,6 +30,7 @@ from web.database import get_db
 from web.execution import get_sealer
 from web.testing import csrf_token
 from workflow import jobs
+from workflow.errors import CounterpartError
 from workflow.models import Counterpart, Document, Envelope, Event, utcnow
 from workflow.pdfs import extract_pages
 from workflow.render import ordinal_day
@@ -153,9 +155,18 @@ def test_a_letter_never_sent_has_no_envelope_and_nothing_executed(client, api, m
                        json={"reason": "x"}).status_code == 409
 
 
-def test_sending_waits_for_a_pdf_being_generated(client, api, make_letter, reference_terms):
+def test_sending_waits_for_a_pdf_being_generated(app, client, api, make_letter,
+                                                 reference_terms):
+    from workflow.letters import generate_pdf_job
+
     letter_id = make_letter(reference_terms, generate=False)
+    with app.app_context(), get_db().transaction() as session:
+        (pdf_id,) = session.scalars(select(Document.id).where(
+            Document.letter_id == letter_id, Document.kind == "letter_pdf"))
+    worker = threading.Timer(0.3, generate_pdf_job.call_local, (pdf_id,))  # a worker makes it
+    worker.start()
     response = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={})
+    worker.join()
     assert response.status_code == 201, response.text
 
 
@@ -715,24 +726,27 @@ def test_uploads_over_the_size_limit_are_413(app, client, api, sent, execution_s
 
 # --- assembly ------------------------------------------------------------------------------
 
-class BrokenSealer:
-    """A seal whose key cannot sign, as when a PKCS#12 file was replaced with a bad one."""
-
-    certificate = None
-    timestamp_url = None
-    signer = None
-
-
 def test_a_failed_assembly_does_not_fail_the_signer_and_can_be_retried(app, client, api,
-                                                                       staff, sent):
+                                                                       staff, sent,
+                                                                       monkeypatch):
+    from workflow import envelopes
+
     letter_id = sent["letter_id"]
-    app.extensions["counterpart.sealer"] = BrokenSealer()
+
+    def broken_seal(pdf, sealer, **options):
+        raise CounterpartError("The seal's key cannot sign (a PKCS#12 file replaced with a "
+                               "bad one).")
+
+    monkeypatch.setattr(envelopes, "seal_pdf", broken_seal)
     assert sign(client, sent["signers"][0]["token"]).status_code == 200
     last = sign(client, sent["signers"][1]["token"])
     assert last.status_code == 200  # the signature stands
     assert last.json["all_signed"] is True and last.json["fully_executed"] is False
+    assert last.json["assembly"] == "running"  # failed once; its retries are queued
+    assert run_retries() == envelopes.ASSEMBLY_RETRIES
     envelope = client.get(f"/api/letters/{letter_id}/envelope", headers=api).json
-    assert envelope["assembly"]["state"] == "failed" and envelope["assembly"]["error"]
+    assert envelope["assembly"]["state"] == "failed"
+    assert "cannot sign" in envelope["assembly"]["error"]
     assert count(app, Document, kind="executed_pdf") == 0
     page = staff.get(f"/letters/{letter_id}")
     assert "the executed PDF could not be assembled" in page.text
@@ -743,7 +757,7 @@ def test_a_failed_assembly_does_not_fail_the_signer_and_can_be_retried(app, clie
     assert refused.status_code == 503
     assert "could not be assembled" in refused.json["error"]
 
-    del app.extensions["counterpart.sealer"]  # the seal is fixed: the real one again
+    monkeypatch.undo()  # the seal is fixed
     retried = staff.post(f"/letters/{letter_id}/assembly/retry",
                          data={"csrf_token": csrf_token(page.text)})
     assert retried.status_code == 303
@@ -754,11 +768,11 @@ def test_a_failed_assembly_does_not_fail_the_signer_and_can_be_retried(app, clie
     assert client.post(f"/api/letters/{letter_id}/executed.pdf", headers=api).status_code == 200
 
 
-def test_retry_through_the_api_waits_for_nothing_when_done(client, api, sent):
+def test_retry_through_the_api_is_refused_when_nothing_failed(client, api, sent):
     for signer in sent["signers"]:
         sign(client, signer["token"])
     response = client.post(f"/api/letters/{sent['letter_id']}/assembly/retry", headers=api)
-    assert response.status_code == 200 and response.json["status"] == "completed"
+    assert response.status_code == 409 and "already made" in response.json["error"]
 
 
 # --- at the same moment ----------------------------------------------------------------------

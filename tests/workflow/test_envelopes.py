@@ -17,12 +17,13 @@ import pypdf
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 import pytest
+from held_jobs import held_jobs
 from PIL import Image, ImageDraw
 from scans import scan_of
 from sqlalchemy import func, select, update
 from support import acknowledged, letter_words, pdftotext
 
-from workflow import convert
+from workflow import convert, jobs
 from workflow import envelopes as env
 from workflow.accounts import create_user
 from workflow.audit import events_of, verify_chain
@@ -76,6 +77,20 @@ def drawn_png() -> str:
 @pytest.fixture(scope="module")
 def sealer(tmp_path_factory):
     return load_or_create_sealer(tmp_path_factory.mktemp("seal"))
+
+
+@pytest.fixture(autouse=True)
+def queue(database, converter, sealer):
+    """The job queue holds what these tests enqueue (the assembly after the last signature)
+    until a test runs it, as a worker would; most call the domain's assembly themselves."""
+    with held_jobs(jobs.Runtime(database, converter=converter, sealer=sealer)) as held:
+        yield held
+
+
+def executed_count(database) -> int:
+    with database.transaction() as session:
+        return session.scalar(select(func.count()).select_from(Document).where(
+            Document.kind == "executed_pdf"))
 
 
 @pytest.fixture()
@@ -154,17 +169,28 @@ def test_default_signers_come_from_the_template_parties(spec, valid_terms):
         env.SignerSpec("company", "Eliot Protsch"), env.SignerSpec("executive", "John R. Tucker")]
 
 
-def test_full_execution_typed_and_drawn(database, letter_id, sealer, reference_words):
+def test_full_execution_typed_and_drawn(database, letter_id, sealer, reference_words, queue):
     envelope_id, (company, executive) = send(database, letter_id)
     with database.transaction() as session:
         view = env.view_signing(session, executive, SIGNER)
         assert view.can_sign and view.counterpart.status == "viewed"
     assert sign(database, company) == ("signed", False)
     assert letter_status(database, letter_id) == "partially_executed"
+    assert not any("assemble" in name for name in queue.names())
     assert sign(database, executive, {"type": "drawn", "png": drawn_png()}) == ("signed", True)
+    # The last signature queued the assembly; until it runs the letter is being assembled.
+    assert [n for n in queue.names() if "assemble" in n] == [
+        f"workflow.envelopes.assemble_envelope_job({envelope_id!r},)"]
+    with database.transaction() as session:
+        assert env.assembly_state(session, envelope_id) == "running"
+    assert letter_status(database, letter_id) == "partially_executed"
     document = env.assemble_envelope(database, envelope_id, sealer)
     assert document is not None
     assert env.assemble_envelope(database, envelope_id, sealer) is None  # exactly once
+    queue.run()  # the queued job finds the executed PDF made: it adds nothing
+    assert executed_count(database) == 1
+    with database.transaction() as session:
+        assert env.assembly_state(session, envelope_id) == "done"
     assert letter_status(database, letter_id) == "fully_executed"
     with database.transaction() as session:
         executed = env.document_bytes(session, session.get(Document, document.id))
@@ -714,7 +740,7 @@ def test_the_date_of_signing_is_required_and_checked(database, letter_id):
 
 
 def test_a_paper_upload_can_be_undone_until_the_letter_is_executed(database, letter_id,
-                                                                   sealer):
+                                                                   sealer, queue):
     envelope_id, (company, _) = send(database, letter_id)
     with database.transaction() as session:
         executive_id = session.get(Envelope, envelope_id).counterparts[1].id
@@ -741,7 +767,8 @@ def test_a_paper_upload_can_be_undone_until_the_letter_is_executed(database, let
     # Uploaded again; with the chair signed too the letter is partially executed after undo.
     upload_paper(database, letter_id, executive_id, scan, "again.pdf")
     assert sign(database, company) == ("signed", True)
-    assert env.claim_assembly(database, envelope_id)  # the assembly is under way
+    with database.transaction() as session:  # the assembly is queued
+        assert env.assembly_state(session, envelope_id) == "running"
     with database.transaction() as session, pytest.raises(StateError, match="being assembled"):
         env.undo_paper_counterpart(session, letter_id, executive_id, STAFF)
     with database.transaction() as session:
@@ -750,9 +777,13 @@ def test_a_paper_upload_can_be_undone_until_the_letter_is_executed(database, let
     with database.transaction() as session:
         env.undo_paper_counterpart(session, letter_id, executive_id, STAFF)
     assert letter_status(database, letter_id) == "partially_executed"
-    assert not env.claim_assembly(database, envelope_id)  # not every counterpart is signed
+    queue.run()  # the job queued before the undo: not every counterpart is signed now
+    assert executed_count(database) == 0
+    with database.transaction() as session:
+        assert not env.retry_assembly(session, envelope_id)  # nothing to retry either
     upload_paper(database, letter_id, executive_id, scan, "third.pdf")
-    assert env.assemble_envelope(database, envelope_id, sealer) is not None
+    assert queue.run() >= 1
+    assert executed_count(database) == 1
     with database.transaction() as session, pytest.raises(StateError, match="completed"):
         env.undo_paper_counterpart(session, letter_id, executive_id, STAFF)
 
@@ -823,18 +854,25 @@ class BrokenSealer:
 
 
 def test_failed_assembly_leaves_the_letter_partially_executed_and_retries(
-        database, letter_id, sealer):
+        database, letter_id, sealer, queue):
     envelope_id, tokens = send(database, letter_id)
     for token in tokens:
         sign(database, token)
+    with database.transaction() as session:
+        assert not env.retry_assembly(session, envelope_id)  # queued, not failed
     with pytest.raises(CounterpartError, match="Assembling the executed PDF failed"):
         env.assemble_envelope(database, envelope_id, BrokenSealer())
     assert letter_status(database, letter_id) == "partially_executed"
+    assert executed_count(database) == 0
     with database.transaction() as session:
-        assert session.scalar(select(func.count()).select_from(Document).where(
-            Document.kind == "executed_pdf")) == 0
-    assert env.retry_assembly(database, envelope_id, sealer) is not None
+        envelope = session.get(Envelope, envelope_id)
+        assert envelope.assembly_state == "failed" and envelope.assembly_error
+    with database.transaction() as session:
+        assert env.retry_assembly(session, envelope_id)  # enqueued once this commits
+        assert env.assembly_state(session, envelope_id) == "running"
+    queue.run()
     assert letter_status(database, letter_id) == "fully_executed"
+    assert executed_count(database) == 1
 
 
 def test_a_lost_link_is_replaced_and_the_old_one_stops(database, letter_id):

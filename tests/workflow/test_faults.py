@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from held_jobs import held_jobs
 from sqlalchemy import event, func, select, text
 
 import workflow.envelopes as envelopes
@@ -66,7 +67,7 @@ KILLED_DURING_CONVERSION = """
 
 
 def test_killed_during_generation_then_retried(database, tmp_path, converter, reference_terms,
-                                               monkeypatch, database_url):
+                                               database_url):
     letter_id, pdf_id = new_letter(database, reference_terms)
     marker = tmp_path / "converting"
     run_until_marker(KILLED_DURING_CONVERSION, marker, str(tmp_path), str(marker), str(pdf_id),
@@ -75,12 +76,10 @@ def test_killed_during_generation_then_retried(database, tmp_path, converter, re
         document = session.get(Document, pdf_id)
         assert (document.status, document.blob_sha256) == ("generating", None)
         assert session.get(Letter, letter_id).status == "draft"
-        assert letters.pending_documents(session) == []  # the claim is fresh
-    # Once the dead worker's claim is stale, another worker takes the job over.
-    monkeypatch.setattr(letters, "STALE_CLAIM", letters.STALE_CLAIM * 0)
-    with database.transaction() as session:
-        assert letters.pending_documents(session) == [pdf_id]
+        assert letters.pending_documents(session) == [pdf_id]  # still waiting for its PDF
+    # The queue puts the dead worker's job back (workflow.jobs); its next run makes the PDF.
     assert letters.generate_document(database, pdf_id, converter)
+    assert not letters.generate_document(database, pdf_id, converter)  # and only once
     with database.transaction() as session:
         assert session.get(Document, pdf_id).status == "ready"
         assert session.get(Letter, letter_id).status == "generated"
@@ -105,16 +104,17 @@ KILLED_DURING_ASSEMBLY = """
 
 
 def test_killed_during_assembly_then_retried(database, tmp_path, converter, reference_terms,
-                                             monkeypatch, database_url):
+                                             database_url):
     letter_id, pdf_id = new_letter(database, reference_terms)
     letters.generate_document(database, pdf_id, converter)
     with database.transaction() as session:
         envelope, links = envelopes.send_envelope(session, letter_id, None, STAFF)
         envelope_id = envelope.id
-    for link in links:
-        with database.transaction() as session:
-            envelopes.sign_counterpart(session, link.token, consent=True, actor=STAFF,
-                                       signature={"type": "typed", "text": "Signed"})
+    with held_jobs():  # the assembly the last signature queues is the child's to run
+        for link in links:
+            with database.transaction() as session:
+                envelopes.sign_counterpart(session, link.token, consent=True, actor=STAFF,
+                                           signature={"type": "typed", "text": "Signed"})
     marker = tmp_path / "sealing"
     run_until_marker(KILLED_DURING_ASSEMBLY, marker, str(tmp_path), str(marker), envelope_id,
                      database_url or "")
@@ -123,12 +123,14 @@ def test_killed_during_assembly_then_retried(database, tmp_path, converter, refe
         assert session.get(Letter, letter_id).status == "partially_executed"
         assert session.scalar(select(func.count()).select_from(Document).where(
             Document.kind == "executed_pdf")) == 0
+    # The queue puts the dead worker's job back (workflow.jobs); its next run makes it, once.
     sealer = load_or_create_sealer(tmp_path)
-    assert envelopes.assemble_envelope(database, envelope_id, sealer) is None  # still claimed
-    monkeypatch.setattr(envelopes, "STALE_ASSEMBLY", envelopes.STALE_ASSEMBLY * 0)
-    assert envelopes.retry_assembly(database, envelope_id, sealer) is not None
+    assert envelopes.assemble_envelope(database, envelope_id, sealer) is not None
+    assert envelopes.assemble_envelope(database, envelope_id, sealer) is None
     with database.transaction() as session:
         assert session.get(Letter, letter_id).status == "fully_executed"
+        assert session.scalar(select(func.count()).select_from(Document).where(
+            Document.kind == "executed_pdf")) == 1
     assert verify_store(database).ok
 
 

@@ -1,5 +1,6 @@
 """Races decided by the database: a double submit signs once, a void during signing leaves one
-consistent outcome, whichever request the database lets through first.
+consistent outcome, whichever request the database lets through first, and two runs of the
+assembly job at once attach one executed PDF.
 """
 
 from __future__ import annotations
@@ -7,15 +8,30 @@ from __future__ import annotations
 import threading
 
 import pytest
+from held_jobs import held_jobs
 from sqlalchemy import func, select
 
 from workflow import envelopes as env
+from workflow import jobs
 from workflow.errors import LinkError, StateError
 from workflow.letters import create_letter, generate_document, pending_documents
-from workflow.models import Counterpart, Document, Event, Letter
+from workflow.models import Counterpart, Document, Envelope, Event, Letter
+from workflow.seal import load_or_create_sealer
 
 ACTOR = env.Actor("racer", "127.0.0.1", "pytest")
 SIGNATURE = {"type": "typed", "text": "Racing"}
+
+
+@pytest.fixture(scope="module")
+def sealer(tmp_path_factory):
+    return load_or_create_sealer(tmp_path_factory.mktemp("seal"))
+
+
+@pytest.fixture(autouse=True)
+def queue(database, converter, sealer):
+    """Jobs wait in the queue until a test runs them, as they wait for a worker."""
+    with held_jobs(jobs.Runtime(database, converter=converter, sealer=sealer)) as held:
+        yield held
 
 
 @pytest.fixture()
@@ -93,3 +109,24 @@ def test_a_void_during_signing_has_one_consistent_outcome(database, sent):
         assert signed == "signed" and isinstance(voided, StateError)
         assert statuses == ["signed", "signed"] and letter.status == "partially_executed"
     assert count(database, Event, Event.type == "voided") == (1 if voided == "voided" else 0)
+
+
+def test_two_assembly_jobs_at_once_attach_one_executed_pdf(database, sent, queue):
+    letter_id, envelope_id, (company, executive) = sent
+    sign(database, company)
+    sign(database, executive)
+    assert [n for n in queue.names() if "assemble" in n] == [
+        f"workflow.envelopes.assemble_envelope_job({envelope_id!r},)"]
+    # The queued job and a second copy of it (a retry, a worker's job taken over) at once.
+    results = race(lambda: env.assemble_envelope_job.call_local(envelope_id),
+                   lambda: env.assemble_envelope_job.call_local(envelope_id))
+    assert results == [None, None]  # neither failed
+    queue.run()  # and the queued one, afterwards: nothing left to do
+    assert count(database, Document, Document.kind == "executed_pdf") == 1
+    assert count(database, Event, Event.type == "executed") == 1
+    with database.transaction() as session:
+        envelope = session.get(Envelope, envelope_id)
+        executed = session.get(Document, envelope.executed_document_id)
+        assert (envelope.status, envelope.assembly_state) == ("completed", "done")
+        assert executed.kind == "executed_pdf"
+        assert session.get(Letter, letter_id).status == "fully_executed"

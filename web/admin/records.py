@@ -26,7 +26,7 @@ from workflow.schema import TemplateSpec, spec_to_raw
 from workflow.template_check import MAX_TEMPLATE_BYTES
 
 from ..database import get_db
-from ..documents import get_generator
+from ..documents import get_documents
 
 __all__ = ["version_record", "field_records", "read_template_upload", "read_schema_upload",
            "upload_template", "save_draft", "publish", "start_draft", "run_test_render",
@@ -142,7 +142,7 @@ def run_test_render(key: str, number: int) -> dict[str, Any]:
     with get_db().transaction() as session:
         docx, schema = render_examples(session, key, number)
     try:
-        pdf = get_generator().converter.convert_bytes(docx)
+        pdf = get_documents().converter.convert_bytes(docx)
     except ConversionError as exc:
         raise TemplateProblems([f"LibreOffice could not make a PDF of the test render: {exc}"]
                                ) from exc

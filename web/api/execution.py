@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, jsonify, request, url_for
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response
 
 from workflow import representations
@@ -27,12 +28,11 @@ from ..database import get_db
 from ..downloads import require_post
 from ..execution import (
     SentEnvelope,
-    assemble_quietly,
     audit_json,
     envelope_record,
-    executed_document,
     remind_signer,
     renew_signing_link,
+    retry_letter_assembly,
     send_blank_counterpart,
     send_counterparts_zip,
     send_executed_pdf,
@@ -227,12 +227,10 @@ def upload(letter_id: int, counterpart_id: int) -> tuple[Response, int]:
                            reason=request.form.get("reason"))
     checked = check_upload(letter_id, counterpart_id, data, filename, upload_limit())
     with get_db().transaction() as session:
-        counterpart, new, all_signed = upload_paper_counterpart(
+        _, new, _ = upload_paper_counterpart(
             session, letter_id, counterpart_id, data, filename, staff_actor(),
             choices=choices, max_bytes=upload_limit(), checked=checked)
-        envelope_id = counterpart.envelope_id
-    if all_signed:
-        assemble_quietly(envelope_id)
+    # The last counted upload enqueued the assembly; the envelope's "assembly" says where it is.
     answer = _envelope_answer(letter_id)
     answer["new"] = new
     answer["counterpart"] = next(s for s in answer["signers"]
@@ -253,10 +251,15 @@ def undo_upload(letter_id: int, counterpart_id: int) -> Response:
 
 
 @bp.post("/letters/<int:letter_id>/assembly/retry")
-def retry(letter_id: int) -> Response:
-    """Assemble the executed PDF again after a failure (or wait for the one under way)."""
-    executed_document(letter_id)
-    return jsonify(_envelope_answer(letter_id))
+def retry(letter_id: int) -> tuple[Response, int]:
+    """Assemble a failed executed PDF again: 202 with the envelope while its job runs, 200
+    once the executed PDF is made, 503 if it failed again; 409 when nothing failed."""
+    outcome = retry_letter_assembly(letter_id)
+    answer = _envelope_answer(letter_id)
+    if outcome == "failed":
+        raise ServiceUnavailable(f"The executed PDF could not be assembled again: "
+                                 f"{answer['assembly']['error']}")
+    return jsonify(answer), 200 if outcome == "done" else 202
 
 
 @bp.route("/letters/<int:letter_id>/executed.pdf", methods=["GET", "POST"])

@@ -18,7 +18,7 @@ from workflow.states import LetterStatus
 
 from ..auth import public
 from ..database import get_db
-from ..execution import assemble_quietly, prepare_signed_copy, signer_actor
+from ..execution import assembly_outcome, prepare_signed_copy, signer_actor
 from ..letters.records import iso
 from ..signing import (
     CONSENT_DISCLOSURE,
@@ -107,10 +107,11 @@ def sign(token: str) -> Response:
                   "signed_at": iso(counterpart.signed_at), "time_zone": counterpart.time_zone,
                   "signed_on": counterpart.signed_on.isoformat() if counterpart.signed_on
                   else None, "all_signed": all_signed}
-    if all_signed:
-        assemble_quietly(envelope_id)
+    # The last signature's transaction enqueued the assembly: say where it stands now
+    # (``running`` until a worker has made the executed letter; this link then serves it).
+    assembly = assembly_outcome(envelope_id) if all_signed else None
     status = _letter_status(letter_id)
-    return jsonify(**answer, letter_status=status,
+    return jsonify(**answer, letter_status=status, assembly=assembly,
                    fully_executed=status == LetterStatus.FULLY_EXECUTED.value)
 
 

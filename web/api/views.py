@@ -10,7 +10,7 @@ from flask import abort, current_app, g, jsonify, request, url_for
 from werkzeug.wrappers import Response
 
 from workflow.errors import NotFoundError, StateError, TemplateProblems, TermsError
-from workflow.letters import create_letter, list_letters, revise_terms
+from workflow.letters import create_letter, list_letters, queue_pending_pdfs, revise_terms
 from workflow.models import User
 from workflow.representations import letter_json, summary_json
 from workflow.schema import json_schema, terms_to_json, validate_terms
@@ -25,7 +25,7 @@ from ..admin.records import (
     upload_template,
 )
 from ..database import get_db
-from ..documents import get_generator
+from ..documents import get_documents
 from ..downloads import send_document
 from ..execution import signature_progress
 from ..letters.records import (
@@ -34,7 +34,6 @@ from ..letters.records import (
     letter_detail,
     letter_summary,
     load_blob,
-    pending_document_ids,
     published_templates,
     spec_for,
     template_titles,
@@ -257,7 +256,7 @@ def create() -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:
             letter = create_letter(session, template.strip(), _terms_of(body), user,
                                    template_dir=_template_dir(), **_client())
             letter_id = letter.id
-            pending = pending_document_ids(session, letter_id)
+            queue_pending_pdfs(session, letter_id)  # its PDF is made once this commits
     except NotFoundError:
         return _invalid({"template": f"there is no template named {template.strip()[:64]!r}; "
                                      f"use one of {names}"})
@@ -265,7 +264,6 @@ def create() -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:
         return jsonify(error=str(exc), code=exc.code, errors={"template": str(exc)}), 409
     except TermsError as exc:
         return _invalid(exc.errors)
-    get_generator().submit(pending)
     location = url_for(".get_letter", letter_id=letter_id, _external=True)
     return jsonify(_letter_json(letter_id)), 201, {"Location": location}
 
@@ -292,10 +290,9 @@ def put_terms(letter_id: int) -> Response | tuple[Response, int]:
             user = session.get(User, g.user.id)
             revise_terms(session, letter_id, raw, user, template_dir=_template_dir(),
                          **_client())
-            pending = pending_document_ids(session, letter_id)
+            queue_pending_pdfs(session, letter_id)  # made once this commits
     except TermsError as exc:
         return _invalid(exc.errors)
-    get_generator().submit(pending)
     return jsonify(_letter_json(letter_id))
 
 
@@ -306,7 +303,7 @@ def letter_document(letter_id: int, extension: str) -> Response:
     with get_db().transaction() as session:
         document, _ = find_document(session, letter_id, number, f"letter_{extension}")
         document_id = document.id
-    document = get_generator().wait(document_id)
+    document = get_documents().wait(document_id)  # made by a background job
     assert document.blob_sha256 is not None
     return send_document(load_blob(document.blob_sha256), filename=document.filename,
                          media_type=document.media_type, sha256=document.blob_sha256)

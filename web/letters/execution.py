@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 from flask import flash, redirect, request, url_for
-from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response
 
 from workflow.envelopes import DEFAULT_LINK_DAYS, void_envelope
@@ -29,9 +28,9 @@ from ..downloads import require_post, send_document
 from ..execution import (
     SentEnvelope,
     audit_json,
-    executed_document,
     remind_signer,
     renew_signing_link,
+    retry_letter_assembly,
     send_blank_counterpart,
     send_counterparts_zip,
     send_executed_pdf,
@@ -171,17 +170,22 @@ def void(letter_id: int) -> Response:
 
 @bp.post("/letters/<int:letter_id>/assembly/retry")
 def retry_assembly(letter_id: int) -> Response:
-    """Assemble the executed PDF again after a failure."""
+    """Assemble the executed PDF again after a failure (a new background job)."""
     try:
-        executed_document(letter_id)
+        outcome = retry_letter_assembly(letter_id)
     except NotFoundError:
         raise
     except CounterpartError as exc:
         flash(str(exc), "error")
-    except ServiceUnavailable as exc:
-        flash(str(exc.description), "error")
     else:
-        flash("The executed PDF is assembled and sealed.", "success")
+        if outcome == "done":
+            flash("The executed PDF is assembled and sealed.", "success")
+        elif outcome == "failed":
+            flash("The executed PDF could not be assembled again; the reason is below.",
+                  "error")
+        else:
+            flash("Assembling the executed PDF again; this page shows it when it is ready.",
+                  "info")
     return _to_letter(letter_id)
 
 

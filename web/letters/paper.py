@@ -38,7 +38,7 @@ from workflow.paper import blank_page_png, upload_page_png
 from workflow.pdfs import signing_field
 
 from ..database import get_db
-from ..execution import assemble_quietly, staff_actor, upload_limit
+from ..execution import assembly_outcome, staff_actor, upload_limit
 from . import bp
 
 __all__ = ["status_of", "check_upload"]
@@ -148,9 +148,17 @@ def confirm_upload(letter_id: int, counterpart_id: int) -> Response | tuple[str,
     except CounterpartError as exc:
         return _review(letter_id, counterpart_id, error=exc, form=values,
                        status=status_of(exc))
-    if all_signed and assemble_quietly(envelope_id):
+    # The last counted counterpart enqueued the assembly of the executed PDF.
+    outcome = assembly_outcome(envelope_id) if all_signed else None
+    if outcome == "done":
         flash(f"{name}'s counterpart is signed on paper. Every counterpart is signed: the "
               "letter is fully executed.", "success")
+    elif outcome == "running":
+        flash(f"{name}'s counterpart is signed on paper. Every counterpart is signed: the "
+              "executed PDF is being assembled.", "success")
+    elif outcome == "failed":
+        flash(f"{name}'s counterpart is signed on paper. Every counterpart is signed, but the "
+              "executed PDF could not be assembled: see below to retry.", "error")
     else:
         flash(f"{name}'s counterpart is signed on paper.", "success")
     return _to_signer(letter_id, counterpart_id)

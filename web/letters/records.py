@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from workflow.audit import events_of
@@ -35,7 +34,7 @@ from .display import EVENT_LABELS, describe_event
 
 __all__ = ["spec_for", "published_templates", "template_titles", "template_title",
            "document_record", "letter_summary", "letter_detail",
-           "pending_document_ids", "load_blob", "letter_documents", "find_document",
+           "load_blob", "letter_documents", "find_document",
            "is_editable", "status_label", "iso"]
 
 
@@ -99,12 +98,6 @@ def find_document(session: Session, letter_id: int, number: int | None, kind: st
     letter = get_letter(session, letter_id)
     version = get_version(session, letter, number)
     return latest_document(session, version, kind), version.number
-
-
-def pending_document_ids(session: Session, letter_id: int) -> list[int]:
-    """List a letter's documents that wait to be generated."""
-    return list(session.scalars(select(Document.id).where(
-        Document.letter_id == letter_id, Document.status == "pending").order_by(Document.id)))
 
 
 def load_blob(sha256: str) -> bytes:

@@ -30,7 +30,7 @@ from workflow.review import Warning, record_review_download, review_letter
 from workflow.states import LetterStatus
 
 from ..database import get_db
-from ..documents import get_generator
+from ..documents import get_documents
 from ..downloads import send_document
 from ..execution import staff_actor
 from ..numbers import query_number
@@ -78,7 +78,7 @@ def redline_pdf(redline: LetterRedline) -> bytes:
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-    pdf = get_generator().converter.convert_bytes(redline.docx)
+    pdf = get_documents().converter.convert_bytes(redline.docx)
     with _pdf_lock:
         cache[key] = pdf
         while len(cache) > _PDF_CACHE_SIZE:
@@ -175,7 +175,7 @@ def _page_functions() -> dict[str, Any]:
 def review_pdf(letter_id: int, number: int) -> Response:
     """Download a version's PDF to review it, recording that staff saw this version."""
     document_id = _review_document(letter_id, number)
-    document = get_generator().wait(document_id)
+    document = get_documents().wait(document_id)
     if document.status != "ready" or document.blob_sha256 is None:
         abort(409, f"{document.filename} could not be generated: {document.error}")
     actor = staff_actor()

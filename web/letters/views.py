@@ -22,13 +22,19 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from workflow.errors import StateError, TermsError
-from workflow.letters import create_letter, list_letters, retry_document, revise_terms
+from workflow.letters import (
+    create_letter,
+    list_letters,
+    queue_pending_pdfs,
+    retry_document,
+    revise_terms,
+)
 from workflow.models import User
 from workflow.schema import sample_terms, terms_to_json, validate_terms
 from workflow.states import LetterStatus
 
 from ..database import get_db
-from ..documents import get_generator
+from ..documents import get_documents
 from ..downloads import send_document
 from ..errors import answers_json
 from ..execution import envelope_record, signature_progress
@@ -43,7 +49,6 @@ from .records import (
     letter_detail,
     letter_summary,
     load_blob,
-    pending_document_ids,
     published_templates,
     spec_for,
     template_titles,
@@ -118,11 +123,10 @@ def new_letter() -> Response | str | tuple[str, int]:
                                    template_dir=current_app.config["DOCX_TEMPLATE_DIR"],
                                    **_client())
             letter_id = letter.id
-            pending = pending_document_ids(session, letter_id)
+            queue_pending_pdfs(session, letter_id)  # its PDF is made once this commits
     except TermsError as exc:
         form.errors = exc.errors
         return _render_form(form, status=422)
-    get_generator().submit(pending)
     flash("Letter created. Its .docx is ready and its PDF is being generated.", "success")
     return redirect(url_for(".show", letter_id=letter_id))
 
@@ -155,7 +159,7 @@ def edit(letter_id: int) -> Response | str | tuple[str, int]:
                                        template_dir=current_app.config["DOCX_TEMPLATE_DIR"],
                                        **_client())
                 number = version.number
-                pending = pending_document_ids(session, letter_id)
+                queue_pending_pdfs(session, letter_id)  # made once this commits
     except TermsError as exc:
         form.errors = exc.errors
         return _render_form(form, letter=letter, status=422)
@@ -166,7 +170,6 @@ def edit(letter_id: int) -> Response | str | tuple[str, int]:
         flash(f"The terms are unchanged, so version {letter['current_version']} stays the "
               "current one.", "info")
         return redirect(url_for(".show", letter_id=letter_id))
-    get_generator().submit(pending)
     flash(f"Version {number} saved. Its PDF is being generated; earlier versions stay "
           "available below.", "success")
     return redirect(url_for(".show", letter_id=letter_id))
@@ -241,7 +244,7 @@ def download(letter_id: int, number: int, extension: str) -> Response:
     with get_db().transaction() as session:
         document, _ = find_document(session, letter_id, number, kind)
         document_id = document.id
-    document = get_generator().wait(document_id)
+    document = get_documents().wait(document_id)  # made by a background job
     assert document.blob_sha256 is not None
     return send_document(load_blob(document.blob_sha256), filename=document.filename,
                          media_type=document.media_type, sha256=document.blob_sha256)
@@ -281,12 +284,8 @@ def retry(letter_id: int, number: int) -> Response:
     """Try again to generate a version's PDF after a failure."""
     with get_db().transaction() as session:
         document, _ = find_document(session, letter_id, number, "letter_pdf")
-        if document.status != "failed":
-            document_id = None
-        else:
-            retry_document(session, document.id)
-            document_id = document.id
-    if document_id is not None:
-        get_generator().submit([document_id])
+        # Its job is enqueued once this commits (in immediate mode it has run by the redirect).
+        retried = retry_document(session, document.id)
+    if retried:
         flash("Generating the PDF again.", "info")
     return redirect(url_for(".show", letter_id=letter_id, version=number))
