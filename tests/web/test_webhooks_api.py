@@ -246,7 +246,8 @@ def test_a_real_worker_delivers_and_queues_the_next_attempt(tmp_path, database_u
                     letter_id = create_letter(session, "separation_letter", reference_terms,
                                               user).id
                 _wait(lambda: len(receiver.requests) == 1, log)
-                _wait(lambda: _delivery(database, endpoint_id).next_attempt_at, log)
+                # The failed attempt is recorded, the next one due in 30 seconds.
+                _wait(lambda: _delivery(database, endpoint_id).last_status_code == 503, log)
                 delivery = _delivery(database, endpoint_id)
                 assert (delivery.status, delivery.attempts) == ("pending", 1)
                 # The worker took the retry off the queue and keeps it in the schedule.
