@@ -257,12 +257,14 @@ def letter_url(base_url: str, letter_id: int) -> str:
 # --- who gets what ------------------------------------------------------------------------------
 
 def sender_of(session: Session, envelope: Envelope) -> tuple[str, str] | None:
-    """The member of staff who sent an envelope, as (name, email): the account that sent it,
-    or else the actor of its first "sent" event when that is an address."""
+    """The member of staff who sent an envelope, as (name, email): the account that sent it
+    (None once that account is disabled), or, for an envelope sent before senders were
+    recorded, the actor of its first "sent" event when that is an address."""
     if envelope.created_by_id is not None:
         user = session.get(User, envelope.created_by_id)
-        if user is not None and user.disabled_at is None:
-            return user.email, user.email
+        if user is None or user.disabled_at is not None:
+            return None
+        return user.email, user.email
     actor = session.scalar(select(Event.actor).where(
         Event.envelope_id == envelope.id, Event.type == "sent").order_by(Event.id).limit(1))
     if actor and "@" in actor:

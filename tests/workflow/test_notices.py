@@ -347,7 +347,10 @@ def test_an_expiry_warning_goes_to_each_open_signer_and_the_sender_once(database
     to_john = next(m for m in warnings if recipient(m) == "jt@home.test")
     to_sender = next(m for m in warnings if recipient(m) == SENDER)
     john = token_of(tokens, database, "John R. Tucker")
-    assert f"{BASE}/sign/{john}" in text_of(to_john) and TITLE in text_of(to_john)
+    assert f"{BASE}/sign/{john}" in text_of(to_john) and f'href="{BASE}/sign/{john}"' in \
+        html_of(to_john)
+    for message in warnings:
+        assert TITLE in text_of(message) and TITLE in html_of(message)
     assert "John R. Tucker has not signed yet" in " ".join(text_of(to_sender).split())
     assert f"{BASE}/letters/{letter_id}" in text_of(to_sender)
     assert "/sign/" not in text_of(to_sender) + html_of(to_sender)
@@ -369,6 +372,7 @@ def test_a_decline_tells_the_sender_and_those_who_signed_with_the_reason(databas
         assert "John R. Tucker declined" in " ".join(text_of(message).split())
         assert "The consulting fee is wrong & too low" in text_of(message)
         assert "The consulting fee is wrong &amp; too low" in html_of(message)  # escaped
+        assert TITLE in text_of(message) and TITLE in html_of(message)
         assert "/sign/" not in text_of(message) + html_of(message)
     assert len(rows(database, kind="declined")) == 2
 
@@ -419,7 +423,8 @@ def test_a_void_tells_the_signers_whose_links_stopped_working(database, letter_i
     (message,) = voided
     assert "Wrong <b>severance</b> terms" in text_of(message)
     assert "Wrong &lt;b&gt;severance&lt;/b&gt; terms" in html_of(message)
-    assert TITLE in text_of(message) and "/sign/" not in text_of(message)
+    assert TITLE in text_of(message) and TITLE in html_of(message)
+    assert "/sign/" not in text_of(message) + html_of(message)
 
 
 def test_no_notice_without_an_email_or_a_mail_server(database, letter_id, inbox):
