@@ -266,6 +266,28 @@ def test_reminders_come_when_due_once_each_and_stop_after_signing(database, lett
                       "John R. Tucker": (3, None)}
 
 
+def test_two_workers_sweeping_at_once_send_each_reminder_once(database, letter_id, inbox):
+    envelope_id, _ = send(database, letter_id)
+    with database.transaction() as session:
+        due = session.get(Envelope, envelope_id).created_at + dt.timedelta(days=3, minutes=1)
+    made: list[int] = []
+    start = threading.Barrier(3)
+
+    def sweep() -> None:
+        start.wait()
+        made.extend(notices.queue_due_reminders(database, now=due))
+
+    workers = [threading.Thread(target=sweep) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(made) == 2
+    assert reminders_to(inbox) == ["eliot@capstone.test", "jt@home.test"]
+    assert sorted(r[2] for r in rows(database, kind="reminder")) == [
+        "eliot@capstone.test", "jt@home.test"]
+
+
 def test_the_periodic_sweep_runs_once_per_slot(database, letter_id, inbox):
     envelope_id, _ = send(database, letter_id, reminders=ReminderSettings(2, 1, 1))
     with database.transaction() as session:
