@@ -71,7 +71,7 @@ POSTGRES_TESTS ?= tests/workflow tests/web/test_two_servers.py tests/web/test_ex
 	tests/web/test_api.py tests/web/test_roles.py tests/web/test_template_library.py \
 	tests/web/test_sessions.py tests/web/test_tokens.py tests/web/test_signer_copy.py \
 	tests/web/test_accounts_admin.py tests/web/test_webhooks_api.py tests/web/test_webhooks_admin.py \
-	tests/web/test_worker.py tests/web/test_notices_pages.py
+	tests/web/test_worker.py tests/web/test_notices_pages.py tests/web/test_assembly_jobs.py
 
 test-postgres: setup test-packages
 	@scripts/with-postgres scripts/run-pytest $(BIN)/pytest $(or $(PYTEST_ARGS),$(POSTGRES_TESTS))
