@@ -117,7 +117,7 @@ def test_create_generates_the_pdf_at_once_in_the_background(app_config, referenc
     from web import create_app
     from workflow.accounts import create_api_token
 
-    app = create_app({**app_config, "GENERATE_IN_BACKGROUND": True})
+    app = create_app(app_config)
     try:
         with app.app_context(), get_db().transaction() as session:
             headers = {"Authorization": "Bearer " + create_api_token(session,

@@ -159,8 +159,7 @@ def test_pages_say_which_page_is_current(staff):
 
 def test_data_dir_is_created(tmp_path, converter):
     target = tmp_path / "new" / "folder"
-    app = create_app({"DATA_DIR": target, "DATABASE_URL": None, "PDF_CONVERTER": converter,
-                      "GENERATE_IN_BACKGROUND": False})
+    app = create_app({"DATA_DIR": target, "DATABASE_URL": None, "PDF_CONVERTER": converter})
     try:
         assert {"counterpart.db", "secret_key"} <= set(os.listdir(target))
     finally:

@@ -244,8 +244,7 @@ def test_the_cookie_is_secure_when_the_app_says_https(app_config, credentials):
 def test_a_weak_secret_key_is_refused_at_start(tmp_path, converter, key, words):
     data_dir = tmp_path / "data"
     with pytest.raises(ConfigError, match=words) as refused:
-        create_app({"DATA_DIR": data_dir, "SECRET_KEY": key, "PDF_CONVERTER": converter,
-                    "GENERATE_IN_BACKGROUND": False})
+        create_app({"DATA_DIR": data_dir, "SECRET_KEY": key, "PDF_CONVERTER": converter})
     assert "COUNTERPART_SECRET_KEY is not a usable secret key" in str(refused.value)
     assert "secrets.token_hex(32)" in str(refused.value)
     assert not data_dir.exists()  # nothing was made
