@@ -308,8 +308,9 @@ class LetterVersion(Base):
 class Document(Base):
     """A file of a letter: its generated .docx or PDF, a signed counterpart, the executed PDF.
 
-    ``status`` is ``pending`` until the bytes exist, ``generating`` while a worker that
-    claimed it makes them, then ``ready`` or ``failed``.
+    ``status`` is ``pending`` until the bytes exist, ``generating`` while a background job
+    makes them, then ``ready`` or ``failed``; ``claimed_at`` is when its job was last queued or
+    started (the sweep of :func:`workflow.letters.resume_pending_pdfs` reads it; nothing claims).
     """
 
     __tablename__ = "documents"
