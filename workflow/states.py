@@ -68,8 +68,8 @@ LETTER_TRANSITIONS: dict[LetterStatus, frozenset[LetterStatus]] = {
     L.OUT_FOR_SIGNATURE: frozenset({L.PARTIALLY_EXECUTED, L.FULLY_EXECUTED, L.DECLINED,
                                     L.VOIDED}),
     # Undoing the only paper upload takes a partially executed letter back to out for signature.
-    L.PARTIALLY_EXECUTED: frozenset({L.OUT_FOR_SIGNATURE, L.PARTIALLY_EXECUTED, L.FULLY_EXECUTED, L.DECLINED,
-                                     L.VOIDED}),
+    L.PARTIALLY_EXECUTED: frozenset({L.OUT_FOR_SIGNATURE, L.PARTIALLY_EXECUTED,
+                                     L.FULLY_EXECUTED, L.DECLINED, L.VOIDED}),
     L.FULLY_EXECUTED: frozenset(),
     L.DECLINED: frozenset({L.VOIDED}),
     # Once voided, the terms may be edited (a new draft version) and the letter sent again.

@@ -34,8 +34,8 @@ def pdf_words(path: Path) -> list[str]:
 
 @pytest.fixture()
 def server(app_config: dict[str, Any]) -> Iterator[LiveServer]:
-    """The app with background generation, served on a free port of 127.0.0.1."""
-    app = create_app({**app_config, "GENERATE_IN_BACKGROUND": True, "TESTING": False})
+    """The app served on a free port of 127.0.0.1 (its jobs run as each request commits)."""
+    app = create_app({**app_config, "TESTING": False})
     with LiveServer(app) as live:
         yield live
     app.extensions["counterpart.documents"].close()

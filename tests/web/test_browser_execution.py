@@ -36,8 +36,8 @@ NAMES = ("Eliot Protsch", "John R. Tucker")
 
 @pytest.fixture()
 def served(app_config: dict[str, Any]) -> Iterator[tuple[LiveServer, Any]]:
-    """The app with background generation, served on a free port of 127.0.0.1."""
-    app = create_app({**app_config, "GENERATE_IN_BACKGROUND": True, "TESTING": False})
+    """The app served on a free port of 127.0.0.1 (its jobs run as each request commits)."""
+    app = create_app({**app_config, "TESTING": False})
     with LiveServer(app) as live:
         yield live, app
     app.extensions["counterpart.documents"].close()

@@ -20,7 +20,7 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture()
 def server(app_config: dict[str, Any]) -> Iterator[LiveServer]:
-    app = create_app({**app_config, "GENERATE_IN_BACKGROUND": True, "TESTING": False})
+    app = create_app({**app_config, "TESTING": False})
     with LiveServer(app) as live:
         yield live
     app.extensions["counterpart.documents"].close()

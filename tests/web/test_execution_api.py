@@ -644,6 +644,7 @@ def test_the_a4_case_keeps_the_signing_order_unless_overridden_on_the_record(
     refused = upload(client, api, letter_id, executive, case, "scan-a4-executive.pdf")
     assert refused.status_code == 409 and refused.json["code"] == "signing_order"
     assert "Eliot Protsch must sign before John R. Tucker" in refused.json["error"]
+    assert execution_state(letter_id) == before  # the refused scan changed nothing
     no_reason = upload(client, api, letter_id, executive, case, override_order="true")
     assert no_reason.status_code == 400 and "reason" in no_reason.json["error"]
     # Overridden with a reason, the scan counts at once: the executive's ink is on it.

@@ -107,8 +107,8 @@ ANSWERS = {
              f"signed on paper by John R. Tucker (the executive), as uploaded — one signer's "
              f"copy, not the executed document.", "None", "Yes: the scan of the counterpart"),
     "signed": (SYSTEM_FILE, f"This is the counterpart, version 1, of {TITLE}, signed "
-               f"electronically by Eliot Protsch (the company, by its chair) — one signer's copy, not "
-               f"the executed document.", "None", "Yes: the counterpart, version 1, of"),
+               f"electronically by Eliot Protsch (the company, by its chair) — one signer's "
+               f"copy, not the executed document.", "None", "Yes: the counterpart, version 1, of"),
     "stranger": (NOT_OURS, "This PDF carries no seal. It is not an executed letter of this "
                  "system.", "None", "No"),
 }
