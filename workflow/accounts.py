@@ -406,9 +406,18 @@ def create_api_token(session: Session, email: str, label: str = "", *,
     return token
 
 
+TOKEN_USE_RECORDED_EVERY = dt.timedelta(minutes=5)
+"""A token's ``last_used_at`` is written when it is older than this, not on every request."""
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
+
+
 def user_for_token(session: Session, token: str) -> User | None:
     """Return the account an API token belongs to, or None if it is unknown, revoked,
-    expired or its account disabled."""
+    expired or its account disabled. Its ``last_used_at`` is brought up to date only when
+    it is :data:`TOKEN_USE_RECORDED_EVERY` old, so most requests write nothing."""
     if not token or len(token) > 200:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
@@ -416,7 +425,9 @@ def user_for_token(session: Session, token: str) -> User | None:
     if row is None or row.revoked_at is not None or now >= row.expires_at or \
             row.user.disabled_at is not None:
         return None
-    row.last_used_at = now
+    # Recorded at most every TOKEN_USE_RECORDED_EVERY, so that reads do not write each time.
+    if row.last_used_at is None or now - _aware(row.last_used_at) >= TOKEN_USE_RECORDED_EVERY:
+        row.last_used_at = now
     return row.user
 
 

@@ -2,7 +2,9 @@
 
 SQLite in a file of the data folder is the embedded default (WAL mode, a busy timeout and
 ``BEGIN IMMEDIATE`` transactions, so that concurrent writers queue instead of failing);
-PostgreSQL works through the same models and migrations.
+PostgreSQL works through the same models and migrations. Requests that only read use
+:meth:`Database.read`: a deferred ``BEGIN`` that takes no write lock on SQLite (readers never
+queue behind writers in WAL mode) and refuses every write on both databases.
 
 The data folder is private to the user running Counterpart: created 0700 (an existing one is
 tightened to it), and the SQLite database 0600 before SQLite first opens it, so that its
@@ -17,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +35,7 @@ DATA_DIR_ENV = "COUNTERPART_DATA_DIR"
 DATABASE_URL_ENV = "COUNTERPART_DATABASE_URL"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY = "counterpart_read_only"
 
 
 def _is_full(exc: OperationalError) -> bool:
@@ -85,8 +88,15 @@ def _configure_sqlite(engine: Engine, database_file: Path) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            # A reader takes no lock until it reads, and then only a snapshot; query_only
+            # turns a write, which could not upgrade the lock safely, into an error.
+            connection.exec_driver_sql("PRAGMA query_only=ON")
+            connection.exec_driver_sql("BEGIN")
+            return
         # A deferred transaction that reads and then writes cannot wait for the lock; an
         # immediate one waits its turn under the busy timeout.
+        connection.exec_driver_sql("PRAGMA query_only=OFF")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -115,6 +125,7 @@ class Database:
         # immediate mode) run against the same database (workflow.jobs).
         self.sessions = sessionmaker(self.engine, expire_on_commit=False,
                                      info={"counterpart.database": self})
+        self._reader = self.engine.execution_options(**{_READ_ONLY: True})
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -128,6 +139,20 @@ class Database:
                     "The server's disk is full, so nothing was saved; earlier letters and "
                     "documents are unchanged. Free some space and try again.") from exc
             raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """Open a session in one read-only transaction, for requests that only read.
+
+        On SQLite it is a deferred ``BEGIN`` (no write lock: it never waits for writers nor
+        makes them wait) with ``PRAGMA query_only``; on PostgreSQL ``SET TRANSACTION READ
+        ONLY``. A write inside it raises OperationalError (SQLite) or InternalError
+        (PostgreSQL) instead of taking a lock it could not upgrade safely.
+        """
+        with self.sessions(bind=self._reader) as session, session.begin():
+            if not self.is_sqlite:
+                session.execute(text("SET TRANSACTION READ ONLY"))
+            yield session
 
     def session(self) -> Session:
         """Open a session; the caller commits or rolls back."""

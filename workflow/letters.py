@@ -11,16 +11,20 @@ letter PDF: one that must wait for it polls the database (:func:`wait_for_docume
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import logging
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, update
+from anyascii import anyascii
+from sqlalchemy import and_, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
@@ -47,7 +51,7 @@ from .schema import (
     validate_terms,
 )
 from .states import LetterStatus, transition
-from .text import file_slug, search_patterns, search_text
+from .text import file_slug, search_text
 
 if TYPE_CHECKING:
     from huey.api import Task
@@ -59,7 +63,7 @@ __all__ = [
     "latest_document", "retry_document", "refresh_search_text", "queue_pending_pdfs",
     "version_template", "render_version", "version_spec", "version_template_version",
     "generate_pdf_job", "resume_pending_pdfs", "PDF_RETRIES", "WAITING",
-    "RESUME_PENDING_AFTER",
+    "RESUME_PENDING_AFTER", "COUNT_LIMIT", "PageCursorError", "encode_cursor", "decode_cursor",
 ]
 
 log = logging.getLogger(__name__)
@@ -309,37 +313,145 @@ def latest_document(session: Session, version: LetterVersion, kind: str) -> Docu
     return document
 
 
+COUNT_LIMIT = 1000
+"""Lists count matching letters up to this many; beyond it they say "more than 1,000"."""
+
+
+class PageCursorError(CounterpartError):
+    """An ``after`` cursor of the letters list is not one the list gave out."""
+
+
 @dataclass
 class LetterPage:
-    """One page of the letters table."""
+    """One page of the letters list.
+
+    ``total`` counts the matching letters up to :data:`COUNT_LIMIT`; ``more`` is True when
+    there are more than that (the count stopped there). ``page`` is the page number when the
+    page was asked for by number, None when by an ``after`` cursor. ``next_cursor`` is the
+    opaque cursor of the page after this one, None on the last page.
+    """
 
     letters: list[Letter]
     total: int
-    page: int
+    page: int | None
     per_page: int
+    more: bool = False
+    next_cursor: str | None = None
 
     @property
     def pages(self) -> int:
+        """How many pages the counted letters fill (at least 1)."""
         return max(1, -(-self.total // self.per_page))
 
 
+def encode_cursor(letter: Letter) -> str:
+    """Return the opaque cursor that lists the letters after ``letter`` in list order."""
+    raw = f"{_as_utc(letter.updated_at).isoformat()}|{letter.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    """Return the (updated_at, id) a cursor stands for; PageCursorError naming ``after`` if
+    it is not one :func:`encode_cursor` made."""
+    problem = PageCursorError("after is not a cursor this list gave out; start again from "
+                              "the first page.")
+    if not cursor or len(cursor) > 200:
+        raise problem
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, letter_id = raw.partition("|")
+        updated_at = dt.datetime.fromisoformat(when)
+        number = int(letter_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise problem from exc
+    if updated_at.tzinfo is None or not 0 < number < 2**63 or not letter_id.isdigit():
+        raise problem
+    return updated_at.astimezone(dt.UTC), number
+
+
+def _as_utc(when: dt.datetime) -> dt.datetime:
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+_WORD = re.compile(r"\w", re.UNICODE)
+
+
+def _search_words(q: str) -> list[list[str]]:
+    """Split a query into words, each with its spellings (as typed and in ASCII), folded."""
+    words = []
+    for word in unicodedata.normalize("NFC", q).casefold().split():
+        if not _WORD.search(word):
+            continue  # punctuation alone matches nothing and constrains nothing
+        spellings = [word, anyascii(word).casefold()]
+        words.append([s for s in dict.fromkeys(spellings) if _WORD.search(s)])
+    return words
+
+
+def _fts_query(words: list[list[str]]) -> str:
+    """An FTS5 query: every word (AND), each by any spelling (OR), as a prefix. Each spelling
+    is an FTS5 string, so that the user's quotes, stars, NEAR or minus are plain text."""
+    def spelling(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"*'
+
+    return " AND ".join("(" + " OR ".join(spelling(s) for s in spellings) + ")"
+                        for spellings in words)
+
+
+def _search_condition(session: Session, q: str) -> Any:
+    """The WHERE condition of a search, through the database's text index (None if the
+    query has no words). SQLite: the FTS5 ``letter_search`` table, words matched from their
+    start; PostgreSQL: ``LIKE '%word%'`` on the folded text, which pg_trgm's index serves."""
+    words = _search_words(q)
+    if not words:
+        return None
+    if session.get_bind().dialect.name == "sqlite":
+        return Letter.id.in_(text("SELECT rowid FROM letter_search WHERE letter_search "
+                                  "MATCH :letter_search").bindparams(
+                                      letter_search=_fts_query(words)))
+
+    def like(spelling: str) -> Any:
+        escaped = spelling.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return Letter.search_text.like(f"%{escaped}%", escape="\\")
+
+    return and_(*(or_(*(like(s) for s in spellings)) for spellings in words))
+
+
 def list_letters(session: Session, *, q: str = "", status: str = "", template: str = "",
-                 page: int = 1, per_page: int = 25) -> LetterPage:
-    """List letters newest first, filtered by a search (title, listed terms, signers), a
-    status and a template."""
+                 page: int = 1, per_page: int = 25, after: str | None = None) -> LetterPage:
+    """List letters newest change first (by updated_at, then id), filtered by a search
+    (every word, from its start, in the title, listed terms or signers' names, whatever the
+    accents or case), a status and a template.
+
+    A page is asked for by number (``page``, for the first pages) or by the cursor of the
+    page before it (``after``, any depth: the list resumes after that letter without
+    counting or skipping rows, so a letter changed meanwhile is neither shown twice nor
+    skipped). The count stops at :data:`COUNT_LIMIT`. Raises PageCursorError for a bad
+    ``after``.
+    """
     query = select(Letter)
     if template:
         query = query.where(Letter.template == template)
-    patterns = search_patterns(q) if q.strip() else []
-    if patterns:
-        query = query.where(or_(*(Letter.search_text.like(p, escape="\\") for p in patterns)))
+    condition = _search_condition(session, q)
+    if condition is not None:
+        query = query.where(condition)
     if status:
         query = query.where(Letter.status == LetterStatus(status).value)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = max(1, page)
-    rows = session.scalars(query.order_by(Letter.updated_at.desc(), Letter.id.desc())
-                           .offset((page - 1) * per_page).limit(per_page))
-    return LetterPage(list(rows), total, page, per_page)
+    counted = session.scalar(select(func.count()).select_from(
+        query.with_only_columns(Letter.id).limit(COUNT_LIMIT + 1).subquery())) or 0
+    number: int | None = max(1, page)
+    if after:
+        updated_at, letter_id = decode_cursor(after)
+        query = query.where(tuple_(Letter.updated_at, Letter.id) <
+                            tuple_(literal(updated_at, Letter.updated_at.type),
+                                   literal(letter_id, Letter.id.type)))
+        number = None
+    ordered = query.order_by(Letter.updated_at.desc(), Letter.id.desc())
+    if number is not None and number > 1:
+        ordered = ordered.offset((number - 1) * per_page)
+    rows = list(session.scalars(ordered.limit(per_page + 1)))
+    next_cursor = encode_cursor(rows[per_page - 1]) if len(rows) > per_page else None
+    return LetterPage(rows[:per_page], min(counted, COUNT_LIMIT), number, per_page,
+                      more=counted > COUNT_LIMIT, next_cursor=next_cursor)
 
 
 def document_bytes(session: Session, document: Document) -> bytes:

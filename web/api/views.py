@@ -10,7 +10,14 @@ from flask import abort, current_app, g, jsonify, request, url_for
 from werkzeug.wrappers import Response
 
 from workflow.errors import NotFoundError, StateError, TemplateProblems, TermsError
-from workflow.letters import create_letter, list_letters, queue_pending_pdfs, revise_terms
+from workflow.letters import (
+    COUNT_LIMIT,
+    PageCursorError,
+    create_letter,
+    list_letters,
+    queue_pending_pdfs,
+    revise_terms,
+)
 from workflow.models import User
 from workflow.representations import letter_json, summary_json
 from workflow.schema import json_schema, terms_to_json, validate_terms
@@ -222,24 +229,31 @@ def template_schema(name: str) -> Response:
 
 @bp.get("/letters")
 def letters() -> Response:
-    """List letters newest first; ``q`` searches titles, listed terms and signers, ``status``
-    and ``template`` filter, ``page`` pages."""
+    """List letters newest first; ``q`` searches titles, listed terms and signers (every
+    word, from its start), ``status`` and ``template`` filter. ``page`` numbers the first
+    pages; ``next`` is the cursor of the page after this one (pass it as ``after``). ``total``
+    counts at most 1,000 letters: ``total_is_estimate`` is true when there are more."""
     status = request.args.get("status", "").strip()
     if status and status not in STATUS_VALUES:
         abort(400, f"status must be one of {', '.join(STATUS_VALUES)}.")
-    page_number = query_number("page", 1)
     per_page = query_number("per_page", 25, maximum=MAX_PER_PAGE)
+    page_number = query_number("page", 1, maximum=max(1, COUNT_LIMIT // per_page))
     template = request.args.get("template", "").strip()[:64]
-    with get_db().transaction() as session:
-        page = list_letters(session, q=request.args.get("q", "")[:200], status=status,
-                            template=template, page=page_number, per_page=per_page)
+    with get_db().read() as session:
+        try:
+            page = list_letters(session, q=request.args.get("q", "")[:200], status=status,
+                                template=template, page=page_number, per_page=per_page,
+                                after=request.args.get("after") or None)
+        except PageCursorError as exc:
+            abort(400, str(exc))
         titles = template_titles(session)
         rows = [letter_summary(letter, titles) for letter in page.letters]
         progress = signature_progress(session, [row["id"] for row in rows])
     for row in rows:
         row["signatures"] = progress.get(row["id"])
     return jsonify(letters=[_summary_json(row) for row in rows], total=page.total,
-                   page=page.page, per_page=page.per_page, pages=page.pages)
+                   total_is_estimate=page.more, page=page.page, per_page=page.per_page,
+                   pages=page.pages, next=page.next_cursor)
 
 
 @bp.post("/letters")

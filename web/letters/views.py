@@ -23,6 +23,8 @@ from werkzeug.wrappers import Response
 
 from workflow.errors import StateError, TermsError
 from workflow.letters import (
+    COUNT_LIMIT,
+    PageCursorError,
     create_letter,
     list_letters,
     queue_pending_pdfs,
@@ -71,19 +73,27 @@ def home() -> Response:
 @bp.route("/letters")
 def index() -> str:
     """The table of letters: newest first, searchable by title, listed terms and signers,
-    filtered by status and template; each row shows its own template's listed terms."""
+    filtered by status and template; each row shows its own template's listed terms.
+
+    The first pages are numbered (``page``); later ones follow the cursor of the page before
+    (``after``). A read-only transaction: the list never waits for a writer."""
     q = request.args.get("q", "").strip()[:200]
     status = request.args.get("status", "").strip()
     if status and status not in STATUS_VALUES:
         abort(400, f"There is no letter status {status[:40]!r}; choose one from the list.")
     template = request.args.get("template", "").strip()[:64]
-    page_number = query_number("page", 1)
-    with get_db().transaction() as session:
+    per_page = current_app.config["LETTERS_PER_PAGE"]
+    page_number = query_number("page", 1, maximum=max(1, COUNT_LIMIT // per_page))
+    after = request.args.get("after") or None
+    with get_db().read() as session:
         titles = template_titles(session)
         if template and template not in titles:
             abort(400, f"There is no template {template!r}; choose one from the list.")
-        page = list_letters(session, q=q, status=status, template=template, page=page_number,
-                            per_page=current_app.config["LETTERS_PER_PAGE"])
+        try:
+            page = list_letters(session, q=q, status=status, template=template,
+                                page=page_number, per_page=per_page, after=after)
+        except PageCursorError as exc:
+            abort(400, str(exc))
         letters = [letter_summary(letter, titles) for letter in page.letters]
         progress = signature_progress(session, [letter["id"] for letter in letters])
     for letter in letters:
