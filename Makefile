@@ -19,7 +19,7 @@ TEST_DEB_PACKAGES := redis-server postgresql nginx systemd
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: help setup system-packages test-packages run dev test test-sqlite test-postgres bench \
+.PHONY: help setup system-packages test-packages run dev test test-sqlite test-postgres bench bench-web \
 	lint screenshots clean
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make test-sqlite  the suite on the embedded SQLite database only"
 	@echo "make test-postgres  the database tests on a private PostgreSQL server it starts and stops"
 	@echo "make bench        set up, then print the speed benchmarks"
+	@echo "make bench-web    set up, then time the letters list at 1,000 to 100,000 letters"
 	@echo "make screenshots  save pictures of the main pages into docs/screenshots/"
 
 system-packages:
@@ -71,7 +72,8 @@ POSTGRES_TESTS ?= tests/workflow tests/web/test_two_servers.py tests/web/test_ex
 	tests/web/test_api.py tests/web/test_roles.py tests/web/test_template_library.py \
 	tests/web/test_sessions.py tests/web/test_tokens.py tests/web/test_signer_copy.py \
 	tests/web/test_accounts_admin.py tests/web/test_webhooks_api.py tests/web/test_webhooks_admin.py \
-	tests/web/test_worker.py tests/web/test_notices_pages.py tests/web/test_assembly_jobs.py
+	tests/web/test_worker.py tests/web/test_notices_pages.py tests/web/test_assembly_jobs.py \
+	tests/web/test_letters_list.py tests/web/test_letters_pages.py
 
 test-postgres: setup test-packages
 	@scripts/with-postgres scripts/run-pytest $(BIN)/pytest $(or $(PYTEST_ARGS),$(POSTGRES_TESTS))
@@ -81,6 +83,9 @@ screenshots: setup
 
 bench: setup
 	$(BIN)/python bench/bench_pipeline.py
+
+bench-web: setup
+	$(BIN)/python bench/bench_web.py
 
 lint: setup
 	$(BIN)/ruff check workflow web tests bench tools

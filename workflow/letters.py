@@ -373,15 +373,14 @@ def _as_utc(when: dt.datetime) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
-_WORD = re.compile(r"\w", re.UNICODE)
+_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def _search_words(q: str) -> list[list[str]]:
     """Split a query into words, each with its spellings (as typed and in ASCII), folded."""
     words = []
-    for word in unicodedata.normalize("NFC", q).casefold().split():
-        if not _WORD.search(word):
-            continue  # punctuation alone matches nothing and constrains nothing
+    # Words as the text index sees them: punctuation separates them and alone is no word.
+    for word in _WORD.findall(unicodedata.normalize("NFC", q).casefold()):
         spellings = [word, anyascii(word).casefold()]
         words.append([s for s in dict.fromkeys(spellings) if _WORD.search(s)])
     return words
