@@ -119,6 +119,10 @@ def transition(current: S | str, target: S) -> S:
     machine = type(target)
     state = machine(current)
     if not can_transition(state, target):
-        raise StateError(f"A {_NOUNS[machine]} that is {state.value.replace('_', ' ')} cannot "
-                         f"become {target.value.replace('_', ' ')}.")
+        noun = _NOUNS[machine]
+        now, then = state.value.replace("_", " "), target.value.replace("_", " ")
+        if state is target:
+            raise StateError(f"This {noun} is already {now}.")
+        article = "An" if noun[0] in "aeiou" else "A"
+        raise StateError(f"{article} {noun} that is {now} cannot become {then}.")
     return target

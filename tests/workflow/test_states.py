@@ -36,9 +36,17 @@ def test_transition(table, current, target):
         assert transition(current.value, target) is target
         assert can_transition(current, target)
     else:
-        with pytest.raises(StateError, match="cannot become"):
+        refusal = "is already" if current is target else "cannot become"
+        with pytest.raises(StateError, match=refusal):
             transition(current, target)
         assert not can_transition(current, target)
+
+
+def test_refusals_read_as_english():
+    with pytest.raises(StateError, match="^An envelope that is voided cannot become out"):
+        transition(EnvelopeStatus.VOIDED, EnvelopeStatus.OUT)
+    with pytest.raises(StateError, match="^This envelope is already voided\\.$"):
+        transition(EnvelopeStatus.VOIDED, EnvelopeStatus.VOIDED)
 
 
 def test_the_letter_path_to_execution():
