@@ -725,19 +725,9 @@ def send_notice(db: Database, notice_id: int, *, smtp: SmtpSettings | None, base
     now = now or utcnow()
     with db.transaction() as session:
         notice = session.get(Notice, notice_id)
-        if notice is None:
+        if notice is None or not _claimable(notice, now):
             return "skipped"
-        claimed = rowcount(session.execute(update(Notice).where(
-            Notice.id == notice_id, Notice.attempts == notice.attempts,
-            or_(Notice.status == "queued",
-                and_(Notice.status == "failed", Notice.next_attempt_at.is_not(None)),
-                and_(Notice.status == "sending", Notice.claimed_at < now - STALE_SENDING)))
-            .values(status="sending", claimed_at=now, attempts=Notice.attempts + 1,
-                    last_attempt_at=now))) == 1
-        if not claimed:
-            return "skipped"
-        session.refresh(notice)
-        attempts = notice.attempts
+        seen = notice.attempts
         try:
             if smtp is None:
                 raise _NotSendable("outgoing mail is not set up (COUNTERPART_SMTP_HOST)")
@@ -745,16 +735,42 @@ def send_notice(db: Database, notice_id: int, *, smtp: SmtpSettings | None, base
                                                 secret_key=secret_key,
                                                 attachment_limit=attachment_limit, now=now)
         except _NotSendable as exc:
-            notice.status = "cancelled" if exc.cancel else "failed"
-            notice.answer = exc.reason
-            notice.next_attempt_at = None
-            return notice.status
+            outcome = "cancelled" if exc.cancel else "failed"
+            return outcome if _claim(session, notice_id, seen, now, status=outcome,
+                                     answer=exc.reason, next_attempt_at=None) else "skipped"
         detail = {**(notice.detail or {}), **extra}
         if token is not None:
             detail["link_hash"] = token_hash(token)  # which link it carried, not the link
-        notice.detail = detail
+        if not _claim(session, notice_id, seen, now, status="sending", detail=detail):
+            return "skipped"
     result = send_mail(smtp, mail)
-    return _record_result(db, notice_id, attempts, result, token)
+    return _record_result(db, notice_id, seen + 1, result, token)
+
+
+def _claimable(notice: Notice, now: dt.datetime) -> bool:
+    """Whether a notice may be claimed now (the condition of :func:`_claim`, read first)."""
+    return (notice.status == "queued"
+            or (notice.status == "failed" and notice.next_attempt_at is not None)
+            or (notice.status == "sending" and notice.claimed_at is not None
+                and notice.claimed_at < now - STALE_SENDING))
+
+
+def _claim(session: Session, notice_id: int, seen: int, now: dt.datetime,
+           **values: Any) -> bool:
+    """Claim a notice that had ``seen`` attempts, writing ``values`` with the claim; False if
+    another run claimed it first.
+
+    One UPDATE writes everything the claiming transaction changes: on PostgreSQL a second
+    UPDATE of the row would check its foreign keys again, locking the letter and then the
+    envelope, the reverse of the order in which recording a delivery locks them (two
+    workers deadlocked so).
+    """
+    return rowcount(session.execute(update(Notice).where(
+        Notice.id == notice_id, Notice.attempts == seen,
+        or_(Notice.status == "queued",
+            and_(Notice.status == "failed", Notice.next_attempt_at.is_not(None)),
+            and_(Notice.status == "sending", Notice.claimed_at < now - STALE_SENDING)))
+        .values(claimed_at=now, attempts=seen + 1, last_attempt_at=now, **values))) == 1
 
 
 def _record_result(db: Database, notice_id: int, attempts: int, result: MailResult,

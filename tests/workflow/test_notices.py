@@ -8,11 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import time
 
 import pytest
+from held_jobs import held_jobs
 from mailing import RefusingInbox, attachments_of, html_of, recipient, text_of
 from serving import free_port
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from support import server_database_url
 
 from workflow import convert, jobs, notices, outbox
 from workflow import envelopes as env
@@ -20,7 +23,16 @@ from workflow.accounts import create_user
 from workflow.errors import CounterpartError, StateError
 from workflow.letters import blob_bytes, create_letter, generate_document, pending_documents
 from workflow.mail import SmtpSettings
-from workflow.models import Counterpart, Document, Envelope, Event, Notice, User, utcnow
+from workflow.models import (
+    Counterpart,
+    Document,
+    Envelope,
+    Event,
+    Letter,
+    Notice,
+    User,
+    utcnow,
+)
 from workflow.notices import DEFAULT_REMINDERS, ReminderSettings
 from workflow.seal import load_or_create_sealer
 
@@ -222,6 +234,48 @@ def test_a_notice_is_claimed_before_it_is_sent(database, letter_id, inbox, runti
         thread.join()
     assert outcomes == ["skipped"] * 3
     assert len(inbox.messages) == 1
+
+
+@pytest.mark.skipif(server_database_url() is None,
+                    reason="row locks and their deadlocks are PostgreSQL's: SQLite lets one "
+                           "transaction write at a time")
+def test_claiming_a_notice_waits_for_a_delivery_being_recorded_without_deadlock(
+        database, letter_id, inbox, runtime):
+    # Recording an invitation's delivery locks the envelope, then the letter (for its audit
+    # event). A worker claiming another notice of the same letter then must not hold a lock
+    # on the letter while it waits for the envelope: two workers once deadlocked so.
+    with held_jobs(runtime):  # the invitations are made, and wait in a queue of their own
+        send(database, letter_id)
+        with database.transaction() as session:
+            sent_events = list(session.scalars(select(Event.id).where(Event.type == "sent")))
+        for event_id in sent_events:
+            outbox.dispatch(database, event_id)
+    with database.transaction() as session:
+        notice_id = session.scalar(select(Notice.id).order_by(Notice.id))
+    outcomes: list[str | BaseException] = []
+
+    def deliver() -> None:
+        try:
+            outcomes.append(notices.send_notice(database, notice_id, smtp=runtime.smtp,
+                                                base_url=BASE, secret_key=SECRET))
+        except Exception as exc:  # a deadlock's victim: kept to be shown below
+            outcomes.append(exc)
+
+    with database.engine.connect() as watcher, database.transaction() as recording:
+        recording.execute(select(Envelope.id).with_for_update())
+        worker = threading.Thread(target=deliver)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while worker.is_alive() and time.monotonic() < deadline and not watcher.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()")).scalar():
+            time.sleep(0.05)
+        recording.execute(select(Letter.id).with_for_update())
+    worker.join(30)
+    assert outcomes == ["sent"]
+    assert rows(database, id=notice_id) == [
+        ("invitation", "signer", "eliot@capstone.test", "sent", 1)]
+    assert [recipient(m) for m in inbox.messages] == ["eliot@capstone.test"]
 
 
 # --- reminders ---------------------------------------------------------------------------------
