@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 
 __all__ = ["SmtpSettings", "SigningInvitation", "Delivery", "send_signing_invitations",
            "Mail", "MailResult", "Attachment", "send_mail", "build_message",
@@ -140,6 +140,7 @@ def _message(settings: SmtpSettings, invitation: SigningInvitation) -> EmailMess
     message["From"] = formataddr((invitation.sender_name, settings.sender))
     message["To"] = formataddr((invitation.name, invitation.email))
     message["Subject"] = f"Please sign: {invitation.title}"
+    message["Date"] = format_datetime(_now())
     message["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
     message.set_content(
         f"Dear {invitation.name},\n\n"
@@ -270,6 +271,7 @@ def build_message(settings: SmtpSettings, mail: Mail) -> EmailMessage:
     message["From"] = formataddr((mail.sender_name, settings.sender))
     message["To"] = formataddr((mail.to_name, mail.to)) if mail.to_name else mail.to
     message["Subject"] = mail.subject
+    message["Date"] = format_datetime(_now())
     message["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
     message.set_content(mail.body)
     if mail.html is not None:

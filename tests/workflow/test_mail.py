@@ -3,8 +3,10 @@ with each address is reported: accepted with its answer, or refused with its rea
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.header
+import email.utils
 
 import pytest
 from mailing import attachments_of, html_of, text_of
@@ -134,3 +136,18 @@ def test_a_long_subject_is_not_folded_before_its_first_word(smtp_inbox):
     subject = "Declined: Separation letter of John R. Tucker, Capstone Turbine Corporation"
     send_mail(SmtpSettings(host="127.0.0.1", port=port), Mail("a@acme.test", subject, "x"))
     assert inbox.messages[0]["Subject"] == subject
+
+
+def test_every_message_is_dated_in_utc(smtp_inbox):
+    port, inbox = smtp_inbox
+    settings = SmtpSettings(host="127.0.0.1", port=port, sender="legal@acme.test")
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    send_signing_invitations(settings, [
+        invitation("Eliot Protsch", "eliot@acme.test", "http://127.0.0.1:5000/sign/abc")])
+    send_mail(settings, Mail("zoe@acme.test", "Reminder: please sign", "Please sign.\n"))
+    after = dt.datetime.now(dt.UTC)
+    assert len(inbox.messages) == 2
+    for message in inbox.messages:
+        dated = email.utils.parsedate_to_datetime(message["Date"])
+        assert dated.utcoffset() == dt.timedelta(0)
+        assert before <= dated <= after
