@@ -54,6 +54,7 @@ from workflow.notices import (
     remind_allowed_at,
     remind_now,
     reminder_record,
+    reminders_accepted,
     set_up_notices,
 )
 from workflow.representations import describe_envelope, signature_progress
@@ -290,7 +291,9 @@ def remind_signer(letter_id: int, counterpart_id: int) -> dict[str, Any]:
         assert stored is not None and counterpart is not None
         return {"notice_id": stored.id, "counterpart_id": counterpart_id,
                 "to": stored.to_email, "status": stored.status, "answer": stored.answer,
-                "attempts": stored.attempts, "reminders_sent": counterpart.reminders_sent,
+                "attempts": stored.attempts,
+                "reminders_sent": reminders_accepted(session, [counterpart_id]).get(
+                    counterpart_id, 0),
                 "next_reminder_at": counterpart.next_reminder_at,
                 "remind_allowed_at": remind_allowed_at(counterpart)}
 

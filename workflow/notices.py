@@ -53,10 +53,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from . import jobs, outbox
 from .db import Database, rowcount
@@ -74,7 +74,8 @@ __all__ = [
     "kept_link", "schedule_reminders", "set_up_notices", "signing_url", "letter_url", "sender_of",
     "queue_notice", "notices_for_event", "send_notice", "deliver_notice",
     "queue_due_reminders", "queue_expiry_warnings", "sweep_notices", "remind_now",
-    "remind_allowed_at", "compose_notice", "letter_notices", "reminder_record", "NOTICE_KINDS",
+    "remind_allowed_at", "reminders_accepted", "compose_notice", "letter_notices",
+    "reminder_record", "NOTICE_KINDS",
     "ATTACHMENT_LIMIT", "MAX_ATTEMPTS", "REMIND_NOW_GAP", "EXPIRY_WARNING_BEFORE",
 ]
 
@@ -406,12 +407,11 @@ def _claim_reminder(session: Session, counterpart: Counterpart, seen: int, now: 
     else:  # by hand: the next automatic one keeps its distance from this one
         following = max(counterpart.next_reminder_at,
                         now + dt.timedelta(days=envelope.reminder_every_days))
+    # The count is the claim: of two callers that saw the same count, one takes it. (By hand,
+    # the caller checked the hour first, from the reminders that went or may still go.)
     condition = [Counterpart.id == counterpart.id, Counterpart.reminders_sent == seen]
     if due:
         condition.append(Counterpart.next_reminder_at <= now)
-    else:
-        condition.append(or_(Counterpart.last_reminded_at.is_(None),
-                             Counterpart.last_reminded_at <= now - REMIND_NOW_GAP))
     return rowcount(session.execute(
         update(Counterpart).where(*condition).values(
             reminders_sent=sent, last_reminded_at=now, next_reminder_at=following))) == 1
@@ -496,11 +496,34 @@ def queue_expiry_warnings(db: Database, *, now: dt.datetime | None = None) -> li
     return made
 
 
+_GOING_OR_GONE = or_(Notice.status.in_(("queued", "sending", "sent")),
+                     and_(Notice.status == "failed", Notice.next_attempt_at.is_not(None)))
+"""A notice the mail server accepted, or that is still on its way (queued, being sent, or
+failed this time and to be tried again): not one that failed for good or was cancelled."""
+
+
 def remind_allowed_at(counterpart: Counterpart) -> dt.datetime | None:
-    """When "Remind now" may next be used for a signer (None: now)."""
-    if counterpart.last_reminded_at is None:
-        return None
-    return counterpart.last_reminded_at + REMIND_NOW_GAP
+    """When "Remind now" may next be used for a signer (None: now): an hour after their last
+    reminder that the mail server accepted or that is still on its way; a reminder that
+    failed for good or was cancelled does not hold staff back."""
+    session = object_session(counterpart)
+    assert session is not None
+    last = session.scalar(select(Notice.created_at).where(
+        Notice.kind == "reminder", Notice.counterpart_id == counterpart.id, _GOING_OR_GONE)
+        .order_by(Notice.created_at.desc()).limit(1))
+    return last + REMIND_NOW_GAP if last is not None else None
+
+
+def reminders_accepted(session: Session, counterpart_ids: Sequence[int]) -> dict[int, int]:
+    """How many reminders the mail server accepted for each of these counterparts (ids with
+    none are left out). Reminders queued, retrying, failed or cancelled do not count."""
+    if not counterpart_ids:
+        return {}
+    return {cid: count for cid, count in session.execute(
+        select(Notice.counterpart_id, func.count()).where(
+            Notice.kind == "reminder", Notice.status == "sent",
+            Notice.counterpart_id.in_(list(counterpart_ids)))
+        .group_by(Notice.counterpart_id)) if cid is not None}
 
 
 def remind_now(session: Session, letter_id: int, counterpart_id: int, actor: str, *,
@@ -841,15 +864,22 @@ def reminder_record(envelope: Envelope, *, now: dt.datetime | None = None) -> di
     """Describe an envelope's reminders: ``settings`` (count, first_after_days, every_days)
     and, per counterpart id, ``reminders_sent``, ``next_reminder_at`` (None when no more
     will go: signed, declined, voided, expired, all sent, or no email), ``last_reminded_at``,
-    ``remind_allowed_at`` and ``can_remind`` (open, its turn come, an email, a kept link)."""
+    ``remind_allowed_at`` and ``can_remind`` (open, its turn come, an email, a kept link).
+
+    ``reminders_sent`` counts the reminders the mail server accepted; the counter that
+    schedules reminders (and stops them at the envelope's count) also counts those still on
+    their way or failed, and is not shown."""
     now = now or utcnow()
     live = envelope.status == EnvelopeStatus.OUT.value and now < envelope.expires_at
+    session = object_session(envelope)
+    assert session is not None
+    accepted = reminders_accepted(session, [c.id for c in envelope.counterparts])
     signers = {}
     for c in envelope.counterparts:
         remindable = live and c.status in _REMINDABLE and bool(c.email)
         allowed_at = remind_allowed_at(c)
         signers[c.id] = {
-            "reminders_sent": c.reminders_sent,
+            "reminders_sent": accepted.get(c.id, 0),
             "next_reminder_at": c.next_reminder_at
             if remindable and c.link_sealed and c.reminders_sent < envelope.reminder_count
             else None,

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from web.database import get_db
 from web.testing import csrf_token
-from workflow.models import Counterpart, Notice
+from workflow.models import Notice
 
 SIGNERS = [{"role": "company", "name": "Eliot Protsch", "email": "eliot@capstone.test"},
            {"role": "executive", "name": "John R. Tucker", "email": "nobody@capstone.test"}]
@@ -133,9 +133,9 @@ def test_remind_now_answers_202_then_429_for_an_hour(app, client, api, make_lett
     assert len([m for m in inbox.messages if m["Subject"].startswith("Reminder")]) == 1
     # An hour later it is allowed again.
     with app.app_context(), get_db().transaction() as session:
-        session.execute(update(Counterpart).where(Counterpart.id == eliot["counterpart_id"])
-                        .values(last_reminded_at=dt.datetime.now(dt.UTC)
-                                - dt.timedelta(minutes=61)))
+        session.execute(update(Notice).where(Notice.counterpart_id == eliot["counterpart_id"],
+                                             Notice.kind == "reminder")
+                        .values(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=61)))
     assert remind(client, api, letter_id, eliot["counterpart_id"]).status_code == 202
     # Once signed, no reminder: refused, and none is made.
     assert client.post(f"/api/sign/{token}", json={

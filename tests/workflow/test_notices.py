@@ -390,6 +390,49 @@ def test_remind_now_waits_an_hour_between_reminders(database, letter_id, inbox):
     assert [d["by"] for d in detail] == [SENDER, SENDER]
 
 
+def test_only_reminders_the_server_accepted_count_and_a_failed_one_can_be_tried_again(
+        database, letter_id, inbox, runtime):
+    nobody = env.SignerSpec("executive", "John R. Tucker", "nobody@capstone.test")
+    send(database, letter_id, [ELIOT, nobody], reminders=notices.NO_REMINDERS)
+    with database.transaction() as session:
+        ids = dict(session.execute(select(Counterpart.name, Counterpart.id)).all())
+    now = utcnow()
+
+    def remind(name, at):
+        with database.transaction() as session:
+            return notices.remind_now(session, letter_id, ids[name], SENDER,
+                                      mail_configured=True, secret_key=SECRET, now=at).id
+
+    def record():
+        with database.transaction() as session:
+            envelope = session.scalar(select(Envelope))
+            return notices.reminder_record(envelope, now=now)["signers"]
+
+    # Refused for good (550): not counted, and "Remind now" may be tried again at once.
+    refused = remind("John R. Tucker", now)
+    assert rows(database, id=refused) == [
+        ("reminder", "signer", "nobody@capstone.test", "failed", 1)]
+    john = record()[ids["John R. Tucker"]]
+    assert (john["reminders_sent"], john["remind_allowed_at"]) == (0, None)
+    remind("John R. Tucker", now + dt.timedelta(minutes=1))
+    # The server unreachable: the reminder waits to be tried again, so none is counted and
+    # the hour runs from it; once accepted, it counts.
+    port = runtime.smtp.port
+    runtime.smtp = SmtpSettings("127.0.0.1", free_port(), sender="legal@acme.test", timeout=2)
+    retrying = remind("Eliot Protsch", now)
+    assert rows(database, id=retrying)[0][3] == "failed"
+    eliot = record()[ids["Eliot Protsch"]]
+    assert (eliot["reminders_sent"], eliot["remind_allowed_at"]) == (
+        0, now + notices.REMIND_NOW_GAP)
+    with pytest.raises(notices.ReminderTooSoon):
+        remind("Eliot Protsch", now + dt.timedelta(minutes=5))
+    runtime.smtp = SmtpSettings("127.0.0.1", port, sender="legal@acme.test")
+    assert notices.send_notice(database, retrying, smtp=runtime.smtp, base_url=BASE,
+                               secret_key=SECRET) == "sent"
+    assert record()[ids["Eliot Protsch"]]["reminders_sent"] == 1
+    assert reminders_to(inbox) == ["eliot@capstone.test"]
+
+
 def test_remind_now_refuses_a_signer_who_cannot_be_reminded(database, letter_id):
     _, tokens = send(database, letter_id, [ELIOT, env.SignerSpec("executive", "John")])
     with database.transaction() as session:
