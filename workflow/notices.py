@@ -893,7 +893,9 @@ def reminder_record(envelope: Envelope, *, now: dt.datetime | None = None) -> di
 
 
 def letter_notices(session: Session, envelope_id: str) -> list[dict[str, Any]]:
-    """Describe an envelope's notices, newest first, as plain values."""
+    """Describe an envelope's notices, newest first, as plain values (``retry_to_come``: a
+    failed notice's next try is still in the future)."""
+    now = utcnow()
     notices = session.scalars(select(Notice).where(Notice.envelope_id == envelope_id)
                               .order_by(Notice.created_at.desc(), Notice.id.desc()))
     return [{"id": n.id, "kind": n.kind, "kind_label": KIND_LABELS.get(n.kind, n.kind),
@@ -901,6 +903,7 @@ def letter_notices(session: Session, envelope_id: str) -> list[dict[str, Any]]:
              "counterpart_id": n.counterpart_id, "status": n.status, "attempts": n.attempts,
              "answer": n.answer, "created_at": n.created_at, "sent_at": n.sent_at,
              "last_attempt_at": n.last_attempt_at, "next_attempt_at": n.next_attempt_at,
+             "retry_to_come": n.next_attempt_at is not None and n.next_attempt_at > now,
              "attachment": (n.detail or {}).get("attachment"),
              "download": (n.detail or {}).get("download"),
              "by": (n.detail or {}).get("by")}

@@ -214,3 +214,22 @@ def test_the_completion_email_reaches_every_signer_and_the_sender_once(
         reparsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
         (attachment,) = [p for p in reparsed.iter_attachments()]
         assert attachment.get_content() == executed.data
+
+
+def test_a_retry_still_to_come_reads_next_try_at(app, staff, client, api, make_letter,
+                                                 reference_terms, inbox):
+    letter_id = make_letter(reference_terms)
+    sent = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={
+        "signers": SIGNERS, "reminders": 0})
+    assert sent.status_code == 201, sent.text
+    # As after a passing failure: the mail server was unreachable, the next try is to come.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
+    with app.app_context(), get_db().transaction() as session:
+        session.execute(update(Notice).where(Notice.to_email == "nobody@capstone.test").values(
+            answer="the mail server could not be reached", next_attempt_at=later))
+    tree = lxml_html.fromstring(staff.get(f"/letters/{letter_id}").text)
+    (row,) = [" ".join(r.text_content().split())
+              for r in tree.xpath("//section[@id='notices']//tbody/tr")
+              if "nobody@capstone.test" in r.text_content()]
+    assert "Failed the mail server could not be reached · next try at" in row
+    assert "tried again after" not in row and "not tried again" not in row
