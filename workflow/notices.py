@@ -16,7 +16,8 @@ Where notices come from:
   per event after its transaction commits): ``sent`` and ``new_link`` make the invitation of
   a signer with an email address, ``declined`` tells the sender and the signers who already
   signed, ``executed`` sends the executed PDF to every signer with an email and the sender,
-  ``voided`` tells the signers whose links stopped working;
+  ``voided`` tells every signer holding a link (those who signed too: their signature will
+  not be used);
 - the periodic :func:`sweep_notices`: reminders that are due (:func:`queue_due_reminders`)
   and warnings two days before the links expire (:func:`queue_expiry_warnings`);
 - staff: "Remind now" (:func:`remind_now`), at most once an hour per signer.
@@ -367,10 +368,12 @@ def _on_executed(session: Session, event: Event, envelope: Envelope) -> None:
 
 
 def _on_voided(session: Session, event: Event, envelope: Envelope) -> None:
-    """Tell each signer whose link stopped working (not signed, not declined)."""
+    """Tell each signer with an email who holds a link: those whose link stopped working
+    (not declined), and those who signed (their copy will not be executed)."""
     for c in envelope.counterparts:
-        if c.email and c.status == CounterpartStatus.VOIDED.value and c.declined_at is None \
-                and c.signed_at is None:
+        stopped = c.status == CounterpartStatus.VOIDED.value and c.declined_at is None \
+            and c.signed_at is None
+        if c.email and (stopped or c.status == CounterpartStatus.SIGNED.value):
             queue_notice(session, key=f"voided:{envelope.id}:{c.id}", envelope=envelope,
                          kind="voided", audience="signer", to_email=c.email, to_name=c.name,
                          counterpart_id=c.id, event_id=event.id)
@@ -694,6 +697,8 @@ def compose_notice(session: Session, notice: Notice, *, base_url: str,
             context["declined_by"] = decliner.name if decliner else "A signer"
         else:
             context["reason"] = context["reason"] or envelope.void_reason or ""
+            context["signed"] = counterpart is not None \
+                and counterpart.status == CounterpartStatus.SIGNED.value
         context["link"] = letter_url(base_url, letter.id)
     elif kind == "completed":
         document = session.get(Document, envelope.executed_document_id) \

@@ -531,19 +531,29 @@ def test_completion_sends_the_executed_pdf_once_to_signers_and_sender(
     assert len(rows(database, kind="completed")) == 3
 
 
-def test_a_void_tells_the_signers_whose_links_stopped_working(database, letter_id, inbox):
+def test_a_void_tells_every_signer_holding_a_link_signed_or_not(database, letter_id, inbox):
     _, tokens = send(database, letter_id)
     sign(database, token_of(tokens, database, "Eliot Protsch"))
     with database.transaction() as session:
         env.void_envelope(session, letter_id, "Wrong <b>severance</b> terms", STAFF)
     dispatch_again(database, ("voided",))
     voided = [m for m in inbox.messages if m["Subject"].startswith("Withdrawn")]
-    assert [recipient(m) for m in voided] == ["jt@home.test"]
-    (message,) = voided
-    assert "Wrong <b>severance</b> terms" in text_of(message)
-    assert "Wrong &lt;b&gt;severance&lt;/b&gt; terms" in html_of(message)
-    assert TITLE in text_of(message) and TITLE in html_of(message)
-    assert "/sign/" not in text_of(message) + html_of(message)
+    assert sorted(recipient(m) for m in voided) == ["eliot@capstone.test", "jt@home.test"]
+    for message in voided:
+        assert "Wrong <b>severance</b> terms" in text_of(message)
+        assert "Wrong &lt;b&gt;severance&lt;/b&gt; terms" in html_of(message)
+        assert TITLE in text_of(message) and TITLE in html_of(message)
+        assert "/sign/" not in text_of(message) + html_of(message)
+    by_recipient = {recipient(m): m for m in voided}
+    # The one who signed: their signature will not be used; the other: nothing left to sign.
+    signed_text = " ".join(text_of(by_recipient["eliot@capstone.test"]).split())
+    signed_html = " ".join(html_of(by_recipient["eliot@capstone.test"]).split())
+    for words in (signed_text, signed_html):
+        assert "your signature will not be used" in words
+        assert "nothing is left for you to sign" not in words
+    open_text = " ".join(text_of(by_recipient["jt@home.test"]).split())
+    assert "nothing is left for you to sign" in open_text
+    assert "signature will not be used" not in open_text
 
 
 def test_no_notice_without_an_email_or_a_mail_server(database, letter_id, inbox):
