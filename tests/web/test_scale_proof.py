@@ -266,10 +266,9 @@ def test_fifty_letters_on_two_servers_and_two_workers_send_and_execute_everythin
     progress("starting two servers and two workers", restart=True)
     try:
         with webhook_receiver() as receiver:
-            for process in (*servers, *workers):
-                (process.wait_until_up(120) if isinstance(process, ServerProcess)
-                 else process.wait_until_running(120))
-            progress("servers and workers up")
+            for server in servers:
+                server.wait_until_up(120)
+            progress("servers up (the workers start meanwhile)")
             deadline = time.monotonic() + DEADLINE_SECONDS
             run_the_letters(database, servers, workers, credentials, reference_terms, mail,
                             receiver, deadline, logs)
@@ -311,6 +310,8 @@ def run_the_letters(database: Database, servers: list[ServerProcess], workers: l
 
         letters = list(pool.map(create, range(LETTERS)))
         progress("fifty letters created")
+        for worker in workers:
+            worker.wait_until_running(120)
         titles = {letter_id: title for letter_id, title in letters}
         assert len(set(titles.values())) == LETTERS
         wait_for(lambda: count_letters(database, "generated") == LETTERS, deadline,
@@ -389,6 +390,10 @@ def run_the_letters(database: Database, servers: list[ServerProcess], workers: l
              deadline, "an idle queue with every notice and webhook delivered", logs)
     time.sleep(1.0)  # a duplicate on its way would arrive now
     assert queue_idle(database)
+    # No job failed along the way (a failure would be retried, but it is a bug here).
+    for worker in workers:
+        errors = [line for line in worker.output().splitlines() if " ERROR " in line]
+        assert not errors, f"{worker.log.name}:\n" + "\n".join(errors[:20])
     check_the_takeover(database, killed, survivor)
     check_emails(database, mail, signers, titles, envelope_ids)
     check_webhooks(database, receiver, titles, envelope_ids)
