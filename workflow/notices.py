@@ -60,6 +60,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
 
 from . import jobs, outbox
+from .audit import record_event
 from .db import Database, rowcount
 from .envelopes import IssuedLink, counterpart_of, record_delivery, token_hash
 from .errors import CounterpartError, StateError
@@ -764,8 +765,12 @@ def send_notice(db: Database, notice_id: int, *, smtp: SmtpSettings | None, base
                                                 attachment_limit=attachment_limit, now=now)
         except _NotSendable as exc:
             outcome = "cancelled" if exc.cancel else "failed"
-            return outcome if _claim(session, notice_id, seen, now, status=outcome,
-                                     answer=exc.reason, next_attempt_at=None) else "skipped"
+            if not _claim(session, notice_id, seen, now, status=outcome, answer=exc.reason,
+                          next_attempt_at=None):
+                return "skipped"
+            if outcome == "failed":  # for good: no mail server was asked
+                _record_outcome(session, notice, accepted=False, answer=exc.reason, at=now)
+            return outcome
         detail = {**(notice.detail or {}), **extra}
         if token is not None:
             detail["link_hash"] = token_hash(token)  # which link it carried, not the link
@@ -821,9 +826,34 @@ def _record_result(db: Database, notice_id: int, attempts: int, result: MailResu
             record_delivery(session, notice.counterpart_id, to=notice.to_email,
                             accepted=result.accepted, answer=result.answer,
                             link_hash=token_hash(token), at=result.at)
+        elif result.accepted or notice.next_attempt_at is None:  # the final outcome
+            _record_outcome(session, notice, accepted=result.accepted, answer=result.answer,
+                            at=result.at)
         if result.accepted:
             return "sent"
         return "retry" if notice.next_attempt_at is not None else "failed"
+
+
+def _record_outcome(session: Session, notice: Notice, *, accepted: bool, answer: str,
+                    at: dt.datetime) -> None:
+    """Put a notice's final outcome in its letter's audit record, in the transaction that
+    marks it sent or failed for good: "emailed" (the mail server accepted it) or
+    "email_failed", with the notice's kind, the recipient and the server's answer (or why
+    none was asked). An invitation's every try is recorded by
+    :func:`workflow.envelopes.record_delivery` instead; a cancelled notice is not recorded.
+
+    The envelope is locked before the letter (which :func:`workflow.audit.record_event`
+    locks), the order in which recording an invitation's delivery locks them.
+    """
+    session.execute(select(Envelope.id).where(Envelope.id == notice.envelope_id)
+                    .with_for_update())
+    detail: dict[str, Any] = {"notice": notice.kind, "to": notice.to_email,
+                              "name": notice.to_name, "audience": notice.audience,
+                              "at": at.isoformat()}
+    detail["answer" if accepted else "error"] = answer[:1000]
+    record_event(session, notice.letter_id, "emailed" if accepted else "email_failed",
+                 actor="system", envelope_id=notice.envelope_id,
+                 counterpart_id=notice.counterpart_id, at=at, detail=detail)
 
 
 @jobs.job(retries=MAX_ATTEMPTS - 1, retry_delay=RETRY_DELAY_SECONDS, retry_backoff=RETRY_BACKOFF)

@@ -233,3 +233,22 @@ def test_a_retry_still_to_come_reads_next_try_at(app, staff, client, api, make_l
               if "nobody@capstone.test" in r.text_content()]
     assert "Failed the mail server could not be reached · next try at" in row
     assert "tried again after" not in row and "not tried again" not in row
+
+
+def test_a_refused_reminder_is_on_the_timeline_and_can_be_tried_again(
+        staff, client, api, make_letter, reference_terms, inbox):
+    letter_id = make_letter(reference_terms)
+    sent = client.post(f"/api/letters/{letter_id}/envelope", headers=api, json={
+        "signers": SIGNERS, "reminders": 0})
+    assert sent.status_code == 201, sent.text
+    john = sent.json["signers"][1]["counterpart_id"]
+    refused = remind(client, api, letter_id, john)
+    assert refused.status_code == 202
+    assert (refused.json["status"], refused.json["reminders_sent"]) == ("failed", 0)
+    page = " ".join(lxml_html.fromstring(staff.get(f"/letters/{letter_id}").text)
+                    .text_content().split())
+    assert ("Reminder to nobody@capstone.test not sent: 550 5.1.1 <nobody@capstone.test>: "
+            "Recipient address rejected") in page
+    assert "0 reminders so far" in page
+    # Refused for good, so staff may try again at once.
+    assert remind(client, api, letter_id, john).status_code == 202

@@ -17,7 +17,7 @@ from serving import free_port
 from sqlalchemy import func, select, text
 from support import server_database_url
 
-from workflow import convert, jobs, notices, outbox
+from workflow import audit, convert, jobs, notices, outbox
 from workflow import envelopes as env
 from workflow.accounts import create_user
 from workflow.errors import CounterpartError, StateError
@@ -554,6 +554,42 @@ def test_a_void_tells_every_signer_holding_a_link_signed_or_not(database, letter
     open_text = " ".join(text_of(by_recipient["jt@home.test"]).split())
     assert "nothing is left for you to sign" in open_text
     assert "signature will not be used" not in open_text
+
+
+def test_each_notice_s_final_outcome_is_in_the_audit_record(database, letter_id, inbox,
+                                                              runtime):
+    nobody = env.SignerSpec("executive", "John R. Tucker", "nobody@capstone.test")
+    _, tokens = send(database, letter_id, [ELIOT, nobody], reminders=notices.NO_REMINDERS)
+    with database.transaction() as session:
+        ids = dict(session.execute(select(Counterpart.name, Counterpart.id)).all())
+
+    def remind(name):
+        with database.transaction() as session:
+            return notices.remind_now(session, letter_id, ids[name], SENDER,
+                                      mail_configured=True, secret_key=SECRET).id
+
+    def notice_events():
+        with database.transaction() as session:
+            return [(e.type, e.detail["notice"], e.detail["to"],
+                     e.detail.get("answer") or e.detail.get("error"))
+                    for e in audit.events_of(session, letter_id) if "notice" in e.detail]
+
+    remind("John R. Tucker")  # refused for good
+    with held_jobs(runtime):  # a reminder waits; the signer signs; it is no longer needed
+        cancelled = remind("Eliot Protsch")
+        sign(database, token_of(tokens, database, "Eliot Protsch"))
+        assert notices.send_notice(database, cancelled, smtp=runtime.smtp, base_url=BASE,
+                                   secret_key=SECRET) == "cancelled"
+    with database.transaction() as session:
+        env.void_envelope(session, letter_id, "Wrong terms", STAFF)
+    dispatch_again(database, ("voided",))
+    refusal = "550 5.1.1 <nobody@capstone.test>: Recipient address rejected: User unknown"
+    assert sorted(notice_events()) == [
+        ("email_failed", "reminder", "nobody@capstone.test", refusal),
+        ("email_failed", "voided", "nobody@capstone.test", refusal),
+        ("emailed", "voided", "eliot@capstone.test", "250 2.0.0 Ok: queued as 4F1A")]
+    with database.transaction() as session:
+        assert audit.verify_chain(session, letter_id).ok
 
 
 def test_no_notice_without_an_email_or_a_mail_server(database, letter_id, inbox):

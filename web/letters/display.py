@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from workflow.formatting import join_and, long_date, money, shares
+from workflow.notices import KIND_LABELS
 from workflow.schema import Field, TemplateSpec
 
 __all__ = ["format_term", "terms_sections", "describe_event", "EVENT_LABELS"]
@@ -113,6 +114,12 @@ def describe_event(event_type: str, detail: dict[str, Any]) -> str:
         return f"Version {version}"
     if event_type in ("sent", "new_link", "link_ready") and detail.get("signer"):
         return _link_event(event_type, detail)
+    if event_type in ("emailed", "email_failed") and detail.get("notice") and detail.get("to"):
+        what = KIND_LABELS.get(detail["notice"], str(detail["notice"]))
+        if event_type == "emailed":
+            return (f"{what} to {detail['to']} accepted by the mail server: "
+                    f"{detail.get('answer', '')}")
+        return f"{what} to {detail['to']} not sent: {detail.get('error', '')}"
     if event_type == "emailed" and detail.get("to"):
         text = f"Invitation to {detail['to']} accepted by the mail server"
         if detail.get("link"):
