@@ -18,6 +18,8 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +49,9 @@ from workflow.errors import CounterpartError
 from .config import ConfigError, config_from_env
 from .server import CONNECTION_LIMIT, DEFAULT_CONNECTIONS_PER_ADDRESS
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "WorkerSupervisor"]
+
+log = logging.getLogger(__name__)
 
 EXIT_ERROR = 2
 FIRST_ADMIN_ENV = "COUNTERPART_ADMIN_EMAIL"
@@ -428,6 +432,97 @@ def _stop_worker_child(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
+RESTART_FIRST_SECONDS = 1.0  # the wait before restarting a worker that ended, doubling ...
+RESTART_MAX_SECONDS = 60.0  # ... up to this
+RESTART_RESET_SECONDS = 60.0  # a worker that ran this long starts the doubling afresh
+
+
+def _exit_description(returncode: int) -> str:
+    """Say how a process ended: "was killed by SIGKILL (signal 9)", "exited with status 1"."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "a signal"
+        return f"was killed by {name} (signal {-returncode})"
+    return f"exited with status {returncode}"
+
+
+class WorkerSupervisor:
+    """The server's background worker: started as a child, started again when it ends.
+
+    A watching thread waits for the child; when it ends while the server runs (killed, or
+    crashed), it logs an ERROR with the exit status or signal and starts a new one after a
+    wait of 1 s, doubling up to 60 s while new ones keep ending (so one that fails at start
+    does not spin). :meth:`stop` ends the restarts, then stops the child.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the current worker child (None between two of them)."""
+        child = self._child
+        return child.pid if child is not None else None
+
+    def start(self) -> int:
+        """Start the first worker child and the thread that watches it; return its pid."""
+        self._child = _start_worker_child(self.threads)
+        # The watcher lives as long as the server: a child asks to die with the thread that
+        # started it (PR_SET_PDEATHSIG follows the thread), so restarts happen there.
+        self._watcher = threading.Thread(target=self._watch, name="counterpart-worker-watch",
+                                         daemon=True)
+        self._watcher.start()
+        return self._child.pid
+
+    def _watch(self) -> None:
+        delay = RESTART_FIRST_SECONDS
+        child = self._child
+        while child is not None:
+            started = time.monotonic()
+            returncode = child.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started >= RESTART_RESET_SECONDS:
+                delay = RESTART_FIRST_SECONDS
+            log.error("The background worker (process %d) %s; starting a new one in %g s.",
+                      child.pid, _exit_description(returncode), delay)
+            child, delay = self._restart(delay)
+
+    def _restart(self, delay: float) -> tuple[subprocess.Popen[bytes] | None, float]:
+        """Start a new child after ``delay`` seconds; return it (None once the server stops)
+        and the wait before the next restart."""
+        while not self._stopping.wait(delay):
+            delay = min(delay * 2, RESTART_MAX_SECONDS)
+            with self._lock:
+                if self._stopping.is_set():
+                    break
+                try:
+                    self._child = _start_worker_child(self.threads)
+                except OSError as exc:
+                    log.error("A new background worker could not be started (%s); trying "
+                              "again in %g s.", exc, delay)
+                    continue
+            log.info("A new background worker runs as process %d.", self._child.pid)
+            return self._child, delay
+        return None, delay
+
+    def stop(self) -> None:
+        """Stop restarting, then let the worker finish its running jobs and stop it."""
+        with self._lock:
+            self._stopping.set()
+            child = self._child
+        if child is not None:
+            _stop_worker_child(child)
+        if self._watcher is not None:
+            self._watcher.join(5)
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535),
@@ -447,11 +542,10 @@ def serve(host: str, port: int, threads: int, connections_per_address: int,
 
     Behind a reverse proxy (``COUNTERPART_PROXY_COUNT``), waitress applies the proxy's
     ``X-Forwarded-*`` headers, and only for requests from ``COUNTERPART_TRUSTED_PROXY``.
-    A background worker (``counterpart worker``) runs as a child process and stops with the
-    server, unless ``--no-worker`` or ``COUNTERPART_WORKER=none``.
+    A background worker (``counterpart worker``) runs as a child process, started again if it
+    ends (logged as an error), and stops with the server, unless ``--no-worker`` or
+    ``COUNTERPART_WORKER=none``.
     """
-    import threading
-
     from workflow import jobs
 
     from . import create_app
@@ -463,7 +557,7 @@ def serve(host: str, port: int, threads: int, connections_per_address: int,
         app = create_app({"PROXY_FIX": False})
     except ConfigError as exc:
         _fail(str(exc))
-    child: subprocess.Popen[bytes] | None = None
+    supervisor: WorkerSupervisor | None = None
     in_process = threading.Event()
     if jobs.is_immediate():
         jobs.run_in_process(in_process)  # periodic jobs and retries, without a worker
@@ -472,8 +566,9 @@ def serve(host: str, port: int, threads: int, connections_per_address: int,
         jobs_line = (f"No worker started: run `counterpart worker` to take jobs from "
                      f"{jobs.describe_queue()}.")
     else:
-        child = _start_worker_child(app.config["WORKER_THREADS"])
-        jobs_line = f"A background worker runs as process {child.pid}."
+        supervisor = WorkerSupervisor(app.config["WORKER_THREADS"])
+        jobs_line = (f"A background worker runs as process {supervisor.start()} (started "
+                     "again if it ends).")
     with app.app_context():
         documents = get_documents()
     documents.warm_up()  # the signers' own copies are converted in the request
@@ -506,8 +601,8 @@ def serve(host: str, port: int, threads: int, connections_per_address: int,
         click.echo("Stopping Counterpart…")
         server.close()
         in_process.set()
-        if child is not None:
-            _stop_worker_child(child)
+        if supervisor is not None:
+            supervisor.stop()
         documents.close(close_converter=True)
         app.extensions["counterpart.db"].dispose()
 

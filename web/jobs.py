@@ -9,6 +9,7 @@ same app and runs the jobs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +18,14 @@ from flask import Flask
 from workflow import jobs
 from workflow.db import Database
 
-__all__ = ["init_app", "get_runtime", "smtp_settings_from", "worker_options"]
+__all__ = ["init_app", "get_runtime", "smtp_settings_from", "worker_options",
+           "no_worker_note", "NO_WORKER_NOTE"]
 
 EXTENSION = "counterpart.jobs"
+NO_WORKER_NOTE = ("The PDF is waiting for a background worker, and none is running: start "
+                  "`counterpart worker`, or restart the server.")
+
+log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask, db: Database) -> jobs.Runtime:
@@ -78,3 +84,15 @@ def worker_options(config: Mapping[str, Any], *, workers: int | None = None) -> 
         heartbeat_seconds=float(config["QUEUE_HEARTBEAT_SECONDS"]),
         dead_after_seconds=float(config["QUEUE_DEAD_AFTER_SECONDS"]),
         poll_seconds=min(0.1, poll), max_poll_seconds=poll)
+
+
+def no_worker_note(config: Mapping[str, Any]) -> str | None:
+    """Return :data:`NO_WORKER_NOTE` when no worker has heartbeated within
+    ``QUEUE_DEAD_AFTER_SECONDS``, else None (also when the queue cannot be read: the page
+    then says nothing it does not know). Only reads."""
+    try:
+        running = jobs.worker_running(float(config["QUEUE_DEAD_AFTER_SECONDS"]))
+    except jobs.JobsError as exc:
+        log.warning("%s", exc)
+        return None
+    return None if running else NO_WORKER_NOTE

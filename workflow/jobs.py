@@ -76,7 +76,7 @@ __all__ = [
     "configure", "use_immediate", "is_immediate", "queue_url_for", "describe_queue",
     "discover_tasks", "TASK_MODULES", "EXTRA_TASK_MODULES_ENV", "QUEUE_FILE", "JobsError",
     "claim_periodic_slot", "periodic_clock", "run_due", "run_periodic", "run_in_process",
-    "run_worker",
+    "run_worker", "worker_running",
     "immediate", "WorkerOptions", "Ledger", "ledger",
     "recent_errors", "expire_signing_links", "huey",
 ]
@@ -613,6 +613,23 @@ def ledger() -> Ledger:
     if _ledger is None:
         _ledger = Ledger(_make_storage)
     return _ledger
+
+
+def worker_running(dead_after: float, *, now: float | None = None) -> bool:
+    """Say whether some worker heartbeated in the last ``dead_after`` seconds (UNIX time
+    ``now``, default the present); always True in immediate mode, where jobs need no worker.
+
+    Only reads the queue storage (a page may ask); raises :class:`JobsError` if it cannot.
+    """
+    if huey.immediate:
+        return True
+    now = time.time() if now is None else now
+    try:
+        beats = ledger().heartbeats()
+    except Exception as exc:
+        raise JobsError(f"The workers' heartbeats in {describe_queue()} could not be read: "
+                        f"{exc}") from exc
+    return any(now - last < dead_after for last in beats.values())
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """Real ``counterpart worker`` processes on one data folder: every job done once, and a job
-whose worker is killed mid-way finished by another; ``counterpart serve`` runs its own worker
-and stops it when it stops. On PostgreSQL in the PG pass (the queue in the same database)."""
+whose worker is killed mid-way finished by another; ``counterpart serve`` runs its own worker,
+starts a new one when it is killed, and stops it when it stops; a letter waiting for a worker
+when none is running says so. On PostgreSQL in the PG pass (the queue in the same database)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,11 +15,14 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import lxml.html
 import pytest
 import queue_jobs
 from serving import ROOT, ServerProcess
 
 from workflow import jobs
+from workflow.accounts import create_api_token
 from workflow.db import Database, open_database
 
 FAST_QUEUE = {
@@ -175,3 +180,95 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_serve_starts_a_new_worker_when_its_worker_is_killed(data_dir, database_url,
+                                                             credentials, reference_terms):
+    database = open_database(data_dir, database_url)
+    with database.transaction() as session:
+        token = create_api_token(session, credentials["staff"][0], "restart")
+    database.dispose()
+    server = ServerProcess(data_dir, database_url, threads=2,
+                           environment=_environment(data_dir, database_url))
+    log = lambda: server.log.read_text(errors="replace")  # noqa: E731
+    pids = lambda: [int(pid) for pid in re.findall(r"runs as process (\d+)", log())]  # noqa: E731
+    with server, httpx.Client(timeout=60,
+                              headers={"Authorization": f"Bearer {token}"}) as client:
+        _wait_until(lambda: "is running" in log(), 60, "the first worker", log)
+        [first] = pids()
+        os.kill(first, signal.SIGKILL)
+        killed_at = time.monotonic()
+        _wait_until(lambda: len(pids()) == 2, 15, "a new worker", log)
+        assert time.monotonic() - killed_at < 10
+        second = pids()[1]
+        assert second != first and _alive(second)
+        assert re.search(rf"ERROR .*\(process {first}\) was killed by SIGKILL \(signal 9\); "
+                         r"starting a new one in 1 s", log()), log()[-3000:]
+
+        # A letter created now gets its PDF from the new worker.
+        answer = client.post(f"{server.url}/api/letters",
+                             json={"template": "separation_letter", "terms": reference_terms})
+        assert answer.status_code == 201, answer.text
+        letter_url = f"{server.url}/api/letters/{answer.json()['id']}"
+
+        def pdf_status() -> str:
+            [version] = client.get(letter_url).json()["versions"]
+            return next(d["status"] for d in version["documents"] if d["kind"] == "letter_pdf")
+
+        _wait_until(lambda: pdf_status() == "ready", 90, "the letter's PDF", log)
+    assert server.process.returncode == 0
+    assert log().count("runs as process") == 2  # no restart while the server stopped
+
+
+def _wait_until(check, timeout: float, what: str, log) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout} s:\n{log()[-3000:]}")
+
+
+def test_a_letter_waiting_for_a_worker_says_when_none_is_running(app_config, tmp_path,
+                                                                  reference_terms, sign_in,
+                                                                  credentials):
+    from web import create_app
+    from web.jobs import NO_WORKER_NOTE
+
+    app = create_app({**app_config, "QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}"})
+    try:
+        with app.app_context(), app.extensions["counterpart.db"].transaction() as session:
+            token = create_api_token(session, credentials["staff"][0], "tests")
+        client = sign_in(app.test_client())
+        api = {"Authorization": f"Bearer {token}"}
+        answer = client.post("/api/letters", headers=api,
+                             json={"template": "separation_letter", "terms": reference_terms})
+        letter_id = answer.json["id"]
+
+        def pdf() -> dict:
+            [version] = client.get(f"/api/letters/{letter_id}", headers=api).json["versions"]
+            return {d["kind"]: d for d in version["documents"]}["letter_pdf"]
+
+        def notice() -> str:
+            page = lxml.html.fromstring(client.get(f"/letters/{letter_id}").text)
+            [element] = page.xpath("//*[@data-status-url]")
+            return " ".join(element.text_content().split())
+
+        # The job is queued and no worker has ever heartbeated.
+        assert pdf()["status"] == "pending" and pdf()["note"] == NO_WORKER_NOTE
+        assert client.get(f"/letters/{letter_id}/status").json["worker_note"] == NO_WORKER_NOTE
+        assert notice().startswith(f"Waiting for a background worker {NO_WORKER_NOTE}")
+
+        # A worker heartbeats (on another machine, say): the PDF is being made again.
+        jobs.ledger().heartbeat("elsewhere:1:worker")
+        assert pdf()["note"] is None
+        assert client.get(f"/letters/{letter_id}/status").json["worker_note"] is None
+        assert notice().startswith("Generating PDF… This takes a second or two")
+        # Its heartbeat goes stale: nobody is running again.
+        dead_after = app.config["QUEUE_DEAD_AFTER_SECONDS"]
+        assert jobs.worker_running(dead_after)
+        assert not jobs.worker_running(dead_after, now=time.time() + dead_after + 1)
+    finally:
+        jobs.use_immediate()
+        app.extensions["counterpart.documents"].close()
+        app.extensions["counterpart.db"].dispose()

@@ -35,6 +35,7 @@ from ..database import get_db
 from ..documents import get_documents
 from ..downloads import send_document
 from ..execution import signature_progress
+from ..jobs import no_worker_note
 from ..letters.records import (
     find_document,
     iso,
@@ -103,8 +104,15 @@ def _summary_json(letter: dict[str, Any]) -> dict[str, Any]:
 
 def _letter_json(letter_id: int) -> dict[str, Any]:
     with get_db().transaction() as session:
-        return letter_json(session, letter_id, base_url=base_url(),
-                           template_dir=_template_dir())
+        letter = letter_json(session, letter_id, base_url=base_url(),
+                             template_dir=_template_dir())
+    # Each document's "note": why one still being made is not being made (no worker runs).
+    documents = [d for v in letter["versions"] for d in v["documents"]]
+    waiting = [d["status"] in ("pending", "generating") for d in documents]
+    note = no_worker_note(current_app.config) if any(waiting) else None
+    for document, waits in zip(documents, waiting, strict=True):
+        document["note"] = note if waits else None
+    return letter
 
 
 def _require_admin() -> None:

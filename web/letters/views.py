@@ -40,6 +40,7 @@ from ..documents import get_documents
 from ..downloads import send_document
 from ..errors import answers_json
 from ..execution import envelope_record, signature_progress
+from ..jobs import no_worker_note
 from ..numbers import query_number
 from ..previews import executed_preview_sha, get_previews, send_page_picture
 from . import bp
@@ -213,6 +214,7 @@ def render_letter(letter_id: int, number: int | None = None, *,
         pages = [(n, w, h) for n, (w, h) in enumerate(sizes, start=1)]
     pending = any(d["status"] in ("pending", "generating")
                   for v in letter["versions"] for d in v["documents"].values())
+    worker_note = no_worker_note(current_app.config) if pending else None
     if can_send(letter, version):
         send_form = send_form or SendForm.defaults(spec, version["terms"])
         send_form.roles = send_form.roles or SendForm.party_roles(spec)
@@ -220,7 +222,7 @@ def render_letter(letter_id: int, number: int | None = None, *,
         send_form = None
     return render_template("letters/show.html", letter=letter, version=version, pdf=pdf,
                            pages=pages, executed_pages=executed_sha is not None,
-                           pending=pending,
+                           pending=pending, worker_note=worker_note,
                            terms=terms_sections(spec, version["terms"]),
                            envelope=envelope, send_form=send_form,
                            role_labels={p.role: p.label for p in spec.parties},
@@ -237,10 +239,11 @@ def status(letter_id: int) -> Response:
         envelope = envelope_record(session, letter_id)
     documents = [{"version": v["number"], "kind": d["kind"], "status": d["status"]}
                  for v in letter["versions"] for d in v["documents"].values()]
+    pending = any(d["status"] in ("pending", "generating") for d in documents)
     response = jsonify(
         letter_id=letter_id, status=letter["status"], status_label=letter["status_label"],
-        current_version=letter["current_version"], documents=documents,
-        pending=any(d["status"] in ("pending", "generating") for d in documents),
+        current_version=letter["current_version"], documents=documents, pending=pending,
+        worker_note=no_worker_note(current_app.config) if pending else None,
         signed=envelope["signed"] if envelope else None,
         signers=envelope["total"] if envelope else None,
         assembling=bool(envelope and envelope["assembling"]))

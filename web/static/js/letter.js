@@ -10,6 +10,7 @@
   }
   var url = notice.getAttribute("data-status-url");
   var text = notice.querySelector("[data-status-text]");
+  var title = notice.querySelector("[data-status-title]");
   var started = Date.now();
   var delay = 500;
   var limit = 5 * 60 * 1000;
@@ -33,6 +34,13 @@
           }
           window.location.reload();
           return;
+        }
+        // No worker is running: say so (and go on asking, for when one starts).
+        if (status.pending && text && title) {
+          title.textContent = status.worker_note ? "Waiting for a background worker"
+                                                 : "Generating PDF…";
+          text.textContent = status.worker_note || "This takes a second or two; the page " +
+                                                   "shows the pages when it is done.";
         }
         schedule();
       })
