@@ -64,7 +64,7 @@ from .audit import record_event
 from .db import Database, rowcount
 from .envelopes import IssuedLink, counterpart_of, record_delivery, token_hash
 from .errors import CounterpartError, StateError
-from .formatting import long_date
+from .formatting import join_and, long_date
 from .letters import blob_bytes
 from .mail import Attachment, Mail, MailResult, SmtpSettings, send_mail
 from .models import Counterpart, Document, Envelope, Event, Letter, Notice, User, utcnow
@@ -661,7 +661,7 @@ def compose_notice(session: Session, notice: Notice, *, base_url: str,
     context: dict[str, Any] = {
         "title": title, "name": notice.to_name or notice.to_email,
         "sender_name": sender[0] if sender else "the sender",
-        "expires_on": _expires_on(envelope.expires_at), "link": None}
+        "expires_on": _expires_on(envelope.expires_at), "link": None, "waiting_for": ""}
     token: str | None = None
     extra: dict[str, Any] = {}
     kind = notice.kind
@@ -681,6 +681,11 @@ def compose_notice(session: Session, notice: Notice, *, base_url: str,
             raise _NotSendable("the signing link was not kept (or was replaced since), so it "
                                "cannot be emailed; make a new link")
         context["link"] = signing_url(base_url, token) if token else None
+        if kind == "invitation" and envelope.signing_order:
+            # As the signing page says it: the earlier signers who have not signed yet.
+            context["waiting_for"] = join_and(
+                c.name for c in envelope.counterparts if c.position < counterpart.position
+                and c.status != CounterpartStatus.SIGNED.value)
     elif kind == "expiry_warning":  # to the sender
         if envelope.status != EnvelopeStatus.OUT.value:
             raise _NotSendable(f"not sent: the envelope is {envelope.status}", cancel=True)

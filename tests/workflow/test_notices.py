@@ -176,6 +176,18 @@ def test_each_signer_gets_one_invitation_with_their_own_link(database, letter_id
     assert len(inbox.messages) == 2 and len(rows(database)) == 2
 
 
+def test_an_invitation_in_a_signing_order_names_who_signs_first(database, letter_id, inbox):
+    send(database, letter_id, [ELIOT, JOHN], signing_order=True)
+    by_recipient = {recipient(m): m for m in inbox.messages}
+    first = " ".join(text_of(by_recipient["eliot@capstone.test"]).split())
+    assert "not your turn" not in first and "signed in order" not in first
+    for words in (" ".join(text_of(by_recipient["jt@home.test"]).split()),
+                  " ".join(html_of(by_recipient["jt@home.test"]).split())):
+        assert "signed in order, and it is not your turn yet" in words
+        assert "Eliot Protsch must sign before you" in words
+        assert "lets you sign once they have signed" in words
+
+
 def test_a_refused_address_is_recorded_failed_with_the_answer(database, letter_id, inbox):
     send(database, letter_id, [env.SignerSpec("company", "Nobody", "nobody@capstone.test"),
                                JOHN])
