@@ -63,7 +63,8 @@ def test_huge_ids_in_posts_and_the_api_are_not_found(app, staff, client, api, le
 
 
 @pytest.mark.parametrize("query, words", [
-    (f"page={ENORMOUS}", "page must be a whole number from 1 to 2,147,483,647"),
+    # Numbered pages end where the count stops (1,000 letters); later pages follow a cursor.
+    (f"page={ENORMOUS}", "page must be a whole number from 1 to 40,"),
     ("page=10**5000", "page must be a whole number"),
     ("page=\u00b2", "page must be a whole number"),
     ("page=0", "page must be a whole number from 1"),
