@@ -246,8 +246,6 @@ def test_fifty_letters_on_two_servers_and_two_workers_send_and_execute_everythin
     server_env = {k: v for k, v in env.items() if k.startswith("COUNTERPART_")}
     worker_env = {**env, jobs.EXTRA_TASK_MODULES_ENV: "scale_jobs",
                   "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    # This process enqueues the sweeps and reads the queue and its in-flight ledger.
-    jobs.configure(jobs.queue_url_for({"DATA_DIR": data_dir, "DATABASE_URL": database_url}))
     # All the signers come from 127.0.0.1: lift the per-address share of connections.
     serve = ["--no-worker", "--connections-per-address", "0"]
     servers = [ServerProcess(data_dir, database_url, environment=server_env,
@@ -265,6 +263,8 @@ def test_fifty_letters_on_two_servers_and_two_workers_send_and_execute_everythin
 
     progress("starting two servers and two workers", restart=True)
     try:
+        # This process enqueues the sweeps and reads the queue and its in-flight ledger.
+        jobs.configure(jobs.queue_url_for({"DATA_DIR": data_dir, "DATABASE_URL": database_url}))
         with webhook_receiver() as receiver:
             for server in servers:
                 server.wait_until_up(120)
@@ -367,7 +367,7 @@ def run_the_letters(database: Database, servers: list[ServerProcess], workers: l
     def sign(item: tuple[int, tuple[str, str]]) -> tuple[int, int]:
         index, (to, token) = item
         base = urls[index % 2]
-        with httpx.Client(timeout=180) as signer:
+        with httpx.Client(timeout=600) as signer:  # a hundred wait for two LibreOffices
             start.wait()
             opened = signer.get(f"{base}/api/sign/{token}")
             signed = signer.post(f"{base}/api/sign/{token}", json={
