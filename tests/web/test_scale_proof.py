@@ -267,7 +267,7 @@ def test_fifty_letters_on_two_servers_and_two_workers_send_and_execute_everythin
         jobs.configure(jobs.queue_url_for({"DATA_DIR": data_dir, "DATABASE_URL": database_url}))
         with webhook_receiver() as receiver:
             for server in servers:
-                server.wait_until_up(120)
+                server.wait_until_up(180)  # four processes start LibreOffice at once
             progress("servers up (the workers start meanwhile)")
             deadline = time.monotonic() + DEADLINE_SECONDS
             run_the_letters(database, servers, workers, credentials, reference_terms, mail,
