@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -131,10 +131,14 @@ def record_review_download(session: Session, letter_id: int, number: int, *, act
 
 # --- the review -------------------------------------------------------------------------------
 
-def review_letter(session: Session, letter_id: int, now: dt.datetime) -> list[Warning]:
+def review_letter(session: Session, letter_id: int, now: dt.datetime, *,
+                  signers: Sequence[Any] | None = None) -> list[Warning]:
     """List what to check before sending the letter's current version (see the module).
 
-    Raises NotFoundError for an unknown letter.
+    ``signers`` are the signers named on the send form (objects with ``role``, ``name`` and
+    ``email``, as :class:`workflow.envelopes.SignerSpec`); when given, the parties are
+    reviewed as they will be sent to, not as the terms name them. Raises NotFoundError for an
+    unknown letter.
     """
     from .letters import get_letter, get_version, version_spec, version_template
     from .schema import validate_terms
@@ -154,16 +158,18 @@ def review_letter(session: Session, letter_id: int, now: dt.datetime) -> list[Wa
     except CounterpartError:
         template = None
     return warnings + review_terms(spec, terms, now.date(), template=template,
-                                   last_emails=_last_emails(session, letter))
+                                   last_emails=_last_emails(session, letter), signers=signers)
 
 
 def review_terms(spec: TemplateSpec, terms: Mapping[str, Any], today: dt.date, *,
                  template: bytes | None = None,
-                 last_emails: Mapping[str, str] | None = None) -> list[Warning]:
+                 last_emails: Mapping[str, str] | None = None,
+                 signers: Sequence[Any] | None = None) -> list[Warning]:
     """Check typed terms against the schema: dates, derived terms and parties.
 
     ``template`` (the .docx the terms fill) lets the derived terms say how the letter writes
-    them; ``last_emails`` maps a party's role to the email its last envelope went to.
+    them; ``last_emails`` maps a party's role to the email its last envelope went to;
+    ``signers`` are the signers named on the send form, if any (see :func:`review_letter`).
     """
     writings = {}
     if template is not None:
@@ -172,7 +178,7 @@ def review_terms(spec: TemplateSpec, terms: Mapping[str, Any], today: dt.date, *
         except Exception:  # an unreadable template: the review goes on without its words
             writings = {}
     return (_date_warnings(spec, terms, today) + _derived_warnings(spec, terms, writings)
-            + _party_warnings(spec, terms, last_emails or {}))
+            + _party_warnings(spec, terms, last_emails or {}, signers))
 
 
 def _seen_warnings(session: Session, letter: Letter, version: LetterVersion,
@@ -428,13 +434,20 @@ def _last_emails(session: Session, letter: Letter) -> dict[str, str]:
 
 
 def _party_warnings(spec: TemplateSpec, terms: Mapping[str, Any],
-                    last_emails: Mapping[str, str]) -> list[Warning]:
+                    last_emails: Mapping[str, str],
+                    signers: Sequence[Any] | None = None) -> list[Warning]:
     warnings = []
     names: dict[str, str] = {}
+    given = {signer.role: signer for signer in signers or ()}
     for party in spec.parties:
         name = str(terms.get(party.name_term) or "")
         email = terms.get(party.email_term) if party.email_term else None
-        if email:
+        signer = given.get(party.role)
+        if signer is not None:
+            name = signer.name or name
+            reach = (f"email {signer.email}, from the send form" if signer.email else
+                     "no email on the send form: hand the link over yourself")
+        elif email:
             reach = f"email {email}"
         elif party.role in last_emails:
             reach = (f"no email in the terms; the last envelope went to "

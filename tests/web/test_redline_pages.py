@@ -183,9 +183,17 @@ def test_the_review_api_and_the_send_answer_carry_the_warnings(client, api, staf
         w for w in warnings if w["field"] == "letter_date").items()
     downloaded = client.post(f"/api/letters/{letter_id}/versions/1/review.pdf", headers=api)
     assert downloaded.status_code == 200 and downloaded.data.startswith(b"%PDF")
-    answer = send_letter(letter_id)
+    answer = send_letter(letter_id, signers=[
+        {"role": "company", "name": "Eliot Protsch", "email": "eliot@capstone.test"},
+        {"role": "executive", "name": "John R. Tucker"}])
     codes = [w["code"] for w in answer["warnings"]]
     assert "not_reviewed" not in codes and "party" in codes
+    # The parties are reviewed as this request sends to them, not as the terms name them.
+    assert [w["message"] for w in answer["warnings"] if w["code"] == "party"] == [
+        "The company, by its chair: Eliot Protsch (email eliot@capstone.test, from the send "
+        "form).",
+        "The executive: John R. Tucker (no email on the send form: hand the link over "
+        "yourself)."]
     # Once out for signature, the letter page no longer shows the review; the API still says.
     assert "data-review" not in staff.get(f"/letters/{letter_id}").text
     assert client.get(f"/api/letters/{letter_id}/review", headers=api).json["warnings"]

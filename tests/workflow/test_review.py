@@ -10,6 +10,7 @@ import docx
 import pytest
 
 from workflow.accounts import create_user
+from workflow.envelopes import SignerSpec
 from workflow.formatting import long_date
 from workflow.letters import create_letter, generate_document, pending_documents, revise_terms
 from workflow.models import User
@@ -106,6 +107,19 @@ def test_dates_far_from_today_past_or_out_of_order_are_named(spec, reference_ter
     earlier = review_terms(spec, terms, dt.date(2019, 1, 1))
     assert ("date_in_future", "option_agreement_date") in codes(earlier)
     assert ("date_in_future", "cancelled_option_grant_dates") in codes(earlier)
+
+
+def test_the_parties_are_reviewed_as_the_send_form_names_them(spec, reference_terms):
+    terms = validate_terms(spec, recent_terms(reference_terms))
+    signers = [SignerSpec("company", "Eliot Protsch", "chair@example.com"),
+               SignerSpec("executive", "John Tucker", None)]
+    warnings = review_terms(spec, terms, NOW.date(), signers=signers,
+                            last_emails={"executive": "jt@example.com"})
+    assert [w.message for w in warnings if w.code == "party"] == [
+        "The company, by its chair: Eliot Protsch (email chair@example.com, from the send "
+        "form).",
+        "The executive: John Tucker (no email on the send form: hand the link over "
+        "yourself)."]
 
 
 def test_the_parties_are_listed_with_their_emails(spec, reference_terms):

@@ -115,7 +115,8 @@ def send(letter_id: int) -> tuple[Response, int, dict[str, str]]:
     if not isinstance(signing_order, bool):
         abort(400, "signing_order must be true or false.")
     reminders = parse_reminders(body.get("reminders"))
-    warnings = review_json(review_warnings(letter_id))  # never block: see web/letters/redline
+    # Never block (see web/letters/redline); the parties as they will be sent to.
+    warnings = review_json(review_warnings(letter_id, signers))
     sent = send_for_signature(letter_id, signers, signing_order=signing_order,
                               link_days=_link_days(body), reminders=reminders)
     answer = _envelope_answer(letter_id, sent.links)

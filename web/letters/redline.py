@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from flask import abort, current_app, g
@@ -149,10 +150,11 @@ def _written(terms: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- the review -------------------------------------------------------------------------------
 
-def review_warnings(letter_id: int) -> list[Warning]:
-    """Review the letter's current version now (raises NotFoundError for an unknown letter)."""
+def review_warnings(letter_id: int, signers: Sequence[Any] | None = None) -> list[Warning]:
+    """Review the letter's current version now, for the ``signers`` of the send form if given
+    (raises NotFoundError for an unknown letter)."""
     with get_db().transaction() as session:
-        return review_letter(session, letter_id, utcnow())
+        return review_letter(session, letter_id, utcnow(), signers=signers)
 
 
 def letter_review(letter_id: int, status: str | None = None) -> list[Warning] | None:
