@@ -384,8 +384,13 @@ def test_an_upload_over_the_app_limit_is_refused_by_nginx(deployment):
         f"Content-Length: {limit + 1}\r\n\r\n").encode())
     with sock:
         assert _status(sock) == 413
-    access_log = (deployment.nginx.prefix / "counterpart.access.log").read_text()
-    assert '"POST /api/verify HTTP/1.1" 413' in access_log
+    # nginx logs a request after it has answered it: give the line a moment to arrive.
+    access_log_file = deployment.nginx.prefix / "counterpart.access.log"
+    deadline = time.monotonic() + 10
+    while ('"POST /api/verify HTTP/1.1" 413' not in access_log_file.read_text()
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    assert '"POST /api/verify HTTP/1.1" 413' in access_log_file.read_text()
 
 
 def test_one_address_cannot_hold_every_request(deployment):
