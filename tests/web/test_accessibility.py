@@ -308,6 +308,8 @@ def test_staff_pages_meet_wcag_aa(browser, site):
                 form.method = "post"; form.action = "/sign-out";
                 document.body.append(form); form.submit(); }""")
         assert refused.value.status == 400
+        # The answer arrives before the browser has shown it: wait for the page itself.
+        page.wait_for_url("**/sign-out")
         page.wait_for_load_state()
         audit.check(page, "error page 400")
         page.close()
