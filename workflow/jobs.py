@@ -60,7 +60,7 @@ from huey.signals import SIGNAL_ERROR
 from huey.storage import BaseStorage, MemoryStorage, PostgresStorage, RedisStorage, SqliteStorage
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from .errors import CounterpartError
 from .files import make_private_file
@@ -422,7 +422,10 @@ def enqueue_after_commit(session: Session, task: TaskWrapper, *args: Any,
         raise TypeError(f"{task!r} is not a job: declare it with @jobs.job")
     if not session.in_transaction():
         session.begin()  # so that a rollback before any SQL still drops the job
-    session.info.setdefault(_PENDING, []).append((task, args, kwargs))
+    # Each job remembers the innermost SAVEPOINT it was enqueued in: rolling that back drops
+    # it, releasing it hands the job to the enclosing transaction.
+    session.info.setdefault(_PENDING, []).append(
+        [session.get_nested_transaction(), task, args, kwargs])
 
 
 @event.listens_for(Session, "after_commit")
@@ -433,7 +436,7 @@ def _after_commit(session: Session) -> None:
     if not pending:
         return
     rt = _runtime_for(session.info.get(_DATABASE)) if huey.immediate else None
-    for task, args, kwargs in pending:
+    for _savepoint, task, args, kwargs in pending:
         token = _current.set(rt) if rt is not None else None
         try:
             task(*args, **kwargs)
@@ -449,8 +452,26 @@ def _after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     if session.in_nested_transaction():
-        return  # only a SAVEPOINT was rolled back; the enclosing transaction goes on
+        # Only a SAVEPOINT was rolled back (it is still the innermost one while this runs):
+        # the jobs enqueued inside it go with it; the enclosing transaction goes on.
+        savepoint = session.get_nested_transaction()
+        pending = session.info.get(_PENDING)
+        if pending:
+            pending[:] = [entry for entry in pending if entry[0] is not savepoint]
+        return
     session.info.pop(_PENDING, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if not transaction.nested:
+        return
+    # A SAVEPOINT ended (released, or rolled back after its jobs were dropped): what is left
+    # of its jobs now belongs to the transaction around it.
+    for entry in session.info.get(_PENDING) or ():
+        if entry[0] is transaction:
+            entry[0] = transaction.parent if transaction.parent is not None and \
+                transaction.parent.nested else None
 
 
 def run_due(at: dt.datetime | None = None) -> int:

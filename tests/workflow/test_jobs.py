@@ -87,6 +87,24 @@ def test_a_session_committed_twice_enqueues_each_job_once(database):
     assert RAN == [("ran", "a"), ("ran", "c")]
 
 
+def test_a_job_enqueued_in_a_rolled_back_savepoint_is_dropped_and_a_released_one_kept(
+        database):
+    with database.transaction() as session:
+        jobs.enqueue_after_commit(session, remember, "outer")
+        with pytest.raises(RuntimeError), session.begin_nested():
+            jobs.enqueue_after_commit(session, remember, "undone")
+            with session.begin_nested():  # released inside the savepoint rolled back
+                jobs.enqueue_after_commit(session, remember, "undone inner")
+            raise RuntimeError("this step failed")
+        with session.begin_nested():
+            jobs.enqueue_after_commit(session, remember, "kept")
+            with pytest.raises(RuntimeError), session.begin_nested():
+                jobs.enqueue_after_commit(session, remember, "undone deeper")
+                raise RuntimeError("this step failed too")
+        assert RAN == []
+    assert RAN == [("ran", "outer"), ("ran", "kept")]
+
+
 def test_only_jobs_can_be_enqueued(database):
     with database.transaction() as session, pytest.raises(TypeError, match="not a job"):
         jobs.enqueue_after_commit(session, print, 1)
