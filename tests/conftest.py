@@ -11,7 +11,16 @@ from support import (
     server_database_url,
 )
 
+from workflow import jobs
 from workflow.schema import TemplateSpec, load_template, sample_terms, validate_terms
+
+
+@pytest.fixture(autouse=True)
+def _job_queue_restored():
+    """Each test starts with the queue as the suite began: an app a test made does not stay
+    the runtime of the jobs of the tests after it."""
+    with jobs.preserved():
+        yield
 
 
 @pytest.fixture(scope="session")

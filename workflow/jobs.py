@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from .seal import Sealer
 
 __all__ = [
-    "job", "periodic", "enqueue_after_commit", "runtime", "Runtime", "set_runtime",
+    "job", "periodic", "enqueue_after_commit", "preserved", "runtime", "Runtime", "set_runtime",
     "configure", "use_immediate", "is_immediate", "queue_url_for", "describe_queue",
     "discover_tasks", "TASK_MODULES", "EXTRA_TASK_MODULES_ENV", "QUEUE_FILE", "JobsError",
     "claim_periodic_slot", "periodic_clock", "run_due", "run_periodic", "run_in_process",
@@ -751,6 +751,18 @@ def immediate(rt: Runtime) -> Iterator[Runtime]:
     use_immediate(rt)
     try:
         yield rt
+    finally:
+        _restore(saved)
+
+
+@contextlib.contextmanager
+def preserved() -> Iterator[None]:
+    """Put the queue back as it was before the block (its storage, mode and default runtime),
+    whatever the block configured: what each test is wrapped in, so that an app made by one
+    test does not keep running the jobs of the next."""
+    saved = (huey.storage, huey.immediate, _queue_url, _make_storage, _ledger, _default_runtime)
+    try:
+        yield
     finally:
         _restore(saved)
 
