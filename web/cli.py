@@ -1,6 +1,7 @@
 """The ``counterpart`` command: the letter commands of :mod:`workflow.cli`, plus the web app's.
 
-``serve`` runs the app under waitress (with a background worker as its child), ``worker``
+``serve`` runs the app in one waitress process per core (with a background worker as its
+child), ``worker``
 runs background jobs; ``migrate``, ``create-user``, ``create-first-admin``,
 ``set-password``, ``disable-user``, ``enable-user``, ``create-token``, ``list-tokens`` and
 ``revoke-token`` look after the data folder and its accounts; ``template add`` and
@@ -15,12 +16,15 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -523,36 +527,113 @@ class WorkerSupervisor:
             self._watcher.join(5)
 
 
+WEB_PROCESSES_ENV = "COUNTERPART_WEB_PROCESSES"
+DEFAULT_MAX_REQUESTS = 10_000  # a web process is replaced after this many requests ...
+MAX_REQUESTS_JITTER = 0.1  # ... plus up to this share more, so that they are not all at once
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _web_processes(processes: int) -> int:
+    """The number of web processes: ``processes``, or one per core for 0."""
+    if processes:
+        return processes
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _limit_malloc_arenas() -> None:
+    """Keep glibc to two malloc arenas in this process and its children.
+
+    Each thread that allocates may get an arena of its own, and freed memory stays in it:
+    with 8 threads and more a process keeps growing. ``MALLOC_ARENA_MAX`` is read when a
+    program starts (the worker child and LibreOffice inherit it); this process, already
+    running, is told with ``mallopt`` before it starts threads or forks its web processes.
+    """
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
+    except (OSError, AttributeError, ValueError):
+        pass  # not glibc: nothing to limit
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0 picks a free one).")
+@click.option("--processes", envvar=WEB_PROCESSES_ENV, default=0, show_default=True,
+              type=click.IntRange(0, 64),
+              help=f"Web processes (0: one per core; also {WEB_PROCESSES_ENV}). 1 serves "
+                   "from this process alone.")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
-              help="Requests served at once.")
+              help="Requests served at once by each web process.")
 @click.option("--connections-per-address", default=DEFAULT_CONNECTIONS_PER_ADDRESS,
               show_default=True, type=click.IntRange(0, CONNECTION_LIMIT),
               help=f"Connections one client address may hold open, of the {CONNECTION_LIMIT} "
-                   f"the server accepts (0: no limit); a trusted proxy is not counted.")
+                   f"each web process accepts (0: no limit); a trusted proxy is not counted.")
+@click.option("--max-requests", default=DEFAULT_MAX_REQUESTS, show_default=True,
+              type=click.IntRange(0),
+              help="With several web processes, each is replaced by a fresh one after this "
+                   "many requests, plus up to 10% (0: never).")
 @click.option("--no-worker", is_flag=True,
               help="Start no background worker (run `counterpart worker` processes beside "
                    "it instead); the same as COUNTERPART_WORKER=none.")
-def serve(host: str, port: int, threads: int, connections_per_address: int,
-          no_worker: bool) -> None:
-    """Run the web app under the waitress production server until interrupted.
+def serve(host: str, port: int, processes: int, threads: int, connections_per_address: int,
+          max_requests: int, no_worker: bool) -> None:
+    """Run the web app until interrupted (Ctrl+C or SIGTERM stop it gracefully).
+
+    With one web process (``--processes 1``) the app runs here under waitress. With several
+    (the default: one per core, ``--processes`` or ``COUNTERPART_WEB_PROCESSES``), gunicorn's
+    arbiter binds the port and forks them; each makes its own app (database connections,
+    threads, LibreOffice) after the fork and serves with waitress, so that slow clients
+    cannot hold its threads. A web process that dies is replaced, and each is replaced after
+    ``--max-requests`` requests (plus up to 10%), which bounds its memory. The share of
+    connections per client address is counted across the processes, and the rate limits on
+    failures too: in Redis (``COUNTERPART_REDIS_URL``) or else in a file the processes share.
 
     Behind a reverse proxy (``COUNTERPART_PROXY_COUNT``), waitress applies the proxy's
     ``X-Forwarded-*`` headers, and only for requests from ``COUNTERPART_TRUSTED_PROXY``.
     A background worker (``counterpart worker``) runs as a child process, started again if it
     ends (logged as an error), and stops with the server, unless ``--no-worker`` or
-    ``COUNTERPART_WORKER=none``.
+    ``COUNTERPART_WORKER=none``. glibc's malloc arenas are limited to two
+    (``MALLOC_ARENA_MAX``, unless set otherwise) in every process.
     """
+    _configure_logging()
+    _limit_malloc_arenas()
+    processes = _web_processes(processes)
+    if processes == 1:
+        _serve_in_this_process(host, port, threads, connections_per_address, no_worker)
+    else:
+        _serve_in_processes(host, port, processes, threads, connections_per_address,
+                            max_requests, no_worker)
+
+
+def _echo_running(host: str, port: int, config: dict[str, Any], jobs_line: str,
+                  processes_line: str | None = None) -> None:
+    url_host = f"[{host}]" if ":" in host else host
+    click.echo(f"Counterpart is running at http://{url_host}:{port}/ "
+               f"(data in {config['DATA_DIR']}; press Ctrl+C to stop)")
+    if processes_line:
+        click.echo(processes_line)
+    if config["PROXY_COUNT"]:
+        count = config["PROXY_COUNT"]
+        proxies = "1 reverse proxy" if count == 1 else f"{count} reverse proxies"
+        click.echo(f"Behind {proxies}: X-Forwarded-* headers are trusted from "
+                   f"{config['TRUSTED_PROXY']} only.")
+    click.echo(jobs_line)
+    sys.stdout.flush()
+
+
+def _serve_in_this_process(host: str, port: int, threads: int, connections_per_address: int,
+                           no_worker: bool) -> None:
+    """``counterpart serve --processes 1``: waitress in this process."""
     from workflow import jobs
 
     from . import create_app
     from .documents import get_documents
     from .server import create_app_server
 
-    _configure_logging()
     try:
         app = create_app({"PROXY_FIX": False})
     except ConfigError as exc:
@@ -582,17 +663,7 @@ def serve(host: str, port: int, threads: int, connections_per_address: int,
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    url_host = f"[{host}]" if ":" in host else host
-    bound = getattr(server, "effective_port", port)
-    click.echo(f"Counterpart is running at http://{url_host}:{bound}/ "
-               f"(data in {app.config['DATA_DIR']}; press Ctrl+C to stop)")
-    if app.config["PROXY_COUNT"]:
-        count = app.config["PROXY_COUNT"]
-        proxies = "1 reverse proxy" if count == 1 else f"{count} reverse proxies"
-        click.echo(f"Behind {proxies}: X-Forwarded-* headers are trusted from "
-                   f"{app.config['TRUSTED_PROXY']} only.")
-    click.echo(jobs_line)
-    sys.stdout.flush()
+    _echo_running(host, getattr(server, "effective_port", port), app.config, jobs_line)
     try:
         server.run()
     except KeyboardInterrupt:
@@ -605,6 +676,99 @@ def serve(host: str, port: int, threads: int, connections_per_address: int,
             supervisor.stop()
         documents.close(close_converter=True)
         app.extensions["counterpart.db"].dispose()
+
+
+def _serve_in_processes(host: str, port: int, processes: int, threads: int,
+                        connections_per_address: int, max_requests: int,
+                        no_worker: bool) -> None:
+    """``counterpart serve`` with several web processes under gunicorn's arbiter.
+
+    This process makes no app: it checks the settings, creates or migrates the database
+    (once, before the web processes start, so that they do not race to), starts the
+    background worker child, and leaves the rest to :class:`web.server.PreforkServer`.
+    """
+    from workflow import jobs
+
+    from . import create_app
+    from .documents import get_documents
+    from .server import PreforkServer
+
+    try:
+        config = config_from_env()
+    except ConfigError as exc:
+        _fail(str(exc))
+    open_database(config["DATA_DIR"], config["DATABASE_URL"]).dispose()
+    queue_url = jobs.queue_url_for(config)  # read, not opened: the processes open it
+    limits_folder: Path | None = None
+    overrides: dict[str, Any] = {"PROXY_FIX": False}
+    if not config.get("REDIS_URL"):
+        from .ratelimit import SHARED_FILE_SCHEME
+        limits_folder = Path(tempfile.mkdtemp(prefix="counterpart-limits-"))
+        overrides["RATE_LIMIT_STORAGE"] = (
+            f"{SHARED_FILE_SCHEME}://{limits_folder / 'limits.sqlite3'}")
+    supervisor: WorkerSupervisor | None = None
+    state: dict[str, Any] = {}
+
+    def make_app(slot: int) -> tuple[Any, Callable[[], None]]:
+        app = create_app(overrides)
+        in_process = threading.Event()
+        if queue_url == "immediate" and slot == 0:
+            jobs.run_in_process(in_process)  # in one web process only
+        with app.app_context():
+            documents = get_documents()
+        documents.warm_up()  # each process has its own LibreOffice, started after the fork
+
+        def close() -> None:
+            in_process.set()
+            documents.close(close_converter=True)
+            app.extensions["counterpart.db"].dispose()
+        return app, close
+
+    def when_ready(bound: int) -> None:
+        nonlocal supervisor
+        if state.get("jobs_line") is None:
+            state["jobs_line"] = _start_jobs_line(no_worker, config, queue_url)
+            if state["jobs_line"][1] is not None:
+                supervisor = state["jobs_line"][1]
+        _echo_running(host, bound, config, state["jobs_line"][0],
+                      f"{processes} web processes of {threads} threads each (gunicorn "
+                      f"arbiter, process {os.getpid()}).")
+
+    def on_exit() -> None:
+        click.echo("Stopping Counterpart…")
+        if supervisor is not None:
+            supervisor.stop()
+        if limits_folder is not None:
+            shutil.rmtree(limits_folder, ignore_errors=True)
+
+    server = PreforkServer(
+        make_app, host=host, port=port, processes=processes, threads=threads,
+        max_request_body_size=config["MAX_CONTENT_LENGTH"] + 1024 * 1024,
+        proxy_count=config["PROXY_COUNT"], trusted_proxy=config["TRUSTED_PROXY"],
+        connections_per_address=connections_per_address, max_requests=max_requests,
+        max_requests_jitter=int(max_requests * MAX_REQUESTS_JITTER),
+        when_ready=when_ready, on_exit=on_exit)
+    try:
+        server.run()
+    finally:
+        if limits_folder is not None:
+            shutil.rmtree(limits_folder, ignore_errors=True)
+
+
+def _start_jobs_line(no_worker: bool, config: dict[str, Any], queue_url: str
+                     ) -> tuple[str, WorkerSupervisor | None]:
+    """Start the background worker child unless told not to; say where jobs run."""
+    from workflow import jobs
+
+    if queue_url == "immediate":
+        return ("Background jobs run in the first web process "
+                "(COUNTERPART_QUEUE_URL=immediate)."), None
+    if no_worker or config["WORKER"] == "none":
+        return (f"No worker started: run `counterpart worker` to take jobs from "
+                f"{jobs.describe_queue(queue_url)}."), None
+    supervisor = WorkerSupervisor(config["WORKER_THREADS"])
+    return (f"A background worker runs as process {supervisor.start()} (started again if "
+            "it ends)."), supervisor
 
 
 def main() -> None:

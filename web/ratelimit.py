@@ -13,24 +13,30 @@ not, since each costs a check in a child process (``COUNTERPART_RATE_LIMIT_VERIF
 
 Counting and storage come from the ``limits`` library: in this process's memory by default, or
 in Redis when ``COUNTERPART_REDIS_URL`` is set, so that several app servers share one count.
+``counterpart serve`` with several web processes and no Redis counts in a SQLite file that
+its processes share (:class:`SharedFileStorage`, ``RATE_LIMIT_STORAGE``), made for that run
+in a private temporary folder: a client counts the same whichever process answers it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
+import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app, g, jsonify, make_response, render_template, request
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
+from limits.storage import MovingWindowSupport, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from werkzeug.wrappers import Response
 
 from .config import ConfigError
 
 __all__ = ["init_app", "FailureLimiter", "DEFAULT_LIMIT", "DEFAULT_ACCOUNT_LIMIT",
-           "client_key", "account_over_limit"]
+           "client_key", "account_over_limit", "SharedFileStorage", "SHARED_FILE_SCHEME"]
 
 DEFAULT_LIMIT = "10 per minute"
 DEFAULT_ACCOUNT_LIMIT = "20 per 15 minutes"
@@ -39,6 +45,125 @@ EXTENSION = "counterpart.ratelimit"
 DEFAULT_VERIFY_LIMIT = "20 per minute"
 VERIFY_AREA = "verify"
 VERIFY_PATHS = frozenset({"/verify", "/api/verify"})
+
+SHARED_FILE_SCHEME = "counterpart-sqlite"
+
+
+class SharedFileStorage(Storage, MovingWindowSupport):
+    """A ``limits`` storage in a SQLite file, shared by the processes of one server.
+
+    Written ``counterpart-sqlite:///path/to/limits.sqlite3``. Moving windows (the strategy
+    used here) keep one row per counted attempt, and fixed windows one counter per key; each
+    change is one short write transaction, so two processes never count past a limit, and a
+    request that is only checked reads (no write). Rows past their window are deleted as
+    new ones come in. Errors are :class:`sqlite3.Error`.
+    """
+
+    STORAGE_SCHEME = [SHARED_FILE_SCHEME]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False,
+                 **options: float | str | bool) -> None:
+        path = urllib.parse.urlparse(uri or "").path
+        if not path:
+            raise ValueError(f"{SHARED_FILE_SCHEME}: the URL names no file ({uri!r})")
+        self.path = path
+        self._local = threading.local()
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS attempts "
+                       "(key TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS attempts_key ON attempts (key, at)")
+            db.execute("CREATE INDEX IF NOT EXISTS attempts_expires ON attempts (expires)")
+            db.execute("CREATE TABLE IF NOT EXISTS counters "
+                       "(key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL NOT NULL)")
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return sqlite3.Error
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")  # counts need not outlive the server
+            self._local.db = db
+        return db
+
+    class _Transaction:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, kind: object, *_rest: object) -> None:
+            self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
+
+    def _transaction(self) -> SharedFileStorage._Transaction:
+        return self._Transaction(self._connection())
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM counters WHERE key = ? AND expires <= ?", (key, now))
+            db.execute("INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
+                       "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                       (key, amount, now + expiry))
+            row = db.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
+        return int(row[0])
+
+    def get(self, key: str) -> int:
+        row = self._connection().execute(
+            "SELECT value FROM counters WHERE key = ? AND expires > ?",
+            (key, time.time())).fetchone()
+        return int(row[0]) if row else 0
+
+    def get_expiry(self, key: str) -> float:
+        now = time.time()
+        row = self._connection().execute(
+            "SELECT expires FROM counters WHERE key = ? AND expires > ?", (key, now)).fetchone()
+        return float(row[0]) if row else now
+
+    def check(self) -> bool:
+        try:
+            self._connection().execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    def reset(self) -> int | None:
+        with self._transaction() as db:
+            removed = db.execute("DELETE FROM attempts").rowcount
+            removed += db.execute("DELETE FROM counters").rowcount
+        return removed
+
+    def clear(self, key: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM attempts WHERE key = ?", (key,))
+            db.execute("DELETE FROM counters WHERE key = ?", (key,))
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM attempts WHERE expires <= ?", (now,))
+            (held,) = db.execute("SELECT count(*) FROM attempts WHERE key = ? AND at > ?",
+                                 (key, now - expiry)).fetchone()
+            if held + amount > limit:
+                return False
+            db.executemany("INSERT INTO attempts (key, at, expires) VALUES (?, ?, ?)",
+                           [(key, now, now + expiry)] * amount)
+        return True
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        now = time.time()
+        oldest, held = self._connection().execute(
+            "SELECT min(at), count(*) FROM attempts WHERE key = ? AND at > ?",
+            (key, now - expiry)).fetchone()
+        return (float(oldest), int(held)) if held else (now, 0)
 
 
 @dataclass
@@ -185,10 +310,15 @@ def _parse(app: Flask, name: str, default: str) -> RateLimitItem:
 
 
 def init_app(app: Flask) -> FailureLimiter:
-    """Check the limit before any other work on a request, and count failures after it."""
+    """Check the limit before any other work on a request, and count failures after it.
+
+    Counts are kept in Redis (``REDIS_URL``), else in ``RATE_LIMIT_STORAGE`` (a ``limits``
+    storage URL: ``counterpart serve`` sets a :class:`SharedFileStorage` for its processes),
+    else in this process's memory."""
     limit = _parse(app, "RATE_LIMIT_FAILURES", DEFAULT_LIMIT)
     account_limit = _parse(app, "RATE_LIMIT_ACCOUNT_FAILURES", DEFAULT_ACCOUNT_LIMIT)
-    storage = storage_from_string(app.config.get("REDIS_URL") or "memory://")
+    storage = storage_from_string(app.config.get("REDIS_URL")
+                                  or app.config.get("RATE_LIMIT_STORAGE") or "memory://")
     limiter = FailureLimiter(MovingWindowRateLimiter(storage), limit,
                              {ACCOUNT_AREA: account_limit,
                               VERIFY_AREA: _parse(app, "RATE_LIMIT_VERIFY",
