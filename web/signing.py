@@ -35,6 +35,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from workflow.db import is_reading_only
 from workflow.envelopes import (
     SignerCopy,
     SigningView,
@@ -295,8 +296,8 @@ def signing_summary(session: Session, view: SigningView) -> dict[str, Any]:
         "title": letter_title(letter),
         "name": counterpart.name, "role": counterpart.role,
         "role_words": _role_words(party_label(session, counterpart)),
-        "status": counterpart.status,
-        "status_label": CounterpartStatus(counterpart.status).label,
+        "status": view.status,
+        "status_label": CounterpartStatus(view.status).label,
         "expires_at": envelope.expires_at, "waiting_for": list(view.waiting_for),
         "can_sign": view.can_sign, "page_sizes": sizes, "letter_sha256": sha,
         "signature_page": _signature_page(session, sha, counterpart.role),
@@ -328,9 +329,14 @@ def open_link_document(token: str) -> tuple[str, str]:
 
 
 def _open(token: str) -> dict[str, Any]:
-    """Open a signing link (recording the first view) and describe it."""
-    with get_db().transaction() as session:
-        view = view_signing(session, token, signer_actor(), identity=identity_tokens())
+    """Open a signing link (recording the first view) and describe it.
+
+    On a GET nothing is written: the first view is noted and written right after, in its own
+    transaction (see :func:`workflow.envelopes.view_signing`)."""
+    database = get_db()
+    with database.transaction() as session:
+        view = view_signing(session, token, signer_actor(), identity=identity_tokens(),
+                            views=database.activity if is_reading_only() else None)
         return signing_summary(session, view)
 
 
@@ -379,6 +385,7 @@ def sign_submit(token: str) -> Response | tuple[str, int]:
         copy = prepare_signed_copy(token, consent=form.get("consent") == "yes",
                                    signature=_signature_from_form(form),
                                    time_zone=form.get("time_zone"), identity=identity_tokens())
+        get_db().activity.flush(get_db())  # a first view noted on the page comes first
         with get_db().transaction() as session:
             # The last signature enqueues the assembly of the executed letter, to run once
             # this commits: the signer's page says it is being put together until it is.
@@ -399,6 +406,7 @@ def sign_submit(token: str) -> Response | tuple[str, int]:
 def decline(token: str) -> Response | tuple[str, int]:
     """Decline to sign, with a reason."""
     try:
+        get_db().activity.flush(get_db())  # a first view noted on the page comes first
         with get_db().transaction() as session:
             decline_counterpart(session, token, reason=request.form.get("reason", ""),
                                 actor=signer_actor(), identity=identity_tokens())

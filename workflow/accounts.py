@@ -25,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from .activity import ActivityRecorder
 from .db import rowcount
 from .errors import CounterpartError, NotFoundError, StateError
 from .models import AccountLink, ApiToken, RecoveryCode, User, utcnow
@@ -414,10 +415,12 @@ def _aware(when: dt.datetime) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
 
 
-def user_for_token(session: Session, token: str) -> User | None:
+def user_for_token(session: Session, token: str, *,
+                   activity: ActivityRecorder | None = None) -> User | None:
     """Return the account an API token belongs to, or None if it is unknown, revoked,
     expired or its account disabled. Its ``last_used_at`` is brought up to date only when
-    it is :data:`TOKEN_USE_RECORDED_EVERY` old, so most requests write nothing."""
+    it is :data:`TOKEN_USE_RECORDED_EVERY` old: noted in ``activity`` when given (written
+    later in a batch, so a read-only transaction will do), else in the caller's transaction."""
     if not token or len(token) > 200:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
@@ -427,7 +430,10 @@ def user_for_token(session: Session, token: str) -> User | None:
         return None
     # Recorded at most every TOKEN_USE_RECORDED_EVERY, so that reads do not write each time.
     if row.last_used_at is None or now - _aware(row.last_used_at) >= TOKEN_USE_RECORDED_EVERY:
-        row.last_used_at = now
+        if activity is not None:
+            activity.token_used(row.id, now)
+        else:
+            row.last_used_at = now
     return row.user
 
 

@@ -4,7 +4,14 @@ SQLite in a file of the data folder is the embedded default (WAL mode, a busy ti
 ``BEGIN IMMEDIATE`` transactions, so that concurrent writers queue instead of failing);
 PostgreSQL works through the same models and migrations. Requests that only read use
 :meth:`Database.read`: a deferred ``BEGIN`` that takes no write lock on SQLite (readers never
-queue behind writers in WAL mode) and refuses every write on both databases.
+queue behind writers in WAL mode) and refuses every write on both databases. Inside
+:func:`reading_only` (the web app enters it for every GET, HEAD and OPTIONS request),
+:meth:`Database.transaction` opens such a read-only transaction too, so a write made while
+answering a read fails loudly instead of silently taking the lock.
+
+Connections are pooled (SQLite's too, so its PRAGMAs run once per connection); a pooled
+connection is never used by a process other than the one that opened it (after a fork the
+child opens its own).
 
 The data folder is private to the user running Counterpart: created 0700 (an existing one is
 tightened to it), and the SQLite database 0600 before SQLite first opens it, so that its
@@ -13,29 +20,81 @@ tightened to it), and the SQLite database 0600 before SQLite first opens it, so 
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
+from .activity import ActivityRecorder
 from .errors import StorageFullError
 from .files import PRIVATE_FOLDER_MODE, make_private_file, make_private_folder
 
-__all__ = ["Database", "rowcount", "open_database", "database_url_for", "DATA_DIR_ENV",
-           "DATABASE_URL_ENV"]
+__all__ = ["Database", "rowcount", "open_database", "database_url_for", "reading_only",
+           "begin_reading_only", "end_reading_only", "is_reading_only", "DATA_DIR_ENV",
+           "DATABASE_URL_ENV", "SQLITE_POOL_SIZE"]
 
 DATA_DIR_ENV = "COUNTERPART_DATA_DIR"
 DATABASE_URL_ENV = "COUNTERPART_DATABASE_URL"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _READ_ONLY = "counterpart_read_only"
+# Connections kept open for reuse; more are opened when busy (and closed when given back).
+SQLITE_POOL_SIZE = 8
+_reading_only: ContextVar[bool] = ContextVar("counterpart_reading_only", default=False)
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def reading_only() -> Iterator[None]:
+    """Make every :meth:`Database.transaction` opened inside read-only (see
+    :meth:`Database.read`): for work that must not write, such as answering a GET."""
+    token = _reading_only.set(True)
+    try:
+        yield
+    finally:
+        _reading_only.reset(token)
+
+
+def begin_reading_only() -> Token[bool]:
+    """Enter :func:`reading_only` until :func:`end_reading_only` is given the returned token
+    (for hooks that cannot wrap the work in a ``with``, such as a web request's)."""
+    return _reading_only.set(True)
+
+
+def end_reading_only(token: Token[bool]) -> None:
+    """Leave what :func:`begin_reading_only` entered."""
+    _reading_only.reset(token)
+
+
+def is_reading_only() -> bool:
+    """Say whether transactions are read-only here (inside :func:`reading_only`)."""
+    return _reading_only.get()
+
+
+def _guard_pool_across_forks(engine: Engine) -> None:
+    """Never hand a connection opened by one process to another (after a fork, the child's
+    pool may still hold the parent's connections): the child opens its own instead."""
+
+    @event.listens_for(engine, "connect")
+    def _remember_process(_dbapi_connection: Any, record: Any) -> None:
+        record.info["pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def _same_process(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if record.info.get("pid") != os.getpid():
+            # Drop it without closing it: it belongs to the parent.
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise DisconnectionError("a pooled connection of another process was not reused")
 
 
 def _is_full(exc: OperationalError) -> bool:
@@ -115,12 +174,17 @@ class Database:
                 raise ValueError("Use a SQLite file, not an in-memory database.")
             database_file = Path(parsed.database)
             database_file.parent.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
-            kwargs["poolclass"] = NullPool
+            # Threads share the pool (check_same_thread is off); overflow is unbounded so
+            # that a thread holding one connection never waits for another.
+            kwargs.update(poolclass=QueuePool, pool_size=SQLITE_POOL_SIZE, max_overflow=-1)
         else:
             kwargs["pool_pre_ping"] = True
         self.engine = create_engine(url, **kwargs)
+        _guard_pool_across_forks(self.engine)
         if self.is_sqlite:
             _configure_sqlite(self.engine, Path(str(parsed.database)))
+        # "Last seen" and "last used" times noted while reading, written in batches.
+        self.activity = ActivityRecorder(self)
         # Each session names its Database, so that jobs enqueued after its commit (in
         # immediate mode) run against the same database (workflow.jobs).
         self.sessions = sessionmaker(self.engine, expire_on_commit=False,
@@ -129,7 +193,15 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """Open a session in one transaction: committed on success, rolled back on error."""
+        """Open a session in one transaction: committed on success, rolled back on error.
+
+        Inside :func:`reading_only` it is a read-only transaction (:meth:`read`): a write
+        raises instead of taking the write lock.
+        """
+        if _reading_only.get():
+            with self.read() as session:
+                yield session
+            return
         try:
             with self.sessions() as session, session.begin():
                 yield session
@@ -171,7 +243,12 @@ class Database:
             command.upgrade(config, "head")
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Write the activity noted so far, stop its writer, and close every pooled
+        connection."""
+        try:
+            self.activity.close()
+        except Exception:  # a lost "last seen" time must not stop the shutdown
+            log.exception("last-seen and last-used times could not be written")
         self.engine.dispose()
 
 

@@ -75,10 +75,12 @@ from .states import (
 if TYPE_CHECKING:
     from huey.api import Task
 
+    from .activity import ActivityRecorder
+
 __all__ = [
     "SignerSpec", "Actor", "IssuedLink", "SigningView", "send_envelope", "default_signers",
     "check_signer_roles", "party_label",
-    "current_envelope", "envelope_for_token", "view_signing", "sign_counterpart",
+    "current_envelope", "envelope_for_token", "view_signing", "record_view", "sign_counterpart",
     "decline_counterpart", "upload_paper_counterpart", "void_envelope", "assemble_envelope",
     "assemble_envelope_job", "retry_assembly", "resume_assemblies", "record_assembly_failure",
     "assembly_state", "ASSEMBLY_RETRIES", "audit_record", "token_hash",
@@ -146,6 +148,13 @@ class SigningView:
     letter: Letter
     version: LetterVersion
     waiting_for: list[str] = field(default_factory=list)
+    # The first view was noted to be written right after (see view_signing's ``views``).
+    view_noted: bool = False
+
+    @property
+    def status(self) -> str:
+        """The counterpart's status, counting a first view noted but not yet written."""
+        return CounterpartStatus.VIEWED.value if self.view_noted else self.counterpart.status
 
     @property
     def can_sign(self) -> bool:
@@ -444,30 +453,61 @@ def _waiting_for(counterpart: Counterpart, envelope: Envelope) -> list[str]:
 
 
 def view_signing(session: Session, token: str, actor: Actor, *, now: dt.datetime | None = None,
-                 identity: Sequence[str] | None = None) -> SigningView:
+                 identity: Sequence[str] | None = None,
+                 views: ActivityRecorder | None = None) -> SigningView:
     """Open a signing link: check it, record the first view, and describe the counterpart.
 
     A signed counterpart's link reads (it shows what was signed) until the envelope's links
     expire; it never signs again. Raises LinkError when the link may not even be read, and
     IdentityError when its signer must first enter an emailed code and ``identity`` (the
     browser tokens of :mod:`workflow.signer_identity`) holds none for it.
+
+    With ``views`` (a read-only request), the first view is noted there, with its time, IP and
+    browser, and written by :func:`record_view` right after, in its own transaction; without,
+    it is recorded in the caller's transaction.
     """
     now = now or utcnow()
-    counterpart, envelope = envelope_for_token(session, token, lock=True)
+    counterpart, envelope = envelope_for_token(session, token, lock=views is None)
     _check_readable(counterpart, envelope, now)
     signer_identity.require_identity(session, counterpart, identity, now=now)
     waiting = _waiting_for(counterpart, envelope)
+    noted = False
     if not waiting and counterpart.status in (CounterpartStatus.READY.value,
                                               CounterpartStatus.SENT.value):
-        counterpart.status = transition(counterpart.status, CounterpartStatus.VIEWED).value
-        counterpart.first_viewed_at = now
-        record_event(session, envelope.letter_id, "viewed", actor=counterpart.name,
-                     ip=actor.ip, user_agent=actor.user_agent, envelope_id=envelope.id,
-                     counterpart_id=counterpart.id, at=now)
+        if views is not None:
+            views.signer_viewed(counterpart.id, now, ip=actor.ip, user_agent=actor.user_agent)
+            noted = True
+        else:
+            _mark_viewed(session, counterpart, envelope, actor, now)
     letter = session.get(Letter, envelope.letter_id)
     version = session.get(LetterVersion, envelope.version_id)
     assert letter is not None and version is not None
-    return SigningView(counterpart, envelope, letter, version, waiting)
+    return SigningView(counterpart, envelope, letter, version, waiting, noted)
+
+
+def _mark_viewed(session: Session, counterpart: Counterpart, envelope: Envelope, actor: Actor,
+                 now: dt.datetime) -> None:
+    counterpart.status = transition(counterpart.status, CounterpartStatus.VIEWED).value
+    counterpart.first_viewed_at = now
+    record_event(session, envelope.letter_id, "viewed", actor=counterpart.name,
+                 ip=actor.ip, user_agent=actor.user_agent, envelope_id=envelope.id,
+                 counterpart_id=counterpart.id, at=now)
+
+
+def record_view(session: Session, counterpart_id: int, actor: Actor, at: dt.datetime) -> bool:
+    """Record a signer's first view noted by :func:`view_signing` at ``at`` (with the IP and
+    browser of ``actor``), unless the counterpart moved on meanwhile (signed, declined,
+    withdrawn) or a view was recorded already; say whether it was recorded."""
+    counterpart = session.get(Counterpart, counterpart_id)
+    if counterpart is None:
+        return False
+    envelope = _lock_envelope(session, counterpart.envelope_id)
+    session.refresh(counterpart)
+    if counterpart.status not in (CounterpartStatus.READY.value, CounterpartStatus.SENT.value):
+        return False
+    _mark_viewed(session, counterpart, envelope, Actor(counterpart.name, actor.ip,
+                                                        actor.user_agent), at)
+    return True
 
 
 def link_shows_letter(counterpart: Counterpart, envelope: Envelope,

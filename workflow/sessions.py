@@ -3,8 +3,14 @@ account ends them at once, and what a session is shown once (signing links just 
 
 The browser's cookie holds a random session token; only its SHA-256 is stored, so a copy of
 the database opens no session. A note for a session is encrypted with a key derived from that
-token and the app's secret, stored for a few minutes at most, and deleted when it is read:
-neither the cookie nor the database alone reveals it, and after it was shown neither holds it.
+token, the app's secret and a random ticket that only the cookie holds, stored for a few
+minutes at most. Reading it writes nothing: the web front end drops the ticket from the cookie
+as it shows the note, so it is shown once, and the row is deleted by the next batch of
+:mod:`workflow.activity` (or when it expires). Neither the cookie nor the database alone
+reveals it; after it was shown, the cookie no longer holds the ticket that opens it.
+
+Reading a session writes nothing either: its "last seen" time is noted in a
+:class:`workflow.activity.ActivityRecorder` when one is given.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, select, update
@@ -25,11 +31,15 @@ from sqlalchemy.orm import Session
 from .db import rowcount
 from .models import SessionNote, StaffSession, User, utcnow
 
+if TYPE_CHECKING:
+    from .activity import ActivityRecorder
+
 __all__ = ["ActiveSession", "start_session", "session_for_token", "end_session",
            "end_sessions_of", "keep_note", "take_note", "NOTE_LIFETIME", "SESSION_TOKEN_BYTES",
-           "PENDING_LIFETIME"]
+           "PENDING_LIFETIME", "NOTE_TICKET_BYTES"]
 
 SESSION_TOKEN_BYTES = 32
+NOTE_TICKET_BYTES = 16
 NOTE_LIFETIME = dt.timedelta(minutes=15)
 # Seen-at times are refreshed at most this often, so that reading pages rarely writes.
 SEEN_RESOLUTION = dt.timedelta(minutes=1)
@@ -84,8 +94,14 @@ def start_session(session: Session, user: User, *, hours: int, ip: str | None = 
     return token
 
 
-def session_for_token(session: Session, token: str) -> ActiveSession | None:
-    """Return the session a cookie's token opens, or None if it ended, expired or is unknown."""
+def session_for_token(session: Session, token: str, *,
+                      activity: ActivityRecorder | None = None) -> ActiveSession | None:
+    """Return the session a cookie's token opens, or None if it ended, expired or is unknown.
+
+    Its "last seen" time is refreshed when :data:`SEEN_RESOLUTION` old: noted in ``activity``
+    when given (nothing is written now, so a read-only transaction will do), else written in
+    the caller's transaction.
+    """
     if not isinstance(token, str) or not token or len(token) > 100:
         return None
     now = utcnow()
@@ -99,7 +115,10 @@ def session_for_token(session: Session, token: str) -> ActiveSession | None:
             user.disabled_at is not None:
         return None
     if now - staff_session.last_seen_at >= SEEN_RESOLUTION:
-        staff_session.last_seen_at = now
+        if activity is not None:
+            activity.session_seen(staff_session.id, now)
+        else:
+            staff_session.last_seen_at = now
     return ActiveSession(staff_session.id, user.id, user.email, user.role == "admin",
                          user.role, staff_session.pending, user.totp_enabled_at is not None)
 
@@ -125,44 +144,61 @@ def end_sessions_of(session: Session, user_id: int, reason: str) -> int:
     return _end(session, StaffSession.user_id == user_id, reason)
 
 
-def _fernet(token: str, secret: bytes) -> Fernet:
-    key = hmac.new(secret, b"session-note\x00" + token.encode("utf-8"), hashlib.sha256).digest()
+def _fernet(token: str, secret: bytes, ticket: str = "") -> Fernet:
+    material = b"session-note\x00" + token.encode("utf-8")
+    if ticket:
+        material += b"\x00" + ticket.encode("utf-8")
+    key = hmac.new(secret, material, hashlib.sha256).digest()
     return Fernet(base64.urlsafe_b64encode(key))
 
 
-def keep_note(session: Session, token: str, name: str, value: Any, *, secret: bytes) -> None:
+def keep_note(session: Session, token: str, name: str, value: Any, *, secret: bytes) -> str:
     """Keep a JSON value for the session of ``token`` until :func:`take_note` reads it.
 
     ``secret`` is the app's secret key; the value is stored encrypted with a key derived from
-    it and the session token, replacing an earlier note of the same name.
+    it, the session token and a new random ticket, replacing an earlier note of the same name.
+    Returns the ticket: :func:`take_note` needs it, and only the session's cookie keeps it.
     """
     active = session_for_token(session, token)
     if active is None:
         raise ValueError("notes are kept only for a session that is open")
-    sealed = _fernet(token, secret).encrypt(json.dumps(value).encode("utf-8")).decode("ascii")
+    ticket = secrets.token_urlsafe(NOTE_TICKET_BYTES)
+    sealed = _fernet(token, secret, ticket).encrypt(
+        json.dumps(value).encode("utf-8")).decode("ascii")
     now = utcnow()
     session.execute(delete(SessionNote).where(SessionNote.created_at < now - NOTE_LIFETIME))
     session.execute(delete(SessionNote).where(SessionNote.session_id == active.id,
                                               SessionNote.name == name))
     session.add(SessionNote(session_id=active.id, name=name[:64], sealed=sealed, created_at=now))
     session.flush()
+    return ticket
 
 
-def take_note(session: Session, token: str, name: str, *, secret: bytes) -> Any | None:
-    """Return a note of the session of ``token`` and delete it; None if there is none left."""
-    active = session_for_token(session, token)
-    if active is None:
+def take_note(session: Session, token: str, name: str, *, secret: bytes, ticket: str,
+              activity: ActivityRecorder | None = None) -> Any | None:
+    """Return a note of the session of ``token`` opened by ``ticket``; None if there is none
+    left (expired, replaced, or the ticket does not open it).
+
+    The note is deleted: by the next flush of ``activity`` when given (nothing is written now,
+    so a read-only transaction will do; the caller forgets the ticket so that it is not shown
+    again), else in the caller's transaction.
+    """
+    active = session_for_token(session, token, activity=activity)
+    if active is None or not ticket:
         return None
     note = session.scalar(select(SessionNote).where(SessionNote.session_id == active.id,
                                                     SessionNote.name == name))
     if note is None:
         return None
     sealed, created_at = note.sealed, note.created_at
-    session.delete(note)
-    session.flush()
+    if activity is not None:
+        activity.note_shown(note.id)
+    else:
+        session.delete(note)
+        session.flush()
     if utcnow() - created_at > NOTE_LIFETIME:
         return None
     try:
-        return json.loads(_fernet(token, secret).decrypt(sealed.encode("ascii")))
+        return json.loads(_fernet(token, secret, ticket).decrypt(sealed.encode("ascii")))
     except (InvalidToken, ValueError):
         return None

@@ -192,11 +192,20 @@ def test_links_shown_once_never_travel_in_the_cookie(app, staff, make_letter, re
         token = link.rsplit("/", 1)[1]
         assert token not in readable and token not in cookie_after_sending
         assert token not in sealed  # kept encrypted on the server
-    # Shown once: deleted on the server, and neither the page nor a copy of the cookie
-    # brings them back.
-    assert count(app, SessionNote) == 0
+    # Shown once: the cookie forgot the ticket that opens them, so neither the page again
+    # nor a copy of the cookie brings them back; showing them wrote nothing (the page is a
+    # GET), and the note is deleted by the next batch of activity.
+    assert "shown_once:" not in cookie_contents(app, staff)
     assert "/sign/" not in staff.get(f"/letters/{letter_id}").text
     assert "/sign/" not in copy_cookie(app, staff).get(f"/letters/{letter_id}").text
+    assert count(app, SessionNote) == 1
+    with app.app_context():
+        get_db().activity.flush(get_db())
+    assert count(app, SessionNote) == 0
+    # A copy of the cookie taken before they were shown brings back nothing either now.
+    before = app.test_client()
+    before.set_cookie(COOKIE, cookie_after_sending)
+    assert "/sign/" not in before.get(f"/letters/{letter_id}").text
 
 
 def test_signing_out_drops_links_not_yet_shown(app, staff, make_letter, reference_terms,

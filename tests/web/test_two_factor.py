@@ -24,12 +24,17 @@ def set_up(browser) -> tuple[str, list[str]]:
     secret = re.search(r'<code class="two-factor-secret">([A-Z2-7 ]+)</code>',
                        page.text).group(1).replace(" ", "")
     token = csrf_token(page.text)
+    # The page hands the secret back sealed for this session (the GET keeps nothing).
+    sealed = re.search(r'name="setup_secret" value="([^"]+)"', page.text).group(1)
+    assert secret not in sealed
     wrong = browser.post("/account/two-factor/setup", data={"csrf_token": token,
+                                                             "setup_secret": sealed,
                                                              "code": "000000"})
     assert wrong.status_code == 422 and "not the code your app shows" in wrong.text
     assert secret.replace(" ", "") in wrong.text.replace(" ", "")  # the same secret again
+    sealed = re.search(r'name="setup_secret" value="([^"]+)"', wrong.text).group(1)
     done = browser.post("/account/two-factor/setup", data={
-        "csrf_token": token, "code": pyotp.TOTP(secret).now()})
+        "csrf_token": token, "setup_secret": sealed, "code": pyotp.TOTP(secret).now()})
     assert done.status_code == 200, done.text
     codes = re.findall(r"<li><code>([a-z2-9]{5}-[a-z2-9]{5})</code></li>", done.text)
     assert len(codes) == 10 and "shown only this once" in done.text

@@ -45,9 +45,11 @@ def signing(token: str) -> Response:
     Once signed, the link still reads until it expires: ``signed_pdf`` and ``executed_pdf``
     are the signer's copies (null until each exists), to POST to with the token alone.
     """
-    with get_db().transaction() as session:
+    database = get_db()
+    with database.transaction() as session:  # read-only: the first view is written after
         summary = signing_summary(session, view_signing(session, token, signer_actor(),
-                                                        identity=identity_tokens()))
+                                                        identity=identity_tokens(),
+                                                        views=database.activity))
     count = len(summary["page_sizes"])
     readable = summary["can_sign"]
     return jsonify(
@@ -98,6 +100,7 @@ def sign(token: str) -> Response:
     copy = prepare_signed_copy(token, consent=body.get("consent"),
                                signature=body.get("signature"), time_zone=body.get("time_zone"),
                                identity=identity_tokens())
+    get_db().activity.flush(get_db())  # a first view noted by a GET comes first
     with get_db().transaction() as session:
         counterpart, all_signed = record_signature(session, token, copy, signer_actor(),
                                                    identity=identity_tokens())
@@ -120,6 +123,7 @@ def sign(token: str) -> Response:
 def decline(token: str) -> Response:
     """Decline to sign with ``{"reason": ...}``; the letter is then declined."""
     body = json_body()
+    get_db().activity.flush(get_db())  # a first view noted by a GET comes first
     with get_db().transaction() as session:
         counterpart = decline_counterpart(session, token, reason=body.get("reason"),
                                           actor=signer_actor(), identity=identity_tokens())

@@ -16,11 +16,16 @@ sent there too. What each role may do once signed in is :mod:`web.auth.roles`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet, InvalidToken
 from flask import (
     Blueprint,
     Flask,
@@ -38,6 +43,7 @@ from werkzeug.wrappers import Response
 from workflow.accounts import ROLE_LABELS, role_at_least, user_for_token
 from workflow.models import User
 from workflow.sessions import (
+    NOTE_LIFETIME,
     ActiveSession,
     end_session,
     keep_note,
@@ -52,6 +58,7 @@ from . import roles
 
 __all__ = ["bp", "init_app", "public", "StaffUser", "sign_in_user", "sign_out_user",
            "safe_next", "is_api_request", "keep_shown_once", "take_shown_once", "requires",
+           "seal_for_page", "open_from_page",
            "any_role", "PENDING_ENDPOINTS", "secret_key"]
 
 requires = roles.requires
@@ -153,22 +160,68 @@ def secret_key() -> bytes:
     return _secret()
 
 
+TICKET_KEY = "shown_once:"
+
+
 def keep_shown_once(name: str, value: Any) -> None:
-    """Keep a JSON value on the server for this session's next :func:`take_shown_once`."""
+    """Keep a JSON value on the server for this session's next :func:`take_shown_once`.
+
+    The value is stored encrypted; the cookie keeps only the ticket that opens it (never the
+    value), until it is shown.
+    """
     token = _cookie_token()
     if token is None:
         raise RuntimeError("only a signed-in session keeps values to show once")
     with get_db().transaction() as db_session:
-        keep_note(db_session, token, name, value, secret=_secret())
+        ticket = keep_note(db_session, token, name, value, secret=_secret())
+    session[TICKET_KEY + name] = ticket
 
 
 def take_shown_once(name: str) -> Any | None:
-    """Return a value kept by :func:`keep_shown_once` and delete it; None when there is none."""
+    """Return a value kept by :func:`keep_shown_once`, once; None when there is none.
+
+    It writes nothing (a GET shows it): the cookie forgets its ticket, so that it is not shown
+    again, and the stored note is deleted by the next batch of activity (or expires).
+    """
+    ticket = session.pop(TICKET_KEY + name, None)
+    token = _cookie_token()
+    if token is None or not isinstance(ticket, str) or not ticket:
+        return None
+    database = get_db()
+    with database.read() as db_session:
+        return take_note(db_session, token, name, secret=_secret(), ticket=ticket,
+                         activity=database.activity)
+
+
+def _page_fernet(name: str, token: str) -> Fernet:
+    material = b"page-seal\x00" + token.encode("utf-8") + b"\x00" + name.encode("utf-8")
+    key = hmac.new(_secret(), material, hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal_for_page(name: str, value: Any) -> str:
+    """Seal a JSON value that a page must hand back with its form (a hidden field), for a GET
+    that may not keep it on the server: encrypted with a key of the app's secret and this
+    session, so only this session's next request opens it (:func:`open_from_page`), within
+    :data:`workflow.sessions.NOTE_LIFETIME`. Never put there what the page must not show."""
     token = _cookie_token()
     if token is None:
+        raise RuntimeError("only a signed-in session seals values for its pages")
+    return _page_fernet(name, token).encrypt(json.dumps(value).encode("utf-8")).decode("ascii")
+
+
+def open_from_page(name: str, sealed: str | None) -> Any | None:
+    """Open what :func:`seal_for_page` sealed under ``name`` for this session; None when it
+    is missing, altered, another session's, or older than the note lifetime."""
+    token = _cookie_token()
+    if token is None or not isinstance(sealed, str) or not sealed or len(sealed) > 4096:
         return None
-    with get_db().transaction() as db_session:
-        return take_note(db_session, token, name, secret=_secret())
+    try:
+        opened = _page_fernet(name, token).decrypt(
+            sealed.encode("ascii"), ttl=int(NOTE_LIFETIME.total_seconds()))
+        return json.loads(opened)
+    except (InvalidToken, ValueError):
+        return None
 
 
 def safe_next(target: str | None) -> str | None:
@@ -190,16 +243,22 @@ def load_user() -> None:
     """Find who is asking: an API token on /api, the session cookie elsewhere.
 
     ``g.user`` is set for a full sign-in only; a session waiting for its second factor, or for
-    two-factor set-up, is ``g.pending`` (with ``g.pending_step`` naming the step).
+    two-factor set-up, is ``g.pending`` (with ``g.pending_step`` naming the step). It only
+    reads (a read-only transaction, whatever the method): "last seen" and "last used" times
+    are noted in the database's activity recorder and written in batches. Static files skip
+    it entirely.
     """
     g.user = None
     g.pending = None
     g.pending_step = None
+    if request.endpoint == "static":
+        return  # a static file needs no one: it never touches the database
+    database = get_db()
     if is_api_request():
         token = _bearer_token()
         if token:
-            with get_db().transaction() as db_session:
-                user = user_for_token(db_session, token)
+            with database.read() as db_session:
+                user = user_for_token(db_session, token, activity=database.activity)
                 g.user = StaffUser.of(user) if user else None
         return
     token = _cookie_token()
@@ -207,8 +266,8 @@ def load_user() -> None:
         if SESSION_KEY in session:
             session.clear()
         return
-    with get_db().transaction() as db_session:
-        active = session_for_token(db_session, token)
+    with database.read() as db_session:
+        active = session_for_token(db_session, token, activity=database.activity)
         step = active.pending if active is not None else None
         if active is not None and step is None and not active.two_factor and \
                 get_setting(db_session, REQUIRE_TWO_FACTOR):

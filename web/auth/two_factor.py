@@ -30,11 +30,11 @@ from ..database import get_db
 from ..ratelimit import account_over_limit
 from . import (
     bp,
-    keep_shown_once,
+    open_from_page,
     safe_next,
+    seal_for_page,
     secret_key,
     sign_in_user,
-    take_shown_once,
 )
 from .forms import CodeForm, ConfirmPasswordForm, SecondFactorForm, TwoFactorSetupForm
 
@@ -111,7 +111,7 @@ def two_factor_setup() -> Response | str | tuple[str, int]:
     failed = None
     secret = None
     if form.validate_on_submit():
-        secret = take_shown_once(SETUP_NOTE)
+        secret = open_from_page(SETUP_NOTE, request.form.get("setup_secret"))
         if not isinstance(secret, str):
             flash("The set-up took too long and was started again: scan the new code.", "info")
             return redirect(url_for("auth.two_factor_setup", next=form.next.data or None))
@@ -131,12 +131,14 @@ def two_factor_setup() -> Response | str | tuple[str, int]:
                 next=safe_next(form.next.data) or url_for("letters.index"))
     if secret is None:
         secret = new_secret()
-    keep_shown_once(SETUP_NOTE, secret)
+    # Handed back by the form, sealed for this session: the page shows it anyway, and a GET
+    # keeps nothing on the server.
+    sealed = seal_for_page(SETUP_NOTE, secret)
     uri = provisioning_uri(secret, email)
     status = 422 if failed or form.errors else 200
     return render_template("auth/two_factor_setup.html", form=form, failed=failed,
                            qr=_qr_data_uri(uri), secret=_grouped(secret), required=required,
-                           email=email), status
+                           email=email, sealed_secret=sealed), status
 
 
 @bp.route("/account/two-factor", methods=["GET"])
