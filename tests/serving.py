@@ -1,4 +1,5 @@
-"""Run real app servers for the tests: ``counterpart serve`` (waitress) processes on loopback."""
+"""Run real app servers for the tests: ``counterpart serve`` processes on loopback (by default
+one web process per core, each serving with waitress), and look at their processes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,46 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The children of process ``pid`` (any of its threads'), from /proc; [] once it ended."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every process below ``pid``: children, their children, and so on."""
+    found: list[int] = []
+    waiting = child_pids(pid)
+    while waiting:
+        child = waiting.pop()
+        found.append(child)
+        waiting += child_pids(child)
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """The arguments process ``pid`` runs with ([] once it ended)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def is_running(pid: int) -> bool:
+    """Say whether process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def free_port() -> int:
@@ -56,6 +97,12 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"the server did not answer: {self.log.read_text()[-2000:]}")
+
+    def web_processes(self) -> list[int]:
+        """The web processes of a server with several (its children that run ``serve``; the
+        background worker child runs ``worker``)."""
+        return sorted(pid for pid in child_pids(self.process.pid)
+                      if "serve" in command_line(pid))
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,15 +1,19 @@
 """``counterpart serve`` on its own, with no proxy in front: one address cannot take every
-connection, and X-Forwarded-* headers anyone may send change nothing."""
+connection, and X-Forwarded-* headers anyone may send change nothing; with several web
+processes, a dead one is replaced and SIGTERM stops them all."""
 
 from __future__ import annotations
 
+import os
+import re
 import select
+import signal
 import socket
 import time
 
 import httpx
 import pytest
-from serving import ServerProcess
+from serving import ServerProcess, command_line, descendant_pids, is_running
 
 from web import create_app
 from web.config import ConfigError, config_from_env
@@ -45,8 +49,11 @@ def _closed_by_server(sockets: list[socket.socket], expected: int,
     return closed
 
 
-def test_one_address_cannot_hold_every_connection(data_dir, database_url):
-    server = ServerProcess(data_dir, database_url).wait_until_up()
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_one_address_cannot_hold_every_connection(data_dir, database_url, processes):
+    """With two web processes the share is counted across both: 20 in all, not 20 each."""
+    server = ServerProcess(data_dir, database_url,
+                           serve_options=["--processes", processes]).wait_until_up()
     sockets: list[socket.socket] = []
     try:
         sockets = [_slow_connection(server.port) for _ in range(SLOW_CONNECTIONS)]
@@ -125,3 +132,49 @@ def test_the_trusted_proxy_is_an_address_written_one_way():
         assert config_from_env({"COUNTERPART_TRUSTED_PROXY": written})["TRUSTED_PROXY"] == read
     with pytest.raises(ConfigError, match="COUNTERPART_TRUSTED_PROXY must be an IP address"):
         config_from_env({"COUNTERPART_TRUSTED_PROXY": "proxy.internal"})
+
+
+def _wait_for(condition, timeout: float = 30, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    return condition()
+
+
+def test_two_web_processes_replace_a_dead_one_and_stop_together(data_dir, database_url):
+    server = ServerProcess(data_dir, database_url, serve_options=["--processes", "2"])
+    with server, httpx.Client(timeout=15) as client:
+        log = server.log.read_text()
+        assert re.search(r"Counterpart is running at http://127\.0\.0\.1:\d+/ ", log)
+        assert "2 web processes of 8 threads each" in log
+        first = _wait_for(lambda: len(server.web_processes()) == 2 and server.web_processes())
+        assert len(first) == 2, server.web_processes()
+        assert client.get(f"{server.url}/sign-in").status_code == 200
+
+        # One web process dies: the other goes on answering, and a new one takes its place.
+        killed = first[0]
+        os.kill(killed, signal.SIGKILL)
+        for _ in range(10):
+            with httpx.Client(timeout=15) as fresh:  # a new connection each time
+                assert fresh.get(f"{server.url}/sign-in").status_code == 200
+        replaced = _wait_for(lambda: (len(server.web_processes()) == 2
+                                      and killed not in server.web_processes()
+                                      and server.web_processes()))
+        assert replaced and killed not in replaced and first[1] in replaced
+        assert _wait_for(lambda: f"Web process {killed} was killed by SIGKILL"
+                         in server.log.read_text())
+        for _ in range(10):
+            with httpx.Client(timeout=15) as fresh:
+                assert fresh.get(f"{server.url}/sign-in").status_code == 200
+
+        # SIGTERM stops everything: web processes, the background worker, their children.
+        everything = descendant_pids(server.process.pid)
+        assert any("worker" in command_line(pid) for pid in everything)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(45) == 0
+    assert [pid for pid in everything if is_running(pid)] == []
+    log = server.log.read_text()
+    assert "Stopping Counterpart" in log and "Traceback" not in log
