@@ -9,12 +9,19 @@ with ``/usr/bin/python3``; this module talks to the workers as JSON lines over p
 folder (two LibreOffice processes sharing a profile silently lose documents), and hands each
 conversion to a free one. A worker that hangs is killed after ``timeout`` seconds and started
 again on next use; one found dead is restarted and the conversion retried once.
+
+LibreOffice's resident memory grows a little with every document it converts, so a worker is
+recycled (LibreOffice closed and started afresh on the same profile) after ``recycle_after``
+conversions. It happens in the background the moment the worker comes back idle: the conversion
+that reached the count has already returned, and a conversion asked for meanwhile is served by
+another worker or, if there is none, waits for the restart. Only one worker restarts at a time.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import select
 import shutil
@@ -34,6 +41,7 @@ from workflow.errors import ConversionError
 
 __all__ = [
     "PdfConverter",
+    "RECYCLE_ENV",
     "WorkerPids",
     "check_libreoffice",
     "default_converter",
@@ -42,6 +50,9 @@ __all__ = [
 
 WORKER_SCRIPT = Path(__file__).with_name("uno_worker.py")
 PROCESSES_ENV = "COUNTERPART_CONVERTER_PROCESSES"
+RECYCLE_ENV = "COUNTERPART_CONVERTER_RECYCLE_AFTER"
+# LibreOffice grows by up to about 40 KB a letter; a restart costs about 1.5 s of one core.
+DEFAULT_RECYCLE_AFTER = 300
 INSTALL_HINT = "apt-get install libreoffice-writer-nogui python3-uno fonts-liberation"
 
 # Start-up includes creating a profile; it is slow on a loaded machine but must not hang.
@@ -53,6 +64,8 @@ _REAP_TIMEOUT = 3.0
 _STDERR_LINES = 30
 _EXIT_RESTART = 81
 _WORD_FILTER = "MS Word 2007 XML"
+
+log = logging.getLogger(__name__)
 # The PDF filter with its options as the command line takes them (JSON, LibreOffice 7.4 on),
 # the same as uno_worker.py asks for over UNO: Word bookmarks become named destinations (the
 # signing fields of a template are bookmarks; this is how their places reach the PDF), and the
@@ -139,6 +152,8 @@ class _Worker:
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
         self._stderr_thread: threading.Thread | None = None
         self._pipe_paths: list[Path] = []
+        # Documents this LibreOffice has been asked to convert since it started.
+        self.conversions = 0
 
     def running(self) -> bool:
         """Tell whether the worker process is alive and has announced itself ready."""
@@ -215,6 +230,7 @@ class _Worker:
             raise _StartFailed(str(detail))
         self.soffice_pid = int(message["soffice_pid"])
         self._pipe_paths = [Path(path) for path in message.get("pipe_paths", [])]
+        self.conversions = 0
 
     def _parse(self, line: bytes) -> dict[str, Any] | None:
         """Decode one protocol line, or None if it is not a JSON object."""
@@ -262,6 +278,7 @@ class _Worker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise _WorkerGone("the worker had exited", before_request=True) from None
+        self.conversions += 1
         line = self._read_line(time.monotonic() + timeout)
         answer = self._parse(line) if line is not None else None
         if answer is None:
@@ -348,12 +365,26 @@ class PdfConverter:
         python: str = "/usr/bin/python3",
         soffice: str = "soffice",
         work_dir: Path | None = None,
+        recycle_after: int | None = None,
     ) -> None:
-        """Prepare ``processes`` workers; nothing starts until :meth:`start` or first use."""
+        """Prepare ``processes`` workers; nothing starts until :meth:`start` or first use.
+
+        ``recycle_after`` is how many conversions a LibreOffice makes before it is restarted
+        (0: never); None reads ``COUNTERPART_CONVERTER_RECYCLE_AFTER``, default 300. Raises
+        ValueError for a count below 1 of processes, a timeout that is not positive or a
+        negative ``recycle_after``, and ConversionError for a bad environment value.
+        """
         if processes < 1:
             raise ValueError("processes must be at least 1")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if recycle_after is None:
+            recycle_after = _recycle_after_from_env()
+        if recycle_after < 0:
+            raise ValueError("recycle_after must be 0 (never) or a positive number of conversions")
+        self.recycle_after = recycle_after
+        self.restarts = 0
+        self._recycling = 0
         self.processes = processes
         self.timeout = timeout
         self.python = python
@@ -466,8 +497,55 @@ class PdfConverter:
                 raise ConversionError(f"Converting {name} to PDF produced no file.")
             _commit(tmp, dst, name)
         finally:
-            self._idle.put(worker)
             tmp.unlink(missing_ok=True)
+            self._release(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        """Hand a worker back; recycle it in the background if it is due and none else is."""
+        if self.recycle_after > 0 and worker.conversions >= self.recycle_after \
+                and worker.running():
+            with self._lock:
+                due = not self._closed and self._recycling == 0
+                if due:
+                    self._recycling += 1
+            if due:
+                try:
+                    threading.Thread(target=self._recycle, args=(worker,), daemon=True,
+                                     name=f"pdf-worker-{worker.index}-recycle").start()
+                    return
+                except RuntimeError:  # no thread to spare: recycle at a later release
+                    with self._lock:
+                        self._recycling -= 1
+        self._idle.put(worker)
+
+    def _recycle(self, worker: _Worker) -> None:
+        """Close an idle worker's LibreOffice and start a new one, then hand the worker back."""
+        started = time.monotonic()
+        old = worker.pids()
+        count = worker.conversions
+        try:
+            worker.begin_stop()
+            worker.reap(_STOP_TIMEOUT)
+            if self._closed:
+                return
+            try:
+                self._start_all([worker], "Cannot restart the PDF converter")
+            except ConversionError as exc:
+                # The next conversion on this worker tries to start it again and reports it.
+                log.warning("LibreOffice worker %d could not be restarted after %d conversions: "
+                            "%s", worker.index, count, exc)
+                return
+            new = worker.pids()
+            with self._lock:
+                self.restarts += 1
+            log.info("Restarted LibreOffice worker %d after %d conversions to release its "
+                     "memory: pid %s became %s in %.1f s", worker.index, count,
+                     old.soffice if old else "-", new.soffice if new else "-",
+                     time.monotonic() - started)
+        finally:
+            with self._lock:
+                self._recycling -= 1
+            self._idle.put(worker)
 
     def _convert_with(self, worker: _Worker, src: Path, dst: Path) -> None:
         """Run one conversion on ``worker``, restarting it and retrying once if it was dead."""
@@ -656,6 +734,21 @@ def check_libreoffice(*, python: str = "/usr/bin/python3", soffice: str = "soffi
 
 _default: PdfConverter | None = None
 _default_lock = threading.Lock()
+
+
+def _recycle_after_from_env() -> int:
+    """Read after how many conversions a LibreOffice restarts (default 300, 0 for never)."""
+    raw = os.environ.get(RECYCLE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RECYCLE_AFTER
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConversionError(
+            f"{RECYCLE_ENV} must be a whole number of conversions (0 for never), not {raw!r}.")
+    return value
 
 
 def _processes_from_env() -> int:
