@@ -20,6 +20,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 .PHONY: help setup system-packages test-packages run dev test test-sqlite test-postgres bench bench-web \
+	bench-soak \
 	lint screenshots clean
 
 help:
@@ -29,7 +30,8 @@ help:
 	@echo "make test-sqlite  the suite on the embedded SQLite database only"
 	@echo "make test-postgres  the database tests on a private PostgreSQL server it starts and stops"
 	@echo "make bench        set up, then print the speed benchmarks"
-	@echo "make bench-web    set up, then time the letters list at 1,000 to 100,000 letters"
+	@echo "make bench-web    set up, then time the staff pages at 1,000 to 100,000 letters, 1 and 50 clients"
+	@echo "make bench-soak   set up, then watch the memory while LETTERS letters are made (default 5000)"
 	@echo "make screenshots  save pictures of the main pages into docs/screenshots/"
 
 system-packages:
@@ -89,8 +91,18 @@ bench: setup
 	  scripts/with-postgres $(BIN)/python bench/bench_jobs.py; \
 	else $(BIN)/python bench/bench_jobs.py; fi
 
+# SQLite, then PostgreSQL on a private server (as root, with-postgres installs it); pick with
+# BENCH_WEB_SIZES=1000,10000 BENCH_WEB_ENGINES=sqlite BENCH_WEB_CLIENTS=50 BENCH_WEB_SECONDS=8
+# BENCH_WEB_SIGNING=0 (see bench/bench_web.py). Built SQLite databases are kept in output/bench/.
 bench-web: setup
-	$(BIN)/python bench/bench_web.py
+	@if [ "$$(id -u)" = 0 ] || scripts/install-debian-packages postgresql >/dev/null 2>&1; then \
+	  scripts/with-postgres $(BIN)/python bench/bench_web.py; \
+	else $(BIN)/python bench/bench_web.py --engines sqlite; fi
+
+# The memory soak (long: about 0.5 s a letter): make bench-soak LETTERS=5000
+LETTERS ?= 5000
+bench-soak: setup
+	$(BIN)/python bench/bench_soak.py $(LETTERS)
 
 lint: setup
 	$(BIN)/ruff check workflow web tests bench tools

@@ -22,10 +22,6 @@ import sys
 import time
 from typing import Any
 
-import gevent
-from locust import FastHttpUser, constant, task
-from locust.env import Environment
-
 __all__ = ["run_phase", "percentile", "main"]
 
 _current: dict[str, Any] = {}
@@ -38,20 +34,32 @@ def percentile(ordered: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
-class PageReader(FastHttpUser):
-    """A client reading one page again and again, as fast as the server answers."""
+def _reader_class() -> type:
+    """The locust user: a client reading one page again and again, as fast as the server
+    answers. Made on first use: importing locust patches the standard library for gevent,
+    which only this module's own process may have."""
+    if "reader" not in _current:
+        from locust import FastHttpUser, constant, task
 
-    wait_time = constant(0)
-    host = "http://127.0.0.1"
+        class PageReader(FastHttpUser):
+            wait_time = constant(0)
+            host = "http://127.0.0.1"
 
-    @task
-    def read(self) -> None:
-        self.client.get(_current["path"], headers=_current["headers"], name="page",
-                        allow_redirects=False)
+            @task
+            def read(self) -> None:
+                self.client.get(_current["path"], headers=_current["headers"], name="page",
+                                allow_redirects=False)
+
+        _current["reader"] = PageReader
+    return _current["reader"]
 
 
 def run_phase(host: str, phase: dict[str, Any]) -> dict[str, Any]:
     """Run one phase (see the module's text) against ``host``; return its figures."""
+    reader = _reader_class()
+    import gevent
+    from locust.env import Environment
+
     _current.update(path=phase["path"], headers=phase.get("headers") or {})
     kept: list[float] = []
     failures = [0]
@@ -68,8 +76,8 @@ def run_phase(host: str, phase: dict[str, Any]) -> dict[str, Any]:
         else:
             kept.append(float(response_time))
 
-    PageReader.host = host
-    environment = Environment(user_classes=[PageReader])
+    reader.host = host
+    environment = Environment(user_classes=[reader])
     environment.events.request.add_listener(on_request)
     runner = environment.create_local_runner()
     users = int(phase["users"])
@@ -90,6 +98,7 @@ def run_phase(host: str, phase: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     """Run every phase of the spec file ``argv[0]``; write the figures to ``argv[1]``."""
+    _reader_class()  # locust first, before anything else is imported
     spec = json.loads(open(argv[0], encoding="utf-8").read())
     results = [run_phase(spec["host"], phase) for phase in spec["phases"]]
     with open(argv[1], "w", encoding="utf-8") as handle:
