@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
 
 from .convert import PdfConverter
 from .errors import CounterpartError, TermsError
@@ -75,44 +74,115 @@ def _file_stem(spec: TemplateSpec, row: int, terms: dict) -> str:
     return f"row{row:04d}-{document_names(spec, terms).file_stem}"
 
 
+def _start_quietly(converter: PdfConverter) -> None:
+    """Start every LibreOffice now; a failure shows up again, per row, at conversion."""
+    try:
+        converter.start()
+    except CounterpartError:
+        pass
+
+
 def run_batch(spec: TemplateSpec, csv_path: Path, out_dir: Path, converter: PdfConverter,
               *, pdf: bool = True, on_done: Callable[[RowResult], None] | None = None,
               ) -> BatchReport:
-    """Render a .docx (and PDF) per CSV row into ``out_dir``; a bad row does not stop the rest."""
+    """Render a .docx (and PDF) per CSV row into ``out_dir``; a bad row does not stop the rest.
+
+    The calling thread renders each letter and writes its .docx, staying a few letters ahead
+    of the conversions; one thread per LibreOffice process converts the written .docx straight
+    to its PDF in ``out_dir``. LibreOffice starts while the first letters render. ``on_done``
+    is called in the calling thread, once per row, in the order rows finish. A row whose PDF
+    fails keeps no files and reports why.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = list(read_terms_csv(spec, csv_path))
-    lock = threading.Lock()
+    finished: Queue[RowResult] = Queue()
+    results: list[RowResult] = []
 
-    def one(row: int, raw: dict) -> RowResult:
+    def finish(result: RowResult) -> None:
+        results.append(result)
+        if on_done:
+            on_done(result)
+
+    def drain(block: bool) -> None:
+        while True:
+            try:
+                finish(finished.get(block=block))
+            except Empty:
+                return
+            block = False
+
+    def render(row: int, raw: dict) -> RowResult:
         result = RowResult(row)
         if "__row__" in raw:
             result.errors = {"row": raw["__row__"]}
             return result
         try:
             terms = validate_terms(spec, {k: v for k, v in raw.items() if v is not None})
-            with lock:  # rendering is CPU-bound Python; one at a time leaves the GIL to I/O
-                docx = render_docx(spec, terms)
-            stem = _file_stem(spec, row, terms)
-            data_pdf = converter.convert_bytes(docx) if pdf else None
-            result.docx_path = out_dir / f"{stem}.docx"
-            write_atomic(result.docx_path, docx)
-            if data_pdf is not None:
-                result.pdf_path = out_dir / f"{stem}.pdf"
-                write_atomic(result.pdf_path, data_pdf)
+            docx = render_docx(spec, terms)
+            docx_path = out_dir / f"{_file_stem(spec, row, terms)}.docx"
+            write_atomic(docx_path, docx)
+            result.docx_path = docx_path
         except TermsError as exc:
             result.errors = exc.errors
         except CounterpartError as exc:
             result.errors = {"row": str(exc)}
         return result
 
-    results: list[RowResult] = []
-    # Two jobs per LibreOffice process: one renders while the other's PDF is being made.
-    workers = max(1, getattr(converter, "processes", os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(one, row, raw) for row, raw in rows]
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            if on_done:
-                on_done(result)
+    def convert(result: RowResult) -> None:
+        assert result.docx_path is not None
+        pdf_path = result.docx_path.with_suffix(".pdf")
+        try:
+            converter.convert(result.docx_path, pdf_path)
+            result.pdf_path = pdf_path
+        except CounterpartError as exc:
+            result.errors = {"row": str(exc)}
+            result.docx_path.unlink(missing_ok=True)
+            result.docx_path = None
+
+    if not pdf or not rows:
+        for row, raw in rows:
+            finish(render(row, raw))
+        return BatchReport(sorted(results, key=lambda r: r.row))
+
+    processes = max(1, int(getattr(converter, "processes", 1)))
+    # LibreOffice takes a second or two to start: it does so while the first letters render.
+    starter = threading.Thread(target=_start_quietly, args=(converter,), daemon=True,
+                               name="batch-start-libreoffice")
+    starter.start()
+    # A few letters rendered ahead keep every LibreOffice busy without holding the batch in
+    # memory; rendering (Python) and converting (LibreOffice) use different cores.
+    ready: Queue[RowResult | None] = Queue(maxsize=2 * processes)
+
+    crashed: list[BaseException] = []
+
+    def convert_rows() -> None:
+        while (result := ready.get()) is not None:
+            try:
+                convert(result)
+            except BaseException as exc:  # raised again below; this thread must keep draining
+                crashed.append(exc)
+                result.errors = {"row": f"the PDF was not made ({type(exc).__name__})."}
+            finished.put(result)
+
+    threads = [threading.Thread(target=convert_rows, daemon=True, name=f"batch-convert-{i}")
+               for i in range(processes)]
+    for thread in threads:
+        thread.start()
+    try:
+        for row, raw in rows:
+            result = render(row, raw)
+            if result.ok:
+                ready.put(result)
+            else:
+                finish(result)
+            drain(block=False)
+    finally:
+        for _ in threads:
+            ready.put(None)
+        for thread in threads:
+            thread.join()
+        starter.join()
+    if crashed:
+        raise crashed[0]
+    drain(block=False)
     return BatchReport(sorted(results, key=lambda r: r.row))

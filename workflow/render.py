@@ -25,8 +25,11 @@ import datetime as dt
 import io
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import jinja2
@@ -235,6 +238,41 @@ class _FieldTemplate(DocxTemplate):
         return self.fields.place(xml) if self.fields is not None else xml
 
 
+class _CompileOnceEnvironment(SandboxedEnvironment):
+    """A sandboxed environment that compiles each distinct template source once per process.
+
+    Compiling a letter's XML costs about half of rendering it, and every render builds a new
+    environment (its signing context differs). The code Jinja generates depends only on the
+    source and on settings fixed at compile time (autoescape, the names of the filters and
+    tests), never on the globals, which are looked up when the template runs; so the code
+    object is shared between environments whose such settings are the same.
+    """
+
+    _cache: OrderedDict[tuple[Any, ...], CodeType] = OrderedDict()
+    _cache_lock = threading.Lock()
+    _CACHE_SIZE = 32
+
+    def compile(  # type: ignore[override]
+            self, source: Any, name: str | None = None, filename: str | None = None,
+            raw: bool = False, defer_init: bool = False) -> Any:
+        """Return the code of ``source``, compiled once (raw Python source is not cached)."""
+        if raw or not isinstance(source, str):
+            return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+        key = (type(self), source, name, filename, defer_init, self.autoescape,
+               frozenset(self.filters), frozenset(self.tests))
+        with self._cache_lock:
+            code = self._cache.get(key)
+            if code is not None:
+                self._cache.move_to_end(key)
+                return code
+        code = super().compile(source, name, filename, False, defer_init)
+        with self._cache_lock:
+            self._cache[key] = code
+            while len(self._cache) > self._CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return code
+
+
 def jinja_environment(signing: Mapping[str, dt.date] | None = None, *,
                       parties: tuple[str, ...] = ()) -> SandboxedEnvironment:
     """Make the environment every template renders in: sandboxed, autoescaped, strict.
@@ -249,8 +287,8 @@ def jinja_environment(signing: Mapping[str, dt.date] | None = None, *,
 
 def _environment(signing: Mapping[str, dt.date] | None,
                  parties: tuple[str, ...]) -> tuple[SandboxedEnvironment, _Fields]:
-    env = SandboxedEnvironment(autoescape=True, undefined=jinja2.StrictUndefined,
-                               keep_trailing_newline=True)
+    env = _CompileOnceEnvironment(autoescape=True, undefined=jinja2.StrictUndefined,
+                                  keep_trailing_newline=True)
     env.filters.update(FILTERS)
     dates = dict(signing or {})
     for role, day in dates.items():
