@@ -88,6 +88,7 @@ RARE_NAME, RARE_EVERY = "Ingrid Żebrowska-Quarshie", 5_000
 COMPANIES = ["Acme Corp", "Société Générale", "Northwind Energy", "Capstone Holdings",
              "Đông Á Bank", "Beta Inc", "Umbrella AG", "Initech", "Globex", "Stark Industries"]
 STATUSES = [s.value for s in LetterStatus]
+_shared: dict[str, Any] = {}
 SENT = {"out_for_signature", "partially_executed", "fully_executed", "declined", "voided"}
 ENVELOPE_STATUS = {"out_for_signature": "out", "partially_executed": "out",
                    "fully_executed": "completed", "declined": "declined", "voided": "voided"}
@@ -133,10 +134,18 @@ def _real_letter(database: Database) -> tuple[str, int]:
         token = create_api_token(session, EMAIL, "bench")
         letter_id = create_letter(session, spec.name, sample_terms(spec), user).id
         pending = pending_documents(session)
-    with PdfConverter(processes=1) as converter:
-        for document_id in pending:
-            generate_document(database, document_id, converter)
+    if "converter" not in _shared:  # one LibreOffice for every build of the run
+        _shared["converter"] = PdfConverter(processes=1)
+    for document_id in pending:
+        generate_document(database, document_id, _shared["converter"])
     return token, letter_id
+
+
+def close_converter() -> None:
+    """Stop the LibreOffice that the builds share, if one was started."""
+    converter = _shared.pop("converter", None)
+    if converter is not None:
+        converter.close()
 
 
 def _next_id(connection: Any, table: str) -> int:
@@ -239,8 +248,7 @@ def build(data_dir: Path, size: int, database_url: str | None = None) -> str:
                     "email": f"signer{counterpart_id}@example.com",
                     "token_hash": hashlib.sha256(f"bench {counterpart_id}".encode()).hexdigest()})
         for name, batch in rows.items():
-            for start in range(0, len(batch), 5_000):
-                connection.execute(tables[name].insert(), batch[start:start + 5_000])
+            insert_rows(connection, tables[name], batch)
     _after_bulk_insert(database)
     with database.transaction() as session:
         from sqlalchemy import func
@@ -256,6 +264,45 @@ def build(data_dir: Path, size: int, database_url: str | None = None) -> str:
             connection.commit()
     database.dispose()
     return token
+
+
+def insert_rows(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts of column values, the columns of the first row) into ``table``
+    on the driver's connection: COPY on PostgreSQL, executemany on SQLite. Each value goes
+    through its column type's bind processing, and a column left out gets its Python default
+    (as an ORM insert would give it)."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    given = list(rows[0])
+    defaults = {}
+    for column in table.columns:
+        if column.name in given or column.default is None:
+            continue
+        if column.default.is_scalar:
+            defaults[column.name] = column.default.arg
+        elif column.default.is_callable:
+            defaults[column.name] = column.default.arg(None)
+    names = given + list(defaults)
+    processors = [table.c[name].type.bind_processor(dialect) for name in names]
+    values = ([row[name] for name in given] + list(defaults.values()) for row in rows)
+    processed = [tuple(_plain(p(v) if p is not None else v)
+                       for p, v in zip(processors, row, strict=True)) for row in values]
+    raw = connection.connection.driver_connection
+    columns = ", ".join(names)
+    if dialect.name == "postgresql":
+        with raw.cursor() as cursor, cursor.copy(
+                f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+            for row in processed:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" for _ in names)
+        raw.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", processed)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value the driver was left to adapt, as JSON text; anything else as it is."""
+    return json.dumps(value) if isinstance(value, dict | list) else value
 
 
 def _after_bulk_insert(database: Database) -> None:
@@ -491,6 +538,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--single-seconds", type=float)
     parser.add_argument("--no-signing", action="store_true")
+    parser.add_argument("--signing-engine", choices=["sqlite", "postgresql"])
     args = parser.parse_args(argv)
     args.sizes = [int(s.replace("_", "")) for s in _setting(
         args.sizes, "BENCH_WEB_SIZES", "1000,10000,100000").split(",") if s.strip()]
@@ -501,7 +549,37 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args.single_seconds = args.single_seconds or float(
         os.environ.get("BENCH_WEB_SINGLE_SECONDS", "3"))
     args.signing = not args.no_signing and os.environ.get("BENCH_WEB_SIGNING", "1") != "0"
+    args.signing_engine = args.signing_engine or os.environ.get("BENCH_WEB_SIGNING_ENGINE")
     return args
+
+
+def run_engine(engine: str, args: argparse.Namespace, server_url: str | None) -> str:
+    """Build, serve and measure every size on one engine; print and return its report."""
+    if engine == "postgresql" and not server_url:
+        print(f"PostgreSQL skipped: {SERVER_ENV} names no server (run under "
+              f"scripts/with-postgres, as `make bench-web` does)", flush=True)
+        return ""
+    results: dict[int, dict[str, dict[str, Any]]] = {}
+    for size in args.sizes:
+        loaded = size == args.sizes[-1]
+        with tempfile.TemporaryDirectory(prefix=f"bench-web-{engine}-{size}-") as folder:
+            data_dir = Path(folder) / "data"
+            print(f"{engine}, {size:,} letters ...", flush=True)
+            if engine == "sqlite":
+                token = cached_data_folder(size, data_dir)
+                results[size] = measure(data_dir, None, token, size, loaded, args)
+            else:
+                assert server_url is not None
+                with server_database(server_url, f"counterpart_bench_{size}") as url:
+                    started = time.perf_counter()
+                    token = build(data_dir, size, url)
+                    print(f"  {size:,} letters built in "
+                          f"{time.perf_counter() - started:.1f} s", flush=True)
+                    results[size] = measure(data_dir, url, token, size, loaded, args)
+    text = report("SQLite" if engine == "sqlite" else "PostgreSQL", args.sizes, results,
+                  args.clients)
+    print(text, flush=True)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -512,40 +590,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench-web on {os.cpu_count()} cores: sizes {args.sizes}, engines {args.engines}, "
           f"1 and {args.clients} clients", flush=True)
     reports = []
-    for engine in args.engines:
-        if engine == "postgresql" and not server_url:
-            print(f"PostgreSQL skipped: {SERVER_ENV} names no server (run under "
-                  f"scripts/with-postgres, as `make bench-web` does)", flush=True)
-            continue
-        results: dict[int, dict[str, dict[str, Any]]] = {}
-        for size in args.sizes:
-            loaded = size == args.sizes[-1]
-            with tempfile.TemporaryDirectory(prefix=f"bench-web-{engine}-{size}-") as folder:
-                data_dir = Path(folder) / "data"
-                print(f"{engine}, {size:,} letters ...", flush=True)
-                if engine == "sqlite":
-                    token = cached_data_folder(size, data_dir)
-                    results[size] = measure(data_dir, None, token, size, loaded, args)
-                else:
-                    with server_database(server_url, f"counterpart_bench_{size}") as url:
-                        started = time.perf_counter()
-                        token = build(data_dir, size, url)
-                        print(f"  {size:,} letters built in "
-                              f"{time.perf_counter() - started:.1f} s", flush=True)
-                        results[size] = measure(data_dir, url, token, size, loaded, args)
-        text = report("SQLite" if engine == "sqlite" else "PostgreSQL", args.sizes, results,
-                      args.clients)
-        print(text, flush=True)
-        reports.append(text)
+    try:
+        for engine in args.engines:
+            reports.append(run_engine(engine, args, server_url))
+    finally:
+        close_converter()
     if args.signing:
         import bench_signing
 
-        for engine in args.engines:
-            if engine == "postgresql" and not server_url:
-                continue
-            bench_signing.main([engine])
+        bench_signing.main([args.signing_engine or args.engines[0]])
     print(f"\nbench-web took {time.perf_counter() - begun:.0f} s", flush=True)
     return 0
+
 
 
 if __name__ == "__main__":
