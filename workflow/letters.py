@@ -396,6 +396,30 @@ def _fts_query(words: list[list[str]]) -> str:
                         for spellings in words)
 
 
+SEARCH_WALK = 100
+"""A search with many matches (SQLite) walks the list in its order, newest change first,
+through at most this many letters per letter shown, keeping those its text index matched;
+only when that window holds too few does it sort every match instead."""
+SORT_AT_MOST = 200
+"""A search (SQLite) matching at most this many letters sorts them all at once."""
+
+
+def _text_matches(fts: str) -> Any:
+    """The ids of the letters SQLite's FTS5 ``letter_search`` matches (a subquery)."""
+    return text("SELECT rowid FROM letter_search WHERE letter_search MATCH :letter_search"
+                ).bindparams(letter_search=fts)
+
+
+def _like_condition(words: list[list[str]]) -> Any:
+    """PostgreSQL: every word (AND) by any spelling (OR) as ``LIKE '%word%'`` on the folded
+    text, which pg_trgm's index serves."""
+    def like(spelling: str) -> Any:
+        escaped = spelling.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return Letter.search_text.like(f"%{escaped}%", escape="\\")
+
+    return and_(*(or_(*(like(s) for s in spellings)) for spellings in words))
+
+
 def _search_condition(session: Session, q: str) -> Any:
     """The WHERE condition of a search, through the database's text index (None if the
     query has no words). SQLite: the FTS5 ``letter_search`` table, words matched from their
@@ -404,15 +428,51 @@ def _search_condition(session: Session, q: str) -> Any:
     if not words:
         return None
     if session.get_bind().dialect.name == "sqlite":
-        return Letter.id.in_(text("SELECT rowid FROM letter_search WHERE letter_search "
-                                  "MATCH :letter_search").bindparams(
-                                      letter_search=_fts_query(words)))
+        return Letter.id.in_(_text_matches(_fts_query(words)))
+    return _like_condition(words)
 
-    def like(spelling: str) -> Any:
-        escaped = spelling.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return Letter.search_text.like(f"%{escaped}%", escape="\\")
 
-    return and_(*(or_(*(like(s) for s in spellings)) for spellings in words))
+_LIST_ORDER = (Letter.updated_at.desc(), Letter.id.desc())
+
+
+def _count(session: Session, filters: list[Any], fts: str | None) -> int:
+    """Count the matching letters, stopping at ``COUNT_LIMIT + 1``; ``fts`` is SQLite's
+    text-index query. A search alone on SQLite is counted in its text index, reading no
+    letter."""
+    if fts is not None and not filters:
+        return session.scalar(text(
+            "SELECT count(*) FROM (SELECT rowid FROM letter_search WHERE letter_search "
+            "MATCH :letter_search LIMIT :limit)"),
+            {"letter_search": fts, "limit": COUNT_LIMIT + 1}) or 0
+    conditions = [*filters, *([Letter.id.in_(_text_matches(fts))] if fts is not None else [])]
+    return session.scalar(select(func.count()).select_from(
+        select(Letter.id).where(*conditions).limit(COUNT_LIMIT + 1).subquery())) or 0
+
+
+def _walk_matches(session: Session, conditions: list[Any], matches: Any, skip: int,
+                  wanted: int) -> list[Letter] | None:
+    """SQLite: the ``wanted`` letters after ``skip`` that the text index matched, in list
+    order, looked for among the newest ``SEARCH_WALK`` letters per letter asked for only
+    (walking the list-order index, which stops once enough are found). None when that window
+    holds too few: the caller sorts every match instead."""
+    window = SEARCH_WALK * (skip + wanted)
+    # The window's last letter bounds the walk; with fewer letters, nothing bounds it.
+    last = session.execute(select(Letter.updated_at, Letter.id).where(*conditions)
+                           .order_by(*_LIST_ORDER).offset(window - 1).limit(1)).first()
+    bounded = [*conditions]
+    if last is not None:
+        bounded.append(tuple_(Letter.updated_at, Letter.id) >=
+                       tuple_(literal(last.updated_at, Letter.updated_at.type),
+                              literal(last.id, Letter.id.type)))
+    # "+ 0" keeps SQLite from looking the matches up one by one and sorting them all:
+    # it walks the letters in list order and keeps those in the (once built) set of matches.
+    found = session.scalars(select(Letter.id).where(*bounded, (Letter.id + 0).in_(matches))
+                            .order_by(*_LIST_ORDER).offset(skip).limit(wanted)).all()
+    if len(found) < wanted and last is not None:
+        return None
+    by_id = {letter.id: letter
+             for letter in session.scalars(select(Letter).where(Letter.id.in_(found)))}
+    return [by_id[letter_id] for letter_id in found]
 
 
 def list_letters(session: Session, *, q: str = "", status: str = "", template: str = "",
@@ -426,28 +486,40 @@ def list_letters(session: Session, *, q: str = "", status: str = "", template: s
     counting or skipping rows, so a letter changed meanwhile is neither shown twice nor
     skipped). The count stops at :data:`COUNT_LIMIT`. Raises PageCursorError for a bad
     ``after``.
+
+    On SQLite a search with many matches walks the list order and keeps the matches (see
+    :data:`SEARCH_WALK`), so its cost follows the letters shown, not the letters matched.
     """
-    query = select(Letter)
+    filters: list[Any] = []
     if template:
-        query = query.where(Letter.template == template)
-    condition = _search_condition(session, q)
-    if condition is not None:
-        query = query.where(condition)
+        filters.append(Letter.template == template)
     if status:
-        query = query.where(Letter.status == LetterStatus(status).value)
-    counted = session.scalar(select(func.count()).select_from(
-        query.with_only_columns(Letter.id).limit(COUNT_LIMIT + 1).subquery())) or 0
+        filters.append(Letter.status == LetterStatus(status).value)
+    words = _search_words(q)
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    fts = _fts_query(words) if words and sqlite else None
+    if words and not sqlite:
+        filters.append(_like_condition(words))
+    counted = _count(session, filters, fts)
+    matches = _text_matches(fts) if fts is not None else None
     number: int | None = max(1, page)
     if after:
         updated_at, letter_id = decode_cursor(after)
-        query = query.where(tuple_(Letter.updated_at, Letter.id) <
-                            tuple_(literal(updated_at, Letter.updated_at.type),
-                                   literal(letter_id, Letter.id.type)))
+        filters.append(tuple_(Letter.updated_at, Letter.id) <
+                       tuple_(literal(updated_at, Letter.updated_at.type),
+                              literal(letter_id, Letter.id.type)))
         number = None
-    ordered = query.order_by(Letter.updated_at.desc(), Letter.id.desc())
-    if number is not None and number > 1:
-        ordered = ordered.offset((number - 1) * per_page)
-    rows = list(session.scalars(ordered.limit(per_page + 1)))
+    skip = (number - 1) * per_page if number is not None else 0
+    rows: list[Letter] | None = None
+    # Few matches are sorted at once; many are found by walking the list in its order.
+    if matches is not None and counted > SORT_AT_MOST:
+        rows = _walk_matches(session, filters, matches, skip, per_page + 1)
+    if rows is None:
+        conditions = [*filters, *([Letter.id.in_(matches)] if matches is not None else [])]
+        ordered = select(Letter).where(*conditions).order_by(*_LIST_ORDER)
+        if skip:
+            ordered = ordered.offset(skip)
+        rows = list(session.scalars(ordered.limit(per_page + 1)))
     next_cursor = encode_cursor(rows[per_page - 1]) if len(rows) > per_page else None
     return LetterPage(rows[:per_page], min(counted, COUNT_LIMIT), number, per_page,
                       more=counted > COUNT_LIMIT, next_cursor=next_cursor)
