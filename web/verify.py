@@ -1,12 +1,14 @@
 """The public verification page: anyone uploads a PDF and learns, in words, whether it is an
 executed letter of this system exactly as it was sealed, and who signed it.
 
-Checks run on a small fixed pool of threads, each check in a sandboxed child process, with a
-bounded number waiting their turn: a request thread waits for its own answer, but no more than
-``VERIFY_WORKERS + VERIFY_WAITING`` request threads can be waiting at once, and beyond that a
-check is answered 503 with Retry-After at once. So files that are slow to check cannot take
-every request thread and stop sign-in or the letters page. Each client is also limited in how
-many files it may check a minute (see :mod:`web.ratelimit`).
+Checks run on a small fixed pool of threads, each check in a sandboxed child process of its
+own, taken from a pool of warm children that have imported pyHanko already (see
+:mod:`workflow.sandbox`; ``COUNTERPART_SANDBOX_SPARE`` sets how many wait, 0 starts each check
+cold), with a bounded number waiting their turn: a request thread waits for its own answer, but
+no more than ``VERIFY_WORKERS + VERIFY_WAITING`` request threads can be waiting at once, and
+beyond that a check is answered 503 with Retry-After at once. So files that are slow to check
+cannot take every request thread and stop sign-in or the letters page. Each client is also
+limited in how many files it may check a minute (see :mod:`web.ratelimit`).
 """
 
 from __future__ import annotations

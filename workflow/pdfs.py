@@ -19,11 +19,8 @@ from __future__ import annotations
 import base64
 import functools
 import io
-import json
 import math
 import re
-import subprocess
-import sys
 import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
@@ -63,6 +60,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from . import sandbox
 from .errors import DocumentError
 from .formatting import long_date
 from .render import DATE_SIGNED, END_PREFIX, SIGN_HERE
@@ -1221,21 +1219,8 @@ def outline_titles(pdf: bytes) -> list[tuple[str, int]]:
 # Uploaded counterparts, read in a child process with limits
 
 
-class SandboxResult(NamedTuple):
-    """What a limited child process gave back: its answer, or why there is none."""
+SandboxResult = sandbox.SandboxResult
 
-    answer: dict | None
-    failure: str | None
-    """None, "timeout", "crash" (killed, out of memory, or no answer)."""
-
-
-_LIMITS_PRELUDE = """\
-import resource, sys
-_memory, _cpu = int(sys.argv[1]), int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_AS, (_memory, _memory))
-resource.setrlimit(resource.RLIMIT_CPU, (_cpu, _cpu + 1))
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-"""
 
 # The probe needs only pypdf: it does not import Counterpart, so it starts fast and sees none
 # of the application's state. A file with only an owner password opens with the empty user
@@ -1282,40 +1267,29 @@ except Exception as exc:
     answer(error=(str(exc) or type(exc).__name__)[:200])
 """
 
+_UPLOAD_PROBE_MODULES = ("base64", "pypdf")
+
 # Viewers accept bytes before the header (a mail gateway's or a scanner's prefix) within the
 # first 1,024 bytes of the file; so does Counterpart.
 HEADER_SEARCH_BYTES = 1024
 
 
 def run_sandboxed(code: str, args: Sequence[str], data: bytes, *, time_limit: float,
-                  memory_limit: int, pythonpath: Path | None = None) -> SandboxResult:
+                  memory_limit: int, pythonpath: Path | None = None,
+                  preload: Sequence[str] = ()) -> SandboxResult:
     """Run Python ``code`` in a child process with limits, feed it ``data``, read its JSON.
 
-    The child sets its own limits before it runs ``code``: ``memory_limit`` bytes of address
-    space and about ``time_limit`` seconds of CPU; it is killed if it runs longer than
-    ``time_limit`` seconds of wall time. ``code`` reads ``data`` from stdin, finds ``args`` in
+    The child sets its limits before any import: ``memory_limit`` bytes of address space and
+    about ``time_limit`` seconds of CPU; it is killed if it runs longer than ``time_limit``
+    seconds of wall time. ``code`` reads ``data`` from stdin, finds ``args`` in
     ``sys.argv[3:]`` and writes one JSON object to stdout. ``pythonpath`` is put first on the
-    child's import path. A child that is killed, crashes or answers no JSON object is a
-    "crash"; a child past the wall-time limit is a "timeout".
+    child's import path. With ``preload`` (the modules ``code`` needs), the job runs in a warm
+    child that imported them ahead of time, one job per child (see :mod:`workflow.sandbox`).
+    A child that is killed, crashes or answers no JSON object is a "crash"; a child past the
+    wall-time limit is a "timeout".
     """
-    if pythonpath is not None:
-        code = f"sys.path.insert(0, {str(pythonpath)!r})\n" + code
-    code = _LIMITS_PRELUDE + code
-    # -I: ignore PYTHON* variables, the user's site folder and the current folder.
-    command = [sys.executable, "-I", "-c", code, str(memory_limit),
-               str(max(1, round(time_limit))), *args]
-    try:
-        completed = subprocess.run(command, input=data, capture_output=True,
-                                   timeout=time_limit, check=False)
-    except subprocess.TimeoutExpired:
-        return SandboxResult(None, "timeout")
-    try:
-        answer = json.loads(completed.stdout)
-    except ValueError:
-        return SandboxResult(None, "crash")
-    if completed.returncode != 0 or not isinstance(answer, dict):
-        return SandboxResult(None, "crash")
-    return SandboxResult(answer, None)
+    return sandbox.run(code, args, data, time_limit=time_limit, memory_limit=memory_limit,
+                       pythonpath=pythonpath, preload=preload)
 
 
 def display_name(filename: str) -> str:
@@ -1380,7 +1354,7 @@ def read_upload(data: bytes, *, filename: str, allowed_page_counts: set[int], ma
                             f"scan the signed pages to PDF and upload that.")
     body = data[skipped:]
     result = run_sandboxed(_UPLOAD_PROBE, [], body, time_limit=time_limit,
-                           memory_limit=memory_limit)
+                           memory_limit=memory_limit, preload=_UPLOAD_PROBE_MODULES)
     answer = result.answer
     if answer is None or "limit" in answer:
         raise DocumentError(f"{name}: could not be read as a PDF within the time limit "

@@ -294,6 +294,11 @@ class SealCheck:
     limit: str | None = None
 
 
+# What a check imports (this module and pypdf, which measures the file against the limits): a
+# warm child has imported them before it is handed the file.
+_CHECK_MODULES = ("workflow.seal", "pypdf", "pypdf.generic")
+
+
 def check_seal(pdf: bytes, sealer_cert: asn1_x509.Certificate, *,
                time_limit: float = CHECK_TIME_LIMIT,
                memory_limit: int = CHECK_MEMORY_LIMIT,
@@ -319,7 +324,8 @@ def check_seal(pdf: bytes, sealer_cert: asn1_x509.Certificate, *,
     result = run_sandboxed(code, [], struct.pack(">II", len(cert_der), len(settings)) + cert_der
                            + settings + bytes(pdf),
                            time_limit=time_limit, memory_limit=memory_limit,
-                           pythonpath=Path(__file__).resolve().parents[1])
+                           pythonpath=Path(__file__).resolve().parents[1],
+                           preload=_CHECK_MODULES)
     if result.answer is None:
         check = _unsealed(f"This file could not be checked within the time limit "
                           f"({time_limit:g} s) and memory limit "
