@@ -87,6 +87,7 @@ screenshots: setup
 # installs them), and the embedded SQLite queue alone otherwise.
 bench: setup
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_verify.py
 	@if [ "$$(id -u)" = 0 ] || scripts/install-debian-packages postgresql >/dev/null 2>&1; then \
 	  scripts/with-postgres $(BIN)/python bench/bench_jobs.py; \
 	else $(BIN)/python bench/bench_jobs.py; fi
