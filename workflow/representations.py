@@ -242,9 +242,12 @@ def signature_progress(session: Session, letter_ids: list[int], *,
     """
     if not letter_ids:
         return {}
-    newest: dict[int, Envelope] = {}
-    for envelope in session.scalars(select(Envelope).where(Envelope.letter_id.in_(letter_ids))
-                                    .order_by(Envelope.created_at)):
+    # Only the columns the table shows, not whole envelopes (a list page asks for 25 letters).
+    newest: dict[int, Any] = {}
+    for envelope in session.execute(
+            select(Envelope.id, Envelope.letter_id, Envelope.status, Envelope.expires_at)
+            .where(Envelope.letter_id.in_(letter_ids))
+            .order_by(Envelope.created_at, Envelope.id)):
         newest[envelope.letter_id] = envelope
     if not newest:
         return {}

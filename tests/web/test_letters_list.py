@@ -94,3 +94,25 @@ def test_search_and_status_keep_to_the_cursor(app, staff):
         after = links[0]
     assert sorted(shown) == sorted(f"Letter of Ottilie {n}" for n in range(5))
     assert after is not None and "q=ottil" in after
+
+
+def test_the_list_shows_each_sent_letters_signatures_and_lapsed_links(app, staff, client, api,
+                                                                       sent):
+    from sqlalchemy import update
+
+    from workflow.models import Envelope, utcnow
+
+    letter_id = sent["letter_id"]
+    _insert(app, 3)  # letters never sent show no signatures
+    listed = {row["id"]: row for row in client.get("/api/letters", headers=api).json["letters"]}
+    assert listed[letter_id]["signatures"]["signed"] == 0
+    assert listed[letter_id]["signatures"]["total"] == 2
+    assert [row["signatures"] for i, row in listed.items() if i != letter_id] == [None] * 3
+    assert "0 of 2 signed" in staff.get("/letters").text
+    with app.app_context(), get_db().transaction() as session:
+        session.execute(update(Envelope).where(Envelope.letter_id == letter_id)
+                        .values(expires_at=utcnow() - dt.timedelta(minutes=1)))
+    listed = {row["id"]: row for row in client.get("/api/letters", headers=api).json["letters"]}
+    assert (listed[letter_id]["signatures"]["expired"], listed[letter_id]["signatures"]["ready"]
+            ) == (2, 0)
+    assert "2 links expired" in staff.get("/letters").text
