@@ -27,8 +27,10 @@ Guarantees, warm or cold:
 - a pool made in one process is never used by a process forked from it: the fork forgets it
   (closing its copies of the sockets) and makes its own on first use.
 
-When no warm child can be had (the template is still starting, failed to start, or ``spare`` is
-0) a job runs as before, in a freshly started child (a "cold" start), rather than waiting.
+When no warm child can be had a job runs as before, in a freshly started child (a "cold"
+start), rather than waiting forever: at once when ``spare`` is 0 or the template failed to
+start, and after 20 s when it is still starting (a job waits for it first, because a cold child
+would import the same modules beside it, on the same cores).
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ SPARE_ENVIRONMENT = "COUNTERPART_SANDBOX_SPARE"
 # to wait before trying again after one failed (checks start cold meanwhile).
 _TEMPLATE_START_SECONDS = 120.0
 _RETRY_AFTER_FAILURE_SECONDS = 5.0
+# How long a job waits for a template that is starting before it starts a cold child instead.
+_WAIT_FOR_TEMPLATE_SECONDS = 20.0
 
 
 class SandboxResult(NamedTuple):
@@ -235,7 +239,9 @@ class SandboxPool:
         self.spare = spare
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._wanted = threading.Condition(self._lock)
+        self._wanted = threading.Condition(self._lock)  # the background thread has work
+        self._changed = threading.Condition(self._lock)  # a template or child became ready
+        self._starting = False
         self._control_lock = threading.Lock()
         self._ready: deque[_Child] = deque()
         self._template: subprocess.Popen[bytes] | None = None
@@ -250,14 +256,23 @@ class SandboxPool:
 
     # -- used by jobs
 
-    def take(self) -> _Child | None:
-        """Return a warm child that has never run a job, or None if none can be had now."""
+    def take(self, wait: float = 0.0) -> _Child | None:
+        """Return a warm child that has never run a job, or None if none can be had now.
+
+        While the template is starting, wait up to ``wait`` seconds for it (a cold child would
+        import the same modules beside it, on the same cores); after a failed start, never.
+        """
         if self.pid != os.getpid():
             raise RuntimeError("a sandbox pool cannot be used in a process forked from its own")
+        deadline = time.monotonic() + wait
         with self._lock:
             if self._closed:
                 return None
             self._ensure_thread()
+            self._wanted.notify()
+            while (not self._ready and self._control is None and self._starting
+                   and not self._closed and time.monotonic() < deadline):
+                self._changed.wait(deadline - time.monotonic())
             child = self._ready.popleft() if self._ready else None
             self._wanted.notify()
             if child is not None or self._control is None:
@@ -293,6 +308,7 @@ class SandboxPool:
         with self._lock:
             self._closed = True
             self._wanted.notify_all()
+            self._changed.notify_all()
             ready, self._ready = list(self._ready), deque()
             template, self._template = self._template, None
             control, self._control = self._control, None
@@ -326,6 +342,7 @@ class SandboxPool:
         # The template is started by this long-lived thread because PR_SET_PDEATHSIG fires when
         # the *thread* that started a child ends, not only the process.
         if self._thread is None:
+            self._starting = True
             self._thread = threading.Thread(target=self._keep_ready, daemon=True,
                                             name="counterpart-sandbox")
             self._thread.start()
@@ -339,6 +356,7 @@ class SandboxPool:
                 if self._closed:
                     return
                 needs_template = self._control is None
+                self._starting = needs_template
             if needs_template:
                 self._start_template()
                 continue
@@ -350,6 +368,7 @@ class SandboxPool:
                     child.channel.close()
                     return
                 self._ready.append(child)
+                self._changed.notify()
 
     def _needs_work(self) -> bool:
         if self._control is None:
@@ -384,6 +403,8 @@ class SandboxPool:
             return
         ours.settimeout(None)
         with self._lock:
+            self._starting = False
+            self._changed.notify_all()
             if self._closed:
                 ours.close()
                 template.wait()
@@ -393,6 +414,8 @@ class SandboxPool:
     def _failed(self) -> None:
         with self._lock:
             self.failed_starts += 1
+            self._starting = False
+            self._changed.notify_all()
             self._retry_at = time.monotonic() + _RETRY_AFTER_FAILURE_SECONDS
 
     def _fork_child(self) -> _Child | None:
@@ -522,7 +545,7 @@ def run(code: str, args: Sequence[str], data: bytes, *, time_limit: float, memor
     """
     if preload and spare_children() > 0:
         pool = pool_for(memory_limit, pythonpath, preload)
-        child = pool.take()
+        child = pool.take(wait=_WAIT_FOR_TEMPLATE_SECONDS)
         if child is not None:
             return _run_warm(pool, child, code, args, data, time_limit)
     return _run_cold(code, args, data, time_limit=time_limit, memory_limit=memory_limit,

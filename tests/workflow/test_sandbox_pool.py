@@ -226,11 +226,20 @@ def test_without_spare_children_every_job_starts_cold():
     assert sandbox._pools == {}
 
 
-def test_a_job_falls_back_to_a_cold_child_while_the_template_starts():
+def test_the_first_job_waits_for_the_template_rather_than_start_beside_it():
     answer = run(PARENT)
-    assert answer.answer == {"parent": os.getpid()}  # started for the job, not forked
     pool = sandbox.pool_for(MEMORY, None, PRELOAD)
+    assert answer.answer == {"parent": pool.template_pid()}
     wait_for(lambda: pool.ready_count() == 2)
+
+
+def test_a_job_that_cannot_wait_for_the_template_starts_cold():
+    pool = sandbox.pool_for(MEMORY, None, PRELOAD)
+    assert pool.take(wait=0) is None  # the template has only just been asked for
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sandbox, "_WAIT_FOR_TEMPLATE_SECONDS", 0.0)
+        sandbox.close_pools()
+        assert run(PARENT).answer == {"parent": os.getpid()}
 
 
 def test_a_forked_process_makes_its_own_pool(tmp_path):
