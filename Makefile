@@ -93,7 +93,7 @@ bench: setup
 	else $(BIN)/python bench/bench_jobs.py; fi
 
 # SQLite, then PostgreSQL on a private server (as root, with-postgres installs it); pick with
-# BENCH_WEB_SIZES=1000,10000 BENCH_WEB_ENGINES=sqlite BENCH_WEB_CLIENTS=50 BENCH_WEB_SECONDS=8
+# BENCH_WEB_SIZES=1000,10000 BENCH_WEB_ENGINES=sqlite BENCH_WEB_CLIENTS=50 BENCH_WEB_SECONDS=6
 # BENCH_WEB_SIGNING=0 (see bench/bench_web.py). Built SQLite databases are kept in output/bench/.
 bench-web: setup
 	@if [ "$$(id -u)" = 0 ] || scripts/install-debian-packages postgresql >/dev/null 2>&1; then \
