@@ -453,26 +453,21 @@ def _walk_matches(session: Session, conditions: list[Any], matches: Any, skip: i
                   wanted: int) -> list[Letter] | None:
     """SQLite: the ``wanted`` letters after ``skip`` that the text index matched, in list
     order, looked for among the newest ``SEARCH_WALK`` letters per letter asked for only
-    (walking the list-order index, which stops once enough are found). None when that window
-    holds too few: the caller sorts every match instead."""
-    window = SEARCH_WALK * (skip + wanted)
-    # The window's last letter bounds the walk; with fewer letters, nothing bounds it.
-    last = session.execute(select(Letter.updated_at, Letter.id).where(*conditions)
-                           .order_by(*_LIST_ORDER).offset(window - 1).limit(1)).first()
-    bounded = [*conditions]
-    if last is not None:
-        bounded.append(tuple_(Letter.updated_at, Letter.id) >=
-                       tuple_(literal(last.updated_at, Letter.updated_at.type),
-                              literal(last.id, Letter.id.type)))
+    (walking the list-order index, which stops once enough are found, and reading only the
+    rows it keeps). None when too few were found there: the caller sorts every match instead
+    (a sparse search, or the end of the list)."""
+    # The window's last letter bounds the walk (from its time on: a prefix of the list, ties
+    # included); a list shorter than the window is walked whole.
+    edge = (select(Letter.updated_at).where(*conditions).order_by(*_LIST_ORDER)
+            .offset(SEARCH_WALK * (skip + wanted) - 1).limit(1).scalar_subquery())
+    earliest = literal(dt.datetime(1, 1, 1, tzinfo=dt.UTC), Letter.updated_at.type)
     # "+ 0" keeps SQLite from looking the matches up one by one and sorting them all:
     # it walks the letters in list order and keeps those in the (once built) set of matches.
-    found = session.scalars(select(Letter.id).where(*bounded, (Letter.id + 0).in_(matches))
-                            .order_by(*_LIST_ORDER).offset(skip).limit(wanted)).all()
-    if len(found) < wanted and last is not None:
-        return None
-    by_id = {letter.id: letter
-             for letter in session.scalars(select(Letter).where(Letter.id.in_(found)))}
-    return [by_id[letter_id] for letter_id in found]
+    found = list(session.scalars(
+        select(Letter).where(*conditions, Letter.updated_at >= func.coalesce(edge, earliest),
+                             (Letter.id + 0).in_(matches))
+        .order_by(*_LIST_ORDER).offset(skip).limit(wanted)))
+    return found if len(found) == wanted else None
 
 
 def list_letters(session: Session, *, q: str = "", status: str = "", template: str = "",
