@@ -64,8 +64,6 @@ _REAP_TIMEOUT = 3.0
 _STDERR_LINES = 30
 _EXIT_RESTART = 81
 _WORD_FILTER = "MS Word 2007 XML"
-
-log = logging.getLogger(__name__)
 # The PDF filter with its options as the command line takes them (JSON, LibreOffice 7.4 on),
 # the same as uno_worker.py asks for over UNO: Word bookmarks become named destinations (the
 # signing fields of a template are bookmarks; this is how their places reach the PDF), and the
@@ -74,6 +72,8 @@ _PDF_EXPORT = ('pdf:writer_pdf_Export:{'
                '"ExportBookmarksToPDFDestination":{"type":"boolean","value":"true"},'
                '"UseTaggedPDF":{"type":"boolean","value":"true"},'
                '"DisplayPDFDocumentTitle":{"type":"boolean","value":"true"}}')
+
+log = logging.getLogger(__name__)
 
 
 class WorkerPids(NamedTuple):
@@ -371,8 +371,8 @@ class PdfConverter:
 
         ``recycle_after`` is how many conversions a LibreOffice makes before it is restarted
         (0: never); None reads ``COUNTERPART_CONVERTER_RECYCLE_AFTER``, default 300. Raises
-        ValueError for a count below 1 of processes, a timeout that is not positive or a
-        negative ``recycle_after``, and ConversionError for a bad environment value.
+        ValueError for fewer than 1 process, a timeout that is not positive or a negative
+        ``recycle_after``, and ConversionError for a bad value in the environment.
         """
         if processes < 1:
             raise ValueError("processes must be at least 1")

@@ -231,6 +231,23 @@ class _FieldTemplate(DocxTemplate):
     """A docxtpl template whose rendered parts get their signing fields placed."""
 
     fields: _Fields | None = None
+    _patched: OrderedDict[str, str] = OrderedDict()
+    _patched_lock = threading.Lock()
+    _PATCHED_SIZE = 32
+
+    def patch_xml(self, src_xml: str) -> str:
+        """Clean a part's XML for Jinja once per distinct XML (docxtpl's is a pure function)."""
+        with self._patched_lock:
+            patched = self._patched.get(src_xml)
+            if patched is not None:
+                self._patched.move_to_end(src_xml)
+                return patched
+        patched = super().patch_xml(src_xml)
+        with self._patched_lock:
+            self._patched[src_xml] = patched
+            while len(self._patched) > self._PATCHED_SIZE:
+                self._patched.popitem(last=False)
+        return patched
 
     def render_xml_part(self, src_xml: str, part: Any, context: Any,
                         jinja_env: Any = None) -> str:
