@@ -140,7 +140,11 @@ def measure(data_dir: Path, database_url: str | None) -> dict[str, float]:
     server = ServerProcess(data_dir, database_url, serve_options=serve_options())
     try:
         server.wait_until_up(180)
-        time.sleep(3)  # the worker starts beside the server
+        # The worker starts beside the server: wait until it says so (at most 2 minutes).
+        ready = time.monotonic() + 120
+        while "Counterpart worker" not in server.log.read_text(errors="replace") and \
+                time.monotonic() < ready:
+            time.sleep(0.2)
         posts, began = sign_all(server.url, waiting)
         deadline = began + DEADLINE_SECONDS
         while executed_count(database, envelope_ids) < SIGNERS:
