@@ -401,7 +401,9 @@ SEARCH_WALK = 100
 through at most this many letters per letter shown, keeping those its text index matched;
 only when that window holds too few does it sort every match instead."""
 SORT_AT_MOST = 200
-"""A search (SQLite) matching at most this many letters sorts them all at once."""
+"""A search matching at most this many letters sorts them all at once (on PostgreSQL, gathered
+through the text index first); with more, SQLite walks the list (:data:`SEARCH_WALK`) and
+PostgreSQL's planner walks its list-order index."""
 
 
 def _text_matches(fts: str) -> Any:
@@ -512,6 +514,14 @@ def list_letters(session: Session, *, q: str = "", status: str = "", template: s
     if rows is None:
         conditions = [*filters, *([Letter.id.in_(matches)] if matches is not None else [])]
         ordered = select(Letter).where(*conditions).order_by(*_LIST_ORDER)
+        if words and not sqlite and counted <= SORT_AT_MOST:
+            # PostgreSQL guesses a thousand or so matches for any search, and would walk the
+            # whole list for a rare name: few matches are gathered through pg_trgm's index
+            # first, then sorted.
+            found = (select(Letter.id, Letter.updated_at).where(*conditions)
+                     .cte("found").prefix_with("MATERIALIZED"))
+            ordered = (select(Letter).join(found, found.c.id == Letter.id)
+                       .order_by(found.c.updated_at.desc(), found.c.id.desc()))
         if skip:
             ordered = ordered.offset(skip)
         rows = list(session.scalars(ordered.limit(per_page + 1)))
