@@ -422,18 +422,6 @@ def _like_condition(words: list[list[str]]) -> Any:
     return and_(*(or_(*(like(s) for s in spellings)) for spellings in words))
 
 
-def _search_condition(session: Session, q: str) -> Any:
-    """The WHERE condition of a search, through the database's text index (None if the
-    query has no words). SQLite: the FTS5 ``letter_search`` table, words matched from their
-    start; PostgreSQL: ``LIKE '%word%'`` on the folded text, which pg_trgm's index serves."""
-    words = _search_words(q)
-    if not words:
-        return None
-    if session.get_bind().dialect.name == "sqlite":
-        return Letter.id.in_(_text_matches(_fts_query(words)))
-    return _like_condition(words)
-
-
 _LIST_ORDER = (Letter.updated_at.desc(), Letter.id.desc())
 
 
