@@ -505,14 +505,19 @@ def list_letters(session: Session, *, q: str = "", status: str = "", template: s
         if words and not sqlite and counted <= SORT_AT_MOST:
             # PostgreSQL guesses a thousand or so matches for any search, and would walk the
             # whole list for a rare name: few matches are gathered through pg_trgm's index
-            # first, then sorted.
+            # first and sorted, then the page's letters are read by id.
             found = (select(Letter.id, Letter.updated_at).where(*conditions)
                      .cte("found").prefix_with("MATERIALIZED"))
-            ordered = (select(Letter).join(found, found.c.id == Letter.id)
-                       .order_by(found.c.updated_at.desc(), found.c.id.desc()))
-        if skip:
-            ordered = ordered.offset(skip)
-        rows = list(session.scalars(ordered.limit(per_page + 1)))
+            ids = list(session.scalars(
+                select(found.c.id).order_by(found.c.updated_at.desc(), found.c.id.desc())
+                .offset(skip).limit(per_page + 1)))
+            by_id = {letter.id: letter
+                     for letter in session.scalars(select(Letter).where(Letter.id.in_(ids)))}
+            rows = [by_id[letter_id] for letter_id in ids]
+        else:
+            if skip:
+                ordered = ordered.offset(skip)
+            rows = list(session.scalars(ordered.limit(per_page + 1)))
     next_cursor = encode_cursor(rows[per_page - 1]) if len(rows) > per_page else None
     return LetterPage(rows[:per_page], min(counted, COUNT_LIMIT), number, per_page,
                       more=counted > COUNT_LIMIT, next_cursor=next_cursor)
