@@ -425,16 +425,24 @@ def _like_condition(words: list[list[str]]) -> Any:
 _LIST_ORDER = (Letter.updated_at.desc(), Letter.id.desc())
 
 
-def _count(session: Session, filters: list[Any], fts: str | None) -> int:
+def _count(session: Session, filters: list[Any], fts: str | None, *,
+           searched: bool = False) -> int:
     """Count the matching letters, stopping at ``COUNT_LIMIT + 1``; ``fts`` is SQLite's
-    text-index query. A search alone on SQLite is counted in its text index, reading no
-    letter."""
+    text-index query, ``searched`` says the filters hold PostgreSQL's search. A search alone
+    on SQLite is counted in its text index, reading no letter."""
     if fts is not None and not filters:
         return session.scalar(text(
             "SELECT count(*) FROM (SELECT rowid FROM letter_search WHERE letter_search "
             "MATCH :letter_search LIMIT :limit)"),
             {"letter_search": fts, "limit": COUNT_LIMIT + 1}) or 0
     conditions = [*filters, *([Letter.id.in_(_text_matches(fts))] if fts is not None else [])]
+    if searched:
+        # PostgreSQL: planned without the limit, the search goes through pg_trgm's index; with
+        # it, the planner may scan every letter hoping to stop early, and a rare name never
+        # lets it. The limit still stops reading the matches at COUNT_LIMIT + 1.
+        found = select(Letter.id).where(*conditions).cte("found").prefix_with("MATERIALIZED")
+        return session.scalar(select(func.count()).select_from(
+            select(found.c.id).limit(COUNT_LIMIT + 1).subquery())) or 0
     return session.scalar(select(func.count()).select_from(
         select(Letter.id).where(*conditions).limit(COUNT_LIMIT + 1).subquery())) or 0
 
@@ -485,7 +493,7 @@ def list_letters(session: Session, *, q: str = "", status: str = "", template: s
     fts = _fts_query(words) if words and sqlite else None
     if words and not sqlite:
         filters.append(_like_condition(words))
-    counted = _count(session, filters, fts)
+    counted = _count(session, filters, fts, searched=bool(words) and not sqlite)
     matches = _text_matches(fts) if fts is not None else None
     number: int | None = max(1, page)
     if after:
