@@ -100,7 +100,7 @@ bench-web: setup
 	  scripts/with-postgres $(BIN)/python bench/bench_web.py; \
 	else $(BIN)/python bench/bench_web.py --engines sqlite; fi
 
-# The memory soak (long: about 0.5 s a letter): make bench-soak LETTERS=5000
+# The memory soak (about 0.2 s a letter on an idle machine): make bench-soak LETTERS=5000
 LETTERS ?= 5000
 bench-soak: setup
 	$(BIN)/python bench/bench_soak.py $(LETTERS)
