@@ -362,6 +362,8 @@ class SandboxPool:
                 continue
             child = self._fork_child()
             if child is None:
+                with self._lock:  # the template refused or ended: do not ask again at once
+                    self._wanted.wait(timeout=0.5)
                 continue
             with self._lock:
                 if self._closed:
