@@ -748,10 +748,13 @@ def _serve_in_processes(host: str, port: int, processes: int, threads: int,
         connections_per_address=connections_per_address, max_requests=max_requests,
         max_requests_jitter=int(max_requests * MAX_REQUESTS_JITTER),
         when_ready=when_ready, on_exit=on_exit)
+    main_process = os.getpid()
     try:
         server.run()
     finally:
-        if limits_folder is not None:
+        # A web process ends by SystemExit raised through these frames, copied by its fork:
+        # only the main process removes the folder the processes share.
+        if limits_folder is not None and os.getpid() == main_process:
             shutil.rmtree(limits_folder, ignore_errors=True)
 
 

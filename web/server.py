@@ -51,6 +51,7 @@ FORWARDED_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwar
 CONNECTION_LIMIT = 100  # waitress's default, stated so that the share below is read against it
 DEFAULT_CONNECTIONS_PER_ADDRESS = 20
 WARNING_INTERVAL = 60.0
+STOP_LINGER_SECONDS = 1.0  # a stopping web process keeps an idle connection open this long
 
 
 class SharedConnectionCounts:
@@ -263,16 +264,23 @@ class WaitressWorker(Worker):
             self._close()
 
     def _drain(self, waitress: Any, socket_map: dict[int, Any]) -> None:
-        """Stop accepting, finish the requests under way (up to ``graceful_timeout``), close
-        idle connections, then stop the threads."""
+        """Stop accepting, finish the requests under way and those arriving on open
+        connections (up to ``graceful_timeout``), close connections idle for
+        ``STOP_LINGER_SECONDS``, then stop the threads.
+
+        A connection accepted just before the stop has not sent its request yet: closing it
+        at once would reset it, so it is given the same linger."""
         waitress.accepting = False
         deadline = time.monotonic() + self.cfg.graceful_timeout
         while time.monotonic() < deadline:
+            now = time.time()
             busy = False
             for channel in list(socket_map.values()):
                 if not isinstance(channel, HTTPChannel):
                     continue
-                if channel.requests or channel.total_outbufs_len:
+                if (channel.requests or channel.total_outbufs_len
+                        or channel.request is not None
+                        or now - channel.last_activity < STOP_LINGER_SECONDS):
                     busy = True
                 else:
                     channel.close()

@@ -178,3 +178,20 @@ def test_two_web_processes_replace_a_dead_one_and_stop_together(data_dir, databa
     assert [pid for pid in everything if is_running(pid)] == []
     log = server.log.read_text()
     assert "Stopping Counterpart" in log and "Traceback" not in log
+
+
+def test_web_processes_are_replaced_after_their_requests(data_dir, database_url):
+    server = ServerProcess(data_dir, database_url,
+                           serve_options=["--processes", "2", "--max-requests", "5"])
+    with server:
+        first = set(_wait_for(lambda: len(server.web_processes()) == 2
+                              and server.web_processes()))
+        for _ in range(30):
+            with httpx.Client(timeout=60) as fresh:  # a new connection each time
+                assert fresh.get(f"{server.url}/sign-in").status_code == 200
+        later = _wait_for(lambda: len(server.web_processes()) == 2
+                          and not first & set(server.web_processes())
+                          and server.web_processes())
+        assert later, (first, server.web_processes())
+    assert re.search(r"Web process \d+ served 5 requests: a new one replaces it\.",
+                     server.log.read_text())
