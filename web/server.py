@@ -20,11 +20,14 @@ the processes in shared memory (:class:`SharedConnectionCounts`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -295,8 +298,40 @@ class WaitressWorker(Worker):
 class _Arbiter(Arbiter):
     """gunicorn's arbiter, with Ctrl+C (SIGINT) stopping as gracefully as SIGTERM does."""
 
+    _halting = False
+
     def handle_int(self) -> None:
         raise StopIteration
+
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        self._halting = True
+        super().halt(reason=reason, exit_status=exit_status)
+
+    def spawn_worker(self) -> int:
+        """Fork a web process; in the new process, end it here whatever happens.
+
+        gunicorn ends a web process by ``sys.exit``, which would unwind through the frames
+        the fork copied (``counterpart serve``'s, or a test runner's that catches
+        ``SystemExit``) and run them a second time in the child. The child runs the exit
+        handlers a normal exit runs, then leaves with its status at once."""
+        arbiter = os.getpid()
+        try:
+            return int(super().spawn_worker())
+        except BaseException as end:
+            if os.getpid() == arbiter:
+                raise
+            code = end.code if isinstance(end, SystemExit) else 1
+            if code is None:
+                code = 0
+            elif not isinstance(code, int):
+                code = 1
+        try:
+            atexit._run_exitfuncs()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code & 0xFF)
 
     def reap_workers(self) -> None:
         """Reap the web processes that ended, each by its pid.
@@ -319,9 +354,11 @@ class _Arbiter(Arbiter):
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status):
                 code = os.WEXITSTATUS(status)
                 self.log.error("Web process %s exited with status %s.", pid, code)
-                if code == self.WORKER_BOOT_ERROR:
+                if self._halting:
+                    pass  # already stopping: the others are reaped, not halted for again
+                elif code == self.WORKER_BOOT_ERROR:
                     raise HaltServer("A web process could not start.", self.WORKER_BOOT_ERROR)
-                if code == self.APP_LOAD_ERROR:
+                elif code == self.APP_LOAD_ERROR:
                     raise HaltServer("The app could not be made.", self.APP_LOAD_ERROR)
             worker.tmp.close()
             self.cfg.child_exit(self, worker)

@@ -9,6 +9,8 @@ import re
 import select
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -195,3 +197,32 @@ def test_web_processes_are_replaced_after_their_requests(data_dir, database_url)
         assert later, (first, server.web_processes())
     assert re.search(r"Web process \d+ served 5 requests: a new one replaces it\.",
                      server.log.read_text())
+
+
+_UNMAKEABLE_APP = """
+import os, sys
+from pathlib import Path
+from web.server import PreforkServer
+
+def make_app(slot):
+    raise RuntimeError("this app cannot be made")
+
+main = os.getpid()
+try:
+    PreforkServer(make_app, host="127.0.0.1", port=0, processes=2, threads=1,
+                  max_request_body_size=1024).run()
+except SystemExit:
+    if os.getpid() != main:  # a web process came back through the frames its fork copied
+        Path(sys.argv[1]).write_text(str(os.getpid()))
+    raise
+"""
+
+
+def test_a_web_process_that_cannot_start_stops_the_server_and_never_returns(tmp_path):
+    marker = tmp_path / "returned"
+    ended = subprocess.run([sys.executable, "-c", _UNMAKEABLE_APP, str(marker)],
+                           capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 3, ended.stderr[-2000:]  # gunicorn's "worker failed to boot"
+    assert "this app cannot be made" in ended.stderr
+    assert "A web process could not start" in ended.stderr
+    assert not marker.exists(), "a web process ran its caller's frames again"

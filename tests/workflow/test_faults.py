@@ -147,6 +147,7 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, reference_terms)
     def _small_disk(dbapi_connection, _record):
         dbapi_connection.execute(f"PRAGMA max_page_count = {pages + 8}")
 
+    database.engine.dispose()  # the pooled connections were opened before: open new ones
     with database.transaction() as session:
         before = session.scalar(select(func.count()).select_from(Blob))
     with pytest.raises(StorageFullError, match="disk is full, so nothing was saved"):
@@ -157,6 +158,7 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, reference_terms)
         assert session.get(Letter, first_id).status == "draft"
         assert session.scalar(select(func.count()).select_from(Blob)) >= before
     event.remove(database.engine, "connect", _small_disk)
+    database.engine.dispose()
     assert verify_store(database).ok
     second_id, _ = new_letter(database, reference_terms)  # room again: it works
     assert second_id > first_id
