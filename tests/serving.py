@@ -115,7 +115,11 @@ class ServerProcess:
         self._log_handle.close()
 
     def __enter__(self) -> ServerProcess:
-        return self.wait_until_up()
+        try:
+            return self.wait_until_up()
+        except BaseException:
+            self.stop()  # stop it and close its log, whatever failed
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()

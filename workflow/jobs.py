@@ -86,6 +86,9 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "counterpart"
 QUEUE_FILE = "queue.db"
 QUEUE_TABLE_PREFIX = "queue"
+# The PostgreSQL advisory lock taken while the queue's tables are created (any fixed number
+# no other lock of this database uses).
+QUEUE_SCHEMA_LOCK = 0x636F_7470_7175_6575
 EXTRA_TASK_MODULES_ENV = "COUNTERPART_EXTRA_TASK_MODULES"
 # Modules that define jobs and outbox subscribers: a worker imports them all so that it knows
 # every task it may dequeue. A module that adds jobs or subscribers adds itself here.
@@ -284,8 +287,21 @@ def _storage_factory(url: str) -> Callable[[str], BaseStorage]:
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
         def postgres(name: str) -> BaseStorage:
-            return PostgresStorage(name, dsn=dsn, table_prefix=QUEUE_TABLE_PREFIX,
-                                   create_tables=name == QUEUE_NAME)
+            if name != QUEUE_NAME:
+                return PostgresStorage(name, dsn=dsn, table_prefix=QUEUE_TABLE_PREFIX,
+                                       create_tables=False)
+            # huey's CREATE TABLE IF NOT EXISTS is not safe when two processes run it at once
+            # on a new database (PostgreSQL then refuses the second row type of the same name):
+            # the web processes and the worker starting together take turns under a lock.
+            import psycopg
+
+            with psycopg.connect(dsn, autocommit=True) as lock:
+                lock.execute("SELECT pg_advisory_lock(%s)", (QUEUE_SCHEMA_LOCK,))
+                try:
+                    return PostgresStorage(name, dsn=dsn, table_prefix=QUEUE_TABLE_PREFIX,
+                                           create_tables=True)
+                finally:
+                    lock.execute("SELECT pg_advisory_unlock(%s)", (QUEUE_SCHEMA_LOCK,))
         return postgres
     raise JobsError(f"COUNTERPART_QUEUE_URL {describe_queue(url)!r} is not a queue Counterpart "
                     "can use: give immediate, redis://..., sqlite:///FILE or postgresql://...")

@@ -295,3 +295,36 @@ def test_the_queue_and_its_ledger_work_on_redis(redis_url, monkeypatch):
     assert jobs.huey.dequeue().args == ("on redis",)
     monkeypatch.setattr(jobs, "periodic_clock", lambda: 1_800_000_030.0)
     assert every_minute.call_local() == "ran" and every_minute.call_local() is None
+
+
+def test_processes_starting_together_on_a_new_database_all_get_the_queue(tmp_path: Path,
+                                                                          database_url):
+    """The web processes and the worker of a new install create the queue's tables at once:
+    each gets a working queue (PostgreSQL refuses a second CREATE TABLE of the same name
+    running at the same time, so they take turns)."""
+    import threading
+
+    url = jobs.queue_url_for({"DATABASE_URL": database_url, "DATA_DIR": tmp_path})
+    make = jobs._storage_factory(url)
+    start, made, failed = threading.Barrier(6), [], []
+
+    def open_queue() -> None:
+        start.wait()
+        try:
+            made.append(make(jobs.QUEUE_NAME))
+        except Exception as exc:  # noqa: BLE001 - what each process would die of
+            failed.append(exc)
+
+    threads = [threading.Thread(target=open_queue) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failed == []
+    assert len(made) == 6
+    made[0].enqueue(b"a job", 0)
+    assert made[-1].queue_size() == 1
+    for storage in made:
+        close = getattr(storage, "close", None)
+        if close is not None:
+            close()

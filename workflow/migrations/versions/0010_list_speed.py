@@ -1,4 +1,7 @@
-"""Indexes and columns that keep the letter lists fast at scale
+"""No change to the schema: the letter lists' indexes are made by 0009
+
+This revision was published before the list work settled on 0009's indexes and full-text
+tables; it stays, empty, so that a database already stamped with it still upgrades.
 
 Revision ID: 0010
 Revises: 0009
