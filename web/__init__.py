@@ -30,7 +30,7 @@ from . import (
     redaction,
     security,
 )
-from .config import check_secret_key, config_from_env, load_secret_key
+from .config import config_from_env, secret_key_for
 from .numbers import BoundedIntegerConverter
 
 __all__ = ["create_app", "csrf"]
@@ -95,11 +95,8 @@ def _finish_config(app: Flask) -> None:
     config["DOCX_TEMPLATE_DIR"] = Path(config["DOCX_TEMPLATE_DIR"])
     if config.get("SEAL_PKCS12"):
         config["SEAL_PKCS12"] = Path(config["SEAL_PKCS12"])
-    if config.get("SECRET_KEY"):
-        check_secret_key(config["SECRET_KEY"])  # refuse to start with a weak one, before all
+    config["SECRET_KEY"] = secret_key_for(config)  # a weak one refused, before all
     make_private_folder(config["DATA_DIR"])
-    if not config.get("SECRET_KEY"):
-        config["SECRET_KEY"] = load_secret_key(config["DATA_DIR"])
     if config.get("PREFERRED_URL_SCHEME") == "https":
         config["SESSION_COOKIE_SECURE"] = True  # (and per request when it came over https)
     if config["SESSION_COOKIE_NAME"] == "session":  # Flask's default; name it after the app

@@ -50,7 +50,7 @@ from workflow.cli import cli as workflow_cli
 from workflow.db import Database, open_database
 from workflow.errors import CounterpartError
 
-from .config import ConfigError, check_secret_key, config_from_env, load_secret_key
+from .config import ConfigError, config_from_env, secret_key_for
 from .server import CONNECTION_LIMIT, DEFAULT_CONNECTIONS_PER_ADDRESS
 
 __all__ = ["cli", "main", "WorkerSupervisor"]
@@ -697,10 +697,7 @@ def _serve_in_processes(host: str, port: int, processes: int, threads: int,
         config = config_from_env()
         # What each process's create_app would refuse, refused here once with its message,
         # before any process starts (and the key generated once, not raced for).
-        if config.get("SECRET_KEY"):
-            check_secret_key(config["SECRET_KEY"])
-        else:
-            load_secret_key(Path(config["DATA_DIR"]))
+        secret_key_for(config)
     except ConfigError as exc:
         _fail(str(exc))
     open_database(config["DATA_DIR"], config["DATABASE_URL"]).dispose()

@@ -22,7 +22,7 @@ from workflow.files import make_private_folder
 from workflow.schema import DEFAULT_TEMPLATE_DIR
 
 __all__ = ["ConfigError", "config_from_env", "load_secret_key", "check_secret_key",
-           "data_dir_from_env", "SECRET_KEY_FILE", "ENV_PREFIX", "MIN_SECRET_KEY_LENGTH"]
+           "secret_key_for", "data_dir_from_env", "SECRET_KEY_FILE", "ENV_PREFIX", "MIN_SECRET_KEY_LENGTH"]
 
 ENV_PREFIX = "COUNTERPART_"
 SECRET_KEY_FILE = "secret_key"
@@ -199,6 +199,16 @@ def check_secret_key(key: str | bytes, source: str = f"{ENV_PREFIX}SECRET_KEY") 
             "form, so it must be long and random: set it to the output of "
             "`python3 -c 'import secrets; print(secrets.token_hex(32))'`, or leave it unset "
             f"to have one generated into the data folder's {SECRET_KEY_FILE} file.")
+
+
+def secret_key_for(settings: Mapping[str, Any]) -> str | bytes:
+    """Return the secret key the settings give, checked (:func:`check_secret_key`), or else
+    the data folder's (:func:`load_secret_key`, made on first use). Raises ConfigError."""
+    if settings.get("SECRET_KEY"):
+        check_secret_key(settings["SECRET_KEY"])
+        key: str | bytes = settings["SECRET_KEY"]
+        return key
+    return load_secret_key(Path(settings["DATA_DIR"]))
 
 
 def load_secret_key(data_dir: Path) -> str:
